@@ -1,0 +1,132 @@
+// Container reading: read a model file once, sniff its format from content
+// (never from its name), unpack archives and compression wrappers
+// recursively within limits, and find every pickle stream in it, decoded
+// statically by hooks::DecodePickle.
+//
+// Tolerance: whatever the real loaders accept is accepted here (torch zips
+// with bad CRCs, odd flag bits, renamed top-level folders, extra files;
+// stacked pickles; trailing data). Anomalies are kept as Member::notes.
+// Errors: a top-level file that cannot be read or is of no known format is a
+// Status error; a member that cannot be analysed (truncated pickle, zip bomb,
+// broken archive) gets Member::error or PickleStream::error and the rest of
+// the file is still analysed. Every message names the file, the member path
+// and the offset.
+#ifndef DYNAHUG_RUNTIME_CONTAINER_H_
+#define DYNAHUG_RUNTIME_CONTAINER_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "hooks/pickle_decoder.h"
+
+namespace dynahug::runtime {
+
+// Mirrors proto::ContainerFormat (see proto/dynahug.proto for meanings).
+enum class Format {
+  kData,
+  kRawPickle,
+  kTorchZip,
+  kTorchScriptZip,
+  kTorchLegacy,
+  kTorchLegacyTar,
+  kJoblib,
+  kNumpyNpy,
+  kNumpyNpz,
+  kZip,
+  kSevenZip,
+  kTar,
+  kGzip,
+  kBzip2,
+  kXz,
+  kLzma,
+  kZlib,
+};
+
+// Stable lowercase name used in CLI/JSON output: "data", "raw-pickle",
+// "torch-zip", "torchscript-zip", "torch-legacy", "torch-legacy-tar",
+// "joblib", "npy", "npz", "zip", "7z", "tar", "gzip", "bzip2", "xz",
+// "lzma", "zlib".
+std::string_view FormatName(Format format);
+
+struct Limits {
+  // Archives/wrappers nested deeper than this are an error of that member.
+  int max_depth = 8;
+  // Total archive entries over the whole file.
+  uint64_t max_entries = 100000;
+  // Total bytes produced by decompression over the whole file. Tensor
+  // storages that need no analysis are not decompressed and do not count.
+  uint64_t max_expanded_bytes = uint64_t{2} << 30;
+  // Largest ratio of expanded to stored size accepted for one member
+  // (zip-bomb guard for members that are expanded).
+  uint64_t max_ratio = 1000;
+};
+
+// One node of the container tree. Byte views point into storage owned by the
+// enclosing AnalyzedFile and live as long as it does.
+struct Member {
+  std::string name;  // name inside the parent; "" for the top-level file
+  Format format = Format::kData;
+  uint64_t size = 0;         // bytes after decompression
+  uint64_t stored_size = 0;  // bytes as stored in the parent
+  std::vector<std::string> notes;
+  std::vector<Member> children;
+  std::vector<hooks::PickleStream> pickles;
+  std::string error;  // non-empty when this member could not be analysed
+  std::span<const uint8_t> bytes;  // the member's (decompressed) content;
+                                   // empty when not expanded (storages)
+};
+
+// A fully analysed file. Move-only; owns the file mapping and every
+// decompressed buffer the Member tree points into.
+class AnalyzedFile {
+ public:
+  AnalyzedFile();
+  ~AnalyzedFile();
+  AnalyzedFile(AnalyzedFile&&) noexcept;
+  AnalyzedFile& operator=(AnalyzedFile&&) noexcept;
+  AnalyzedFile(const AnalyzedFile&) = delete;
+  AnalyzedFile& operator=(const AnalyzedFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const Member& root() const { return root_; }
+  // Lowercase hex SHA-256 of the whole file.
+  const std::string& sha256() const { return sha256_; }
+  // True when any member or pickle stream in the tree has an error.
+  bool HasErrors() const;
+  // Every error in the tree, one line each, formatted
+  // "<path>: member <a/b/c>: <message>" (member omitted at top level).
+  std::vector<std::string> Errors() const;
+
+ private:
+  friend class ContainerReader;
+  std::string path_;
+  std::string sha256_;
+  Member root_;
+  struct Storage;
+  std::unique_ptr<Storage> storage_;
+};
+
+struct AnalyzeOptions {
+  Limits limits;
+  // Passed to every DecodePickle call (keep_ops for disasm).
+  hooks::DecodeOptions decode;
+};
+
+// Reads `path` (once, mapped read-only) and analyses it.
+absl::StatusOr<AnalyzedFile> AnalyzeFile(const std::string& path,
+                                         const AnalyzeOptions& options = {});
+
+// Same for bytes already in memory; `display_name` is used in messages.
+// The bytes are copied into the result's storage.
+absl::StatusOr<AnalyzedFile> AnalyzeBytes(std::span<const uint8_t> data,
+                                          const std::string& display_name,
+                                          const AnalyzeOptions& options = {});
+
+}  // namespace dynahug::runtime
+
+#endif  // DYNAHUG_RUNTIME_CONTAINER_H_
