@@ -1,1 +1,54 @@
-// placeholder: being written
+#include "runtime/cli.h"
+
+#include <ostream>
+
+#include "runtime/disasm_command.h"
+
+namespace dynahug::runtime {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+constexpr char kUsage[] =
+    R"(usage: dynahug <command> [options] FILE...
+
+Detects malicious pickle-based ML model files (PyTorch, joblib, NumPy,
+raw pickles and archives of them).
+
+commands:
+  disasm FILE... [--format text|json] [--max-depth N] [--max-expanded BYTES]
+                 List every pickle opcode (offset, opcode, argument, memo
+                 effect) and the globals of every pickle stream in every
+                 container member, statically (nothing is unpickled).
+
+options:
+  -h, --help     show this help
+  --version      show the version
+
+exit codes: 0 success/benign, 1 malicious found, 2 error.
+)";
+
+}  // namespace
+
+int RunCli(const std::vector<std::string>& args, std::ostream& out,
+           std::ostream& err) {
+  if (args.empty()) {
+    err << kUsage;
+    return kExitError;
+  }
+  const std::string& command = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (command == "-h" || command == "--help" || command == "help") {
+    out << kUsage;
+    return kExitOk;
+  }
+  if (command == "--version") {
+    out << "dynahug " << kVersion << "\n";
+    return kExitOk;
+  }
+  if (command == "disasm") return RunDisasm(rest, out, err);
+  err << "dynahug: unknown command '" << command << "'\n\n" << kUsage;
+  return kExitError;
+}
+
+}  // namespace dynahug::runtime
