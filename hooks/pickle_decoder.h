@@ -145,6 +145,18 @@ bool LooksLikePickle(std::span<const uint8_t> data);
 // Python's escape decoding. Returns nullopt when the quoting is invalid.
 std::optional<std::string> UnquoteStringArg(std::string_view quoted);
 
+// Decodes a raw-unicode-escape UNICODE argument (OpArg::needs_unescape) to
+// UTF-8; lone surrogates are encoded as 3-byte sequences (like Python's
+// "surrogatepass"). Returns nullopt for a truncated or out-of-range \u/\U
+// escape.
+std::optional<std::string> DecodeRawUnicodeEscape(std::string_view raw);
+
+// Renders a little-endian two's complement integer (the `bytes` of a
+// LONG1/LONG4 kBigInt) in decimal. Quadratic in the length, so inputs longer
+// than `max_bytes` are rendered as "<int of N bytes>" instead.
+std::string FormatBigInt(std::span<const uint8_t> le_twos_complement,
+                         size_t max_bytes = 4096);
+
 }  // namespace dynahug::hooks
 
 #endif  // DYNAHUG_HOOKS_PICKLE_DECODER_H_
