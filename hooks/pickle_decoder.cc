@@ -393,6 +393,7 @@ enum Special : uint32_t {
   kSpecialArrayWrapper = 1,  // joblib.numpy_pickle.NumpyArrayWrapper
   kSpecialDtype = 2,         // numpy.dtype
   kSpecialReconstructor = 3, // copyreg._reconstructor
+  kSpecialCodecsEncode = 4,  // _codecs.encode: protocol-2 bytes
 };
 
 struct Value {
@@ -651,6 +652,7 @@ class Decoder {
     if (name == "_reconstructor" &&
         (module == "copyreg" || module == "copy_reg"))
       return kSpecialReconstructor;
+    if (name == "encode" && module == "_codecs") return kSpecialCodecsEncode;
     return kSpecialNone;
   }
 
@@ -1059,8 +1061,14 @@ bool Decoder::JoblibArray(size_t op_pos, const Value& state) {
     const Value* meta = TupleItem(dt.state, 8);
     const Value* unit_tuple = meta ? TupleItem(*meta, 1) : nullptr;
     const Value* unit = unit_tuple ? TupleItem(*unit_tuple, 0) : nullptr;
+    if (unit != nullptr && unit->kind == VKind::kObject &&
+        objects_[unit->payload].special == kSpecialCodecsEncode) {
+      // Protocol 2 writes bytes as _codecs.encode('ns', 'latin1').
+      unit = TupleItem(objects_[unit->payload].args, 0);
+    }
     if (unit != nullptr && (unit->kind == VKind::kBytes ||
-                            unit->kind == VKind::kStr)) {
+                            (unit->kind == VKind::kStr &&
+                             (unit->flags & kEncMask) == kEncUtf8))) {
       array.dtype += "[";
       array.dtype.append(reinterpret_cast<const char*>(d_ + unit->payload),
                          std::min<size_t>(unit->aux, 16));
