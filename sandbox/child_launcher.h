@@ -1,0 +1,189 @@
+// RunSandboxed: runs a callback in a forked, isolated child and reports how it
+// ended, what it streamed back, and which system calls it made.
+//
+// The child, before `body` runs and in this order:
+//   1. setsid() (own session and process group), PR_SET_PDEATHSIG(SIGKILL);
+//      signal mask cleared, dispositions reset (SIGXFSZ ignored so that the
+//      file-size limit fails writes with EFBIG instead of killing).
+//   2. Every descriptor closed except the event channel; 0/1/2 on /dev/null
+//      (or the parent's stderr on 2 if Policy::inherit_stderr).
+//   3. unshare(CLONE_NEWNET | CLONE_NEWUTS [| CLONE_NEWNS]): an empty network
+//      namespace (only a down loopback) and a plausible hostname.
+//   4. Filesystem write confinement to a fresh scratch directory: Landlock
+//      when the kernel has it (reads stay allowed everywhere; ABI >= 4 also
+//      denies TCP bind/connect, ABI >= 6 scopes signals and abstract unix
+//      sockets to the sandbox), otherwise a private mount namespace with /
+//      recursively read-only and a size-limited tmpfs on the scratch path.
+//   5. cwd = scratch; rlimits (CPU, address space, data, file size, open
+//      files, processes, core 0, memlock 0, message queues 0).
+//   6. A scrubbed, plausible environment (HOME/TMPDIR/PWD = scratch, USER,
+//      LOGNAME, HOSTNAME, PATH, LANG, SHELL; nothing from the parent); the
+//      original environment block the kernel exposes in /proc/self/environ
+//      is zeroed.
+//   7. PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE 0, all capabilities dropped
+//      (effective/permitted/inheritable, bounding set, ambient).
+//   8. The seccomp filter (seccomp_policy.h), last, with a user-notification
+//      listener that the parent takes with pidfd_getfd() and supervises.
+// Any failure in 1-8 is a setup error: RunSandboxed returns a non-OK Status
+// carrying the child's message, never a ChildResult.
+//
+// The parent polls the child's pidfd, the event pipe and the seccomp
+// listener in the calling thread (no threads are created), kills the whole
+// process group at the wall-clock limit, reaps the child with wait4() and
+// removes the scratch directory. No zombie or child outlives the call, also
+// on error paths.
+//
+// Preconditions: Linux >= 5.9 with seccomp user notification, pidfd_open and
+// pidfd_getfd; CAP_SYS_ADMIN/CAP_SYS_PTRACE (run as root) for unshare and
+// pidfd_getfd on a non-dumpable child. The caller must not reap children it
+// did not create (no waitpid(-1) / SIGCHLD=SIG_IGN in other threads).
+//
+// Thread safety: RunSandboxed may be called from several threads at once;
+// each call owns its child. fork() in a multithreaded parent copies only the
+// calling thread: the child-side code before `body` avoids locks other than
+// glibc malloc's (which fork() resets).
+#ifndef DYNAHUG_SANDBOX_CHILD_LAUNCHER_H_
+#define DYNAHUG_SANDBOX_CHILD_LAUNCHER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/dynahug.pb.h"
+#include "sandbox/event_channel.h"
+#include "sandbox/seccomp_policy.h"
+
+namespace dynahug::sandbox {
+
+enum class FsIsolation {
+  kAuto,            // Landlock if available, else mount namespace
+  kLandlock,        // fail setup if Landlock is unavailable
+  kMountNamespace,  // read-only / and a tmpfs scratch, even with Landlock
+};
+
+struct Limits {
+  // Wall-clock limit from fork to exit, including sandbox setup.
+  absl::Duration wall_time = absl::Seconds(10);
+  // RLIMIT_CPU soft limit, seconds (SIGXCPU); the hard limit is one more
+  // second (SIGKILL).
+  uint64_t cpu_seconds = 10;
+  // Address-space headroom: RLIMIT_AS and RLIMIT_DATA are set to the
+  // child's address-space size at setup plus this many bytes, so the
+  // libraries a warm zygote already mapped do not count against the load.
+  uint64_t memory_bytes = 2ull << 30;
+  // RLIMIT_FSIZE, bytes.
+  uint64_t file_size_bytes = 64ull << 20;
+  // RLIMIT_NOFILE.
+  uint64_t open_files = 1024;
+  // RLIMIT_NPROC. Note: the kernel exempts uid 0 from it; the seccomp policy
+  // is what stops process creation.
+  uint64_t processes = 512;
+  // Size of the scratch tmpfs in mount-namespace mode, bytes.
+  uint64_t scratch_bytes = 64ull << 20;
+};
+
+// What the child's environment claims to be.
+struct Identity {
+  std::string user = "user";
+  std::string hostname = "workstation";
+  std::string lang = "C.UTF-8";
+  std::string path = "/usr/local/bin:/usr/bin:/bin";
+  std::string shell = "/bin/bash";
+};
+
+struct Policy {
+  Limits limits;
+  FsIsolation fs_isolation = FsIsolation::kAuto;
+  Identity identity;
+  // Where per-child scratch directories are created (mkdtemp).
+  std::string scratch_parent = "/tmp";
+  EventChannelLimits channel;
+  SeccompPolicyOptions seccomp;
+  // Keep the parent's stderr on fd 2 (debugging); /dev/null otherwise.
+  bool inherit_stderr = false;
+};
+
+// What the body can use inside the child.
+class ChildContext {
+ public:
+  // Events to stream to the parent.
+  EventWriter& events() { return *events_; }
+  // Absolute path of the writable scratch directory (also cwd and HOME).
+  const std::string& scratch_dir() const { return *scratch_dir_; }
+  // The scrubbed environment, "KEY=value" (already installed in `environ`;
+  // an embedded interpreter should rebuild os.environ from it).
+  const std::vector<std::string>& environment() const { return *env_; }
+  // Tells the parent that the body ran out of memory (for an allocator that
+  // does not go through operator new, e.g. Python's MemoryError). The
+  // launcher's own std::new_handler calls it too.
+  void ReportOutOfMemory();
+
+ private:
+  friend class ChildContextAccess;
+  ChildContext() = default;
+  EventWriter* events_ = nullptr;
+  const std::string* scratch_dir_ = nullptr;
+  const std::vector<std::string>* env_ = nullptr;
+  volatile uint32_t* status_word_ = nullptr;
+};
+
+enum class ChildStatus {
+  kOk,           // exited 0
+  kLoadFailed,   // exited non-zero
+  kSignaled,     // died from a signal (crash, abort, ...)
+  kTimeout,      // killed by the parent at the wall-clock limit
+  kMemoryLimit,  // ran out of its address-space budget (see README)
+  kCpuLimit,     // hit RLIMIT_CPU
+  kViolation,    // killed by the seccomp filter (foreign syscall ABI)
+};
+
+absl::string_view ChildStatusName(ChildStatus status);
+
+struct ChildResult {
+  ChildStatus status = ChildStatus::kOk;
+  int exit_code = 0;  // when exited
+  int signal = 0;     // when killed by a signal
+  std::string reason;
+  double wall_ms = 0;
+  double cpu_ms = 0;
+  uint64_t max_rss_kib = 0;
+  // Events from the body, in order, then the supervisor's BLOCKED events
+  // (each denied syscall with its arguments, bounded).
+  std::vector<proto::Event> events;
+  ChannelStats channel;
+  // Syscalls the body made (see seccomp_policy.h for what is counted).
+  std::vector<SyscallCount> syscalls;
+  // Which filesystem confinement was used (kLandlock or kMountNamespace).
+  FsIsolation fs_isolation = FsIsolation::kAuto;
+  int landlock_abi = 0;
+};
+
+// Runs `body` in a sandboxed child (see the file comment). The body's return
+// value is the child's exit code (0-255). Exceptions escaping `body` end the
+// child with exit code kExitUncaughtException.
+absl::StatusOr<ChildResult> RunSandboxed(
+    const Policy& policy, absl::FunctionRef<int(ChildContext&)> body);
+
+// Exit codes the launcher itself uses in the child.
+inline constexpr int kExitUncaughtException = 120;
+inline constexpr int kExitOutOfMemory = 122;
+
+proto::ChildExit ToProto(const ChildResult& result);
+
+// What this kernel/process supports (for logging and test skips).
+struct SandboxSupport {
+  int landlock_abi = 0;  // 0: none
+  bool user_notification = false;
+  bool pidfd = false;
+  bool root = false;
+};
+SandboxSupport ProbeSandboxSupport();
+
+}  // namespace dynahug::sandbox
+
+#endif  // DYNAHUG_SANDBOX_CHILD_LAUNCHER_H_

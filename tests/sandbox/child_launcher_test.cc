@@ -1,0 +1,707 @@
+// Integration tests of the launcher: every test forks real sandboxed children
+// running C++ bodies and checks the verdict, the streamed events, the
+// recorded syscalls and the absence of side effects on the host.
+//
+// Harmless probes only: writes under /tmp/dynahug_pwned/, connections to
+// 127.0.0.1, exec of /bin/true.
+#include "sandbox/child_launcher.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+
+namespace dynahug::sandbox {
+namespace {
+
+// Sends one LOG event "name" = value from the child.
+void Send(ChildContext& ctx, const std::string& name,
+          const std::string& value = "") {
+  proto::Event e;
+  e.set_kind(proto::Event::LOG);
+  e.set_name(name);
+  proto::Argument* a = e.add_args();
+  a->set_key("value");
+  a->set_value(value);
+  ctx.events().Write(std::move(e));
+}
+
+// The value of the first LOG event called `name`, or "<missing>".
+std::string Value(const ChildResult& r, const std::string& name) {
+  for (const proto::Event& e : r.events) {
+    if (e.kind() == proto::Event::LOG && e.name() == name) {
+      return e.args_size() > 0 ? e.args(0).value() : "";
+    }
+  }
+  return "<missing>";
+}
+
+const SyscallCount* FindSyscall(const ChildResult& r, const std::string& name) {
+  for (const SyscallCount& c : r.syscalls) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+int CountBlocked(const ChildResult& r, const std::string& name) {
+  int n = 0;
+  for (const proto::Event& e : r.events) {
+    if (e.kind() == proto::Event::BLOCKED && e.name() == name) ++n;
+  }
+  return n;
+}
+
+std::string ErrnoName(int err) { return strerrorname_np(err); }
+
+int CountOpenFds() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+long VmRssKib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+class SandboxTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const SandboxSupport s = ProbeSandboxSupport();
+    if (!s.root || !s.user_notification || !s.pidfd) {
+      GTEST_SKIP() << "needs root, seccomp user notification and pidfd";
+    }
+    policy_.limits.wall_time = absl::Seconds(20);
+  }
+
+  ChildResult Run(absl::FunctionRef<int(ChildContext&)> body) {
+    absl::StatusOr<ChildResult> r = RunSandboxed(policy_, body);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : ChildResult{};
+  }
+
+  Policy policy_;
+};
+
+TEST_F(SandboxTest, EmptyBodyExitsOkAndScratchIsRemoved) {
+  const ChildResult r = Run([](ChildContext& ctx) {
+    Send(ctx, "scratch", ctx.scratch_dir());
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_GT(r.wall_ms, 0);
+  EXPECT_GT(r.max_rss_kib, 0u);
+  EXPECT_TRUE(r.channel.end_marker);
+  const std::string scratch = Value(r, "scratch");
+  ASSERT_EQ(scratch.rfind("/tmp/dynahug-", 0), 0u) << scratch;
+  struct stat st;
+  EXPECT_NE(stat(scratch.c_str(), &st), 0) << "scratch dir left behind";
+}
+
+TEST_F(SandboxTest, NonZeroExitIsLoadFailed) {
+  const ChildResult r = Run([](ChildContext&) { return 3; });
+  EXPECT_EQ(r.status, ChildStatus::kLoadFailed);
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(ToProto(r).status(), proto::ChildExit::LOAD_FAILED);
+}
+
+TEST_F(SandboxTest, UncaughtExceptionIsLoadFailedWithDistinctCode) {
+  const ChildResult r = Run([](ChildContext&) -> int {
+    throw std::runtime_error("boom");
+  });
+  EXPECT_EQ(r.status, ChildStatus::kLoadFailed);
+  EXPECT_EQ(r.exit_code, kExitUncaughtException);
+}
+
+TEST_F(SandboxTest, InfiniteLoopHitsWallClockLimit) {
+  policy_.limits.wall_time = absl::Milliseconds(300);
+  const ChildResult r = Run([](ChildContext&) {
+    while (true) {
+      pause();  // sleeps: no CPU, so only the wall clock can end it
+    }
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kTimeout) << r.reason;
+  EXPECT_EQ(r.signal, SIGKILL);
+  EXPECT_GE(r.wall_ms, 300);
+  EXPECT_LT(r.wall_ms, 2000);
+  EXPECT_EQ(ToProto(r).status(), proto::ChildExit::TIMEOUT);
+}
+
+TEST_F(SandboxTest, BusyLoopHitsCpuLimit) {
+  policy_.limits.cpu_seconds = 1;
+  const ChildResult r = Run([](ChildContext&) {
+    volatile uint64_t x = 0;
+    while (true) x = x + 1;
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kCpuLimit) << r.reason;
+  EXPECT_EQ(r.signal, SIGXCPU);
+  EXPECT_GE(r.cpu_ms, 900);
+}
+
+TEST_F(SandboxTest, BusyLoopIgnoringSigxcpuIsKilledAtHardCpuLimit) {
+  policy_.limits.cpu_seconds = 1;
+  const ChildResult r = Run([](ChildContext&) {
+    signal(SIGXCPU, SIG_IGN);
+    volatile uint64_t x = 0;
+    while (true) x = x + 1;
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kCpuLimit) << r.reason;
+  EXPECT_EQ(r.signal, SIGKILL);
+  EXPECT_GE(r.cpu_ms, 1900);
+}
+
+TEST_F(SandboxTest, MemoryBombHitsMemoryLimit) {
+  policy_.limits.memory_bytes = 256ull << 20;
+  const ChildResult r = Run([](ChildContext& ctx) {
+    std::vector<char*> blocks;
+    while (true) {
+      char* block = new char[16 << 20];
+      memset(block, 1, 16 << 20);
+      blocks.push_back(block);
+      Send(ctx, "allocated", std::to_string(blocks.size()));
+    }
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kMemoryLimit) << r.reason;
+  // The launcher catches the body's std::bad_alloc.
+  EXPECT_EQ(r.exit_code, kExitUncaughtException);
+  EXPECT_GT(r.events.size(), 5u);
+  EXPECT_EQ(ToProto(r).status(), proto::ChildExit::MEMORY_LIMIT);
+}
+
+TEST_F(SandboxTest, CaughtBadAllocStillClassifiedAsMemoryLimit) {
+  policy_.limits.memory_bytes = 128ull << 20;
+  const ChildResult r = Run([](ChildContext&) {
+    try {
+      std::vector<char> big(1ull << 30);
+      return 0;
+    } catch (const std::bad_alloc&) {
+      return 1;
+    }
+  });
+  EXPECT_EQ(r.status, ChildStatus::kMemoryLimit) << r.reason;
+  EXPECT_EQ(r.exit_code, 1);
+}
+
+TEST_F(SandboxTest, ReportedOutOfMemoryFromOtherAllocators) {
+  policy_.limits.memory_bytes = 128ull << 20;
+  const ChildResult r = Run([](ChildContext& ctx) {
+    void* p = malloc(1ull << 30);  // like CPython's allocator: no new_handler
+    if (p == nullptr) {
+      ctx.ReportOutOfMemory();
+      return 1;
+    }
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kMemoryLimit) << r.reason;
+  // Without the report, the same exit code is an ordinary load failure.
+  const ChildResult plain = Run([](ChildContext&) { return 1; });
+  EXPECT_EQ(plain.status, ChildStatus::kLoadFailed);
+}
+
+TEST_F(SandboxTest, ForkBombIsDeniedRecordedAndChildContinues) {
+  const ChildResult r = Run([](ChildContext& ctx) {
+    int eperm = 0;
+    for (int i = 0; i < 100; ++i) {
+      const pid_t pid = fork();
+      if (pid == 0) _exit(0);  // would be an escape; never reached
+      if (pid < 0 && errno == EPERM) ++eperm;
+    }
+    const long raw = syscall(SYS_fork);
+    const long vf = syscall(SYS_vfork);
+    Send(ctx, "fork_eperm", std::to_string(eperm));
+    Send(ctx, "raw_fork", absl::StrCat(raw, " ", ErrnoName(errno)));
+    Send(ctx, "vfork", std::to_string(vf));
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "fork_eperm"), "100");
+  EXPECT_EQ(Value(r, "raw_fork"), "-1 EPERM");
+  EXPECT_EQ(Value(r, "vfork"), "-1");
+  const SyscallCount* clone = FindSyscall(r, "clone");  // glibc fork()
+  ASSERT_NE(clone, nullptr);
+  EXPECT_EQ(clone->count, 100u);
+  EXPECT_EQ(clone->denied, 100u);
+  ASSERT_NE(FindSyscall(r, "fork"), nullptr);
+  EXPECT_EQ(FindSyscall(r, "fork")->denied, 1u);
+  EXPECT_EQ(FindSyscall(r, "vfork")->denied, 1u);
+  EXPECT_EQ(CountBlocked(r, "clone"), 100);
+}
+
+TEST_F(SandboxTest, ThreadsStillWork) {
+  const ChildResult r = Run([](ChildContext& ctx) {
+    std::atomic<int> sum{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) threads.emplace_back([&sum, i] { sum += i; });
+    for (auto& t : threads) t.join();
+    Send(ctx, "sum", std::to_string(sum.load()));
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "sum"), "6");
+  const SyscallCount* clone = FindSyscall(r, "clone");
+  ASSERT_NE(clone, nullptr);
+  EXPECT_EQ(clone->count, 4u);
+  EXPECT_EQ(clone->denied, 0u);
+  const SyscallCount* clone3 = FindSyscall(r, "clone3");
+  ASSERT_NE(clone3, nullptr);  // tried first by glibc, steered to clone
+  EXPECT_EQ(clone3->denied, 0u);
+}
+
+TEST_F(SandboxTest, ExecIsDenied) {
+  const ChildResult r = Run([](ChildContext& ctx) {
+    char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    const int rc = execv("/bin/true", argv);
+    Send(ctx, "exec", absl::StrCat(rc, " ", ErrnoName(errno)));
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "exec"), "-1 EPERM");
+  const SyscallCount* execve = FindSyscall(r, "execve");
+  ASSERT_NE(execve, nullptr);
+  EXPECT_EQ(execve->denied, 1u);
+  EXPECT_EQ(CountBlocked(r, "execve"), 1);
+}
+
+TEST_F(SandboxTest, NetworkIsDeniedAndNothingArrives) {
+  // A loopback listener in the parent's namespace on a free port.
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const uint16_t port = ntohs(addr.sin_port);
+
+  const ChildResult r = Run([port](ChildContext& ctx) {
+    std::vector<std::string> out;
+    for (uint16_t p : {uint16_t{9}, port}) {
+      const int s = socket(AF_INET, SOCK_STREAM, 0);
+      out.push_back(absl::StrCat("socket=", s, ":", ErrnoName(errno)));
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_port = htons(p);
+      to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      const int c = connect(s, reinterpret_cast<sockaddr*>(&to), sizeof to);
+      out.push_back(absl::StrCat("connect=", c, ":", ErrnoName(errno)));
+    }
+    const int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    out.push_back(absl::StrCat("udp=", udp));
+    // A unix socket is allowed, but connecting it anywhere is not.
+    const int unix_socket = socket(AF_UNIX, SOCK_STREAM, 0);
+    out.push_back(absl::StrCat("unix=", unix_socket >= 0 ? "ok" : "fail"));
+    Send(ctx, "net", absl::StrJoin(out, ","));
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "net"),
+            "socket=-1:EPERM,connect=-1:EPERM,socket=-1:EPERM,"
+            "connect=-1:EPERM,udp=-1,unix=ok");
+  const SyscallCount* sock = FindSyscall(r, "socket");
+  ASSERT_NE(sock, nullptr);
+  EXPECT_EQ(sock->count, 4u);
+  EXPECT_EQ(sock->denied, 3u);
+  ASSERT_NE(FindSyscall(r, "connect"), nullptr);
+  EXPECT_EQ(FindSyscall(r, "connect")->denied, 2u);
+  // Nothing reached the parent's listener.
+  EXPECT_LT(accept(listener, nullptr, nullptr), 0);
+  EXPECT_EQ(errno, EAGAIN);
+  close(listener);
+}
+
+TEST_F(SandboxTest, ChildCannotSignalOrTraceTheParent) {
+  const ChildResult r = Run([](ChildContext& ctx) {
+    const pid_t parent = getppid();
+    const int k = kill(parent, SIGTERM);
+    Send(ctx, "kill", absl::StrCat(k, " ", ErrnoName(errno)));
+    const int all = kill(-1, SIGTERM);
+    Send(ctx, "kill_all", absl::StrCat(all, " ", ErrnoName(errno)));
+    const long t = ptrace(PTRACE_ATTACH, parent, nullptr, nullptr);
+    Send(ctx, "ptrace", absl::StrCat(t, " ", ErrnoName(errno)));
+    const int self = kill(getpid(), 0);
+    Send(ctx, "kill_self", std::to_string(self));
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "kill"), "-1 EPERM");
+  EXPECT_EQ(Value(r, "kill_all"), "-1 EPERM");
+  EXPECT_EQ(Value(r, "ptrace"), "-1 EPERM");
+  EXPECT_EQ(Value(r, "kill_self"), "0");
+  EXPECT_EQ(FindSyscall(r, "kill")->denied, 2u);
+  EXPECT_EQ(FindSyscall(r, "ptrace")->denied, 1u);
+}
+
+TEST_F(SandboxTest, EnvironmentIsScrubbedAndPlausible) {
+  setenv("DYNAHUG_TEST_SECRET", "hunter2-secret-token", 1);
+  const ChildResult r = Run([](ChildContext& ctx) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
+    Send(ctx, "environ", absl::StrJoin(env, "\n"));
+    std::ifstream self("/proc/self/environ");
+    std::stringstream self_env;
+    self_env << self.rdbuf();
+    Send(ctx, "proc_self_environ", self_env.str());
+    std::ifstream parent(absl::StrCat("/proc/", getppid(), "/environ"));
+    std::stringstream parent_env;
+    parent_env << parent.rdbuf();
+    Send(ctx, "proc_parent_environ", parent_env.str());
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    Send(ctx, "hostname", host);
+    char cwd[4096] = {};
+    Send(ctx, "cwd", getcwd(cwd, sizeof cwd) ? cwd : "?");
+    Send(ctx, "home", getenv("HOME") ? getenv("HOME") : "");
+    return 0;
+  });
+  unsetenv("DYNAHUG_TEST_SECRET");
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  for (const char* name :
+       {"environ", "proc_self_environ", "proc_parent_environ"}) {
+    EXPECT_EQ(Value(r, name).find("hunter2"), std::string::npos) << name;
+  }
+  const std::string env = Value(r, "environ");
+  EXPECT_NE(env.find("USER=user"), std::string::npos) << env;
+  EXPECT_NE(env.find("PATH=/usr/local/bin:/usr/bin:/bin"), std::string::npos);
+  EXPECT_NE(env.find("HOSTNAME=workstation"), std::string::npos);
+  EXPECT_EQ(Value(r, "hostname"), "workstation");
+  const std::string scratch = Value(r, "cwd");
+  EXPECT_EQ(scratch.rfind("/tmp/dynahug-", 0), 0u) << scratch;
+  EXPECT_EQ(Value(r, "home"), scratch);
+  EXPECT_NE(Value(r, "proc_self_environ").find("USER=user"),
+            std::string::npos);
+}
+
+TEST_F(SandboxTest, NoDescriptorsLeakIntoTheChild) {
+  // Descriptors without O_CLOEXEC in the parent must not reach the child.
+  const int leaky1 = open("/dev/null", O_RDONLY);
+  const int leaky2 = dup(leaky1);
+  ASSERT_GE(leaky2, 0);
+  const ChildResult r = Run([](ChildContext& ctx) {
+    std::vector<std::string> fds;
+    DIR* d = opendir("/proc/self/fd");
+    const int dir_fd = dirfd(d);
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.' || atoi(e->d_name) == dir_fd) continue;
+      char target[256] = {};
+      const std::string link = absl::StrCat("/proc/self/fd/", e->d_name);
+      const ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
+      fds.push_back(absl::StrCat(e->d_name, "=",
+                                 n > 0 ? std::string(target, n) : "?"));
+    }
+    closedir(d);
+    std::sort(fds.begin(), fds.end());
+    Send(ctx, "fds", absl::StrJoin(fds, ","));
+    return 0;
+  });
+  close(leaky1);
+  close(leaky2);
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  const std::string fds = Value(r, "fds");
+  // 0-2 on /dev/null, 3 the event pipe; nothing else.
+  EXPECT_EQ(fds.substr(0, fds.find(",3=")),
+            "0=/dev/null,1=/dev/null,2=/dev/null")
+      << fds;
+  EXPECT_EQ(fds.find(",4="), std::string::npos) << fds;
+  EXPECT_NE(fds.find("3=pipe:"), std::string::npos) << fds;
+}
+
+TEST_F(SandboxTest, EventsSentBeforeACrashArrive) {
+  for (int sig : {SIGSEGV, SIGABRT}) {
+    const ChildResult r = Run([sig](ChildContext& ctx) {
+      for (int i = 0; i < 10; ++i) Send(ctx, "before", std::to_string(i));
+      if (sig == SIGSEGV) {
+        *static_cast<volatile int*>(nullptr) = 1;
+      }
+      abort();
+      return 0;
+    });
+    EXPECT_EQ(r.status, ChildStatus::kSignaled) << r.reason;
+    EXPECT_EQ(r.signal, sig);
+    EXPECT_EQ(r.events.size(), 10u);
+    EXPECT_FALSE(r.channel.end_marker);
+    EXPECT_EQ(r.channel.torn_bytes, 0u);
+    EXPECT_EQ(ToProto(r).status(), proto::ChildExit::SIGNALED);
+    EXPECT_EQ(ToProto(r).signal(), sig);
+  }
+}
+
+TEST_F(SandboxTest, TornLastMessageIsReported) {
+  const ChildResult r = Run([](ChildContext& ctx) -> int {
+    Send(ctx, "whole");
+    ctx.events().Flush(absl::Seconds(1));
+    // A length prefix of 100 followed by only 10 bytes, then death.
+    const char partial[11] = {100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    ssize_t ignored = write(ctx.events().fd(), partial, sizeof partial);
+    (void)ignored;
+    _exit(0);
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk);
+  EXPECT_EQ(Value(r, "whole"), "");
+  EXPECT_EQ(r.channel.torn_bytes, 11u);
+}
+
+TEST_F(SandboxTest, ChildClosingTheEventDescriptorIsHarmless) {
+  const ChildResult r = Run([](ChildContext& ctx) {
+    Send(ctx, "first");
+    close(ctx.events().fd());
+    Send(ctx, "after_close");  // dropped: EBADF
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "first"), "");
+  EXPECT_EQ(Value(r, "after_close"), "<missing>");
+  EXPECT_FALSE(r.channel.end_marker);
+}
+
+TEST_F(SandboxTest, EventFloodIsBoundedAndDoesNotBlockTheChild) {
+  policy_.channel.max_events = 1000;
+  policy_.limits.wall_time = absl::Seconds(30);
+  const ChildResult r = Run([](ChildContext& ctx) {
+    for (int i = 0; i < 200000; ++i) Send(ctx, "flood", std::to_string(i));
+    Send(ctx, "done");
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(r.events.size(), 1000u);
+  EXPECT_EQ(r.channel.dropped_by_reader + r.channel.dropped_by_child + 1000,
+            200001u);
+  EXPECT_TRUE(r.channel.end_marker);
+}
+
+TEST_F(SandboxTest, RecordsBodySyscallsExactlyAndNotTheLaunchers) {
+  const ChildResult r = Run([](ChildContext&) {
+    for (int i = 0; i < 5; ++i) syscall(SYS_getppid);
+    syscall(SYS_getuid);
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  ASSERT_NE(FindSyscall(r, "getppid"), nullptr);
+  EXPECT_EQ(FindSyscall(r, "getppid")->count, 5u);
+  EXPECT_EQ(FindSyscall(r, "getppid")->denied, 0u);
+  EXPECT_EQ(FindSyscall(r, "getuid")->count, 1u);
+  // Launcher setup (before the marker) is not counted.
+  EXPECT_EQ(FindSyscall(r, "seccomp"), nullptr);
+  EXPECT_EQ(FindSyscall(r, "setrlimit"), nullptr);
+  EXPECT_EQ(FindSyscall(r, "unshare"), nullptr);
+  // Hot syscalls are not counted in the default mode.
+  EXPECT_EQ(FindSyscall(r, "write"), nullptr);
+}
+
+TEST_F(SandboxTest, RecordEverythingModeCountsHotSyscalls) {
+  policy_.seccomp.allow_hot_syscalls_unrecorded = false;
+  const ChildResult r = Run([](ChildContext& ctx) {
+    Send(ctx, "one");
+    for (int i = 0; i < 7; ++i) syscall(SYS_getpid);
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  ASSERT_NE(FindSyscall(r, "getpid"), nullptr);
+  EXPECT_EQ(FindSyscall(r, "getpid")->count, 7u);
+  ASSERT_NE(FindSyscall(r, "write"), nullptr);
+  EXPECT_GE(FindSyscall(r, "write")->count, 1u);
+}
+
+TEST_F(SandboxTest, PayloadCannotSwitchOffRecording) {
+  const ChildResult r = Run([](ChildContext& ctx) {
+    // An allow-everything filter of its own: seccomp takes the strictest
+    // verdict across filters, so the supervisor still sees every call.
+    sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    sock_fprog prog{1, allow};
+    const long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+    Send(ctx, "seccomp", std::to_string(rc));
+    for (int i = 0; i < 3; ++i) syscall(SYS_getppid);
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "seccomp"), "0");
+  ASSERT_NE(FindSyscall(r, "getppid"), nullptr);
+  EXPECT_EQ(FindSyscall(r, "getppid")->count, 3u);
+}
+
+TEST_F(SandboxTest, ForeignSyscallAbiIsAViolation) {
+  const ChildResult r = Run([](ChildContext&) {
+    long ret;
+    // i386 getpid via int 0x80: another syscall table, killed by the filter.
+    asm volatile("int $0x80" : "=a"(ret) : "a"(20) : "memory");
+    return static_cast<int>(ret & 1);
+  });
+  EXPECT_EQ(r.status, ChildStatus::kViolation) << r.reason;
+  EXPECT_EQ(r.signal, SIGSYS);
+  EXPECT_EQ(ToProto(r).status(), proto::ChildExit::VIOLATION);
+}
+
+TEST_F(SandboxTest, SetupFailureInTheParentIsAnError) {
+  policy_.scratch_parent = "/nonexistent-dynahug-dir";
+  absl::StatusOr<ChildResult> r =
+      RunSandboxed(policy_, [](ChildContext&) { return 0; });
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("mkdtemp"), std::string::npos)
+      << r.status();
+}
+
+TEST_F(SandboxTest, SetupFailureInTheChildIsAnErrorNotAVerdict) {
+  // Above fs.nr_open: setrlimit(RLIMIT_NOFILE) fails inside the child.
+  policy_.limits.open_files = 1ull << 40;
+  bool body_ran = false;
+  absl::StatusOr<ChildResult> r = RunSandboxed(policy_, [&](ChildContext&) {
+    body_ran = true;
+    return 0;
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("setrlimit(RLIMIT_NOFILE) failed"),
+            std::string::npos)
+      << r.status();
+  EXPECT_FALSE(body_ran);
+}
+
+TEST_F(SandboxTest, ManyChildrenInARowLeakNothing) {
+  // Warm up allocator caches, then compare.
+  for (int i = 0; i < 20; ++i) Run([](ChildContext&) { return 0; });
+  const int fds_before = CountOpenFds();
+  const long rss_before = VmRssKib();
+  constexpr int kChildren = 500;
+  int ok = 0;
+  for (int i = 0; i < kChildren; ++i) {
+    const ChildResult r = Run([](ChildContext& ctx) {
+      Send(ctx, "hi");
+      return 0;
+    });
+    if (r.status == ChildStatus::kOk && r.events.size() == 1) ++ok;
+  }
+  EXPECT_EQ(ok, kChildren);
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  EXPECT_LT(VmRssKib() - rss_before, 4096) << "RSS grew";
+  // No zombies: nothing left to reap.
+  EXPECT_EQ(waitpid(-1, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
+}
+
+// Filesystem confinement, in both modes.
+class FilesystemTest : public SandboxTest,
+                       public ::testing::WithParamInterface<FsIsolation> {};
+
+TEST_P(FilesystemTest, WritesOnlyInScratch) {
+  policy_.fs_isolation = GetParam();
+  mkdir("/tmp/dynahug_pwned", 0777);
+  const std::string marker =
+      absl::StrCat("/tmp/dynahug_pwned/sandbox_test_", getpid());
+  unlink(marker.c_str());
+  const ChildResult r = Run([&marker](ChildContext& ctx) {
+    const int fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    Send(ctx, "pwned_open", absl::StrCat(fd, " ", ErrnoName(errno)));
+    const int mk = mkdir("/tmp/dynahug_pwned/dir", 0755);
+    Send(ctx, "pwned_mkdir", absl::StrCat(mk, " ", ErrnoName(errno)));
+    const int etc = open("/etc/hostname", O_WRONLY | O_APPEND);
+    Send(ctx, "etc_write", absl::StrCat(etc, " ", ErrnoName(errno)));
+    // Reads stay allowed.
+    const int rd = open("/etc/hostname", O_RDONLY);
+    Send(ctx, "etc_read", rd >= 0 ? "ok" : ErrnoName(errno));
+    // Writes in scratch work, including subdirectories, by relative path.
+    const int ok = open("scratch_file", O_WRONLY | O_CREAT, 0644);
+    const bool wrote = ok >= 0 && write(ok, "data", 4) == 4;
+    const int sub = mkdir(absl::StrCat(ctx.scratch_dir(), "/sub").c_str(), 0755);
+    Send(ctx, "scratch", absl::StrCat(wrote ? "wrote" : ErrnoName(errno), " ",
+                                      sub));
+    const int devnull = open("/dev/null", O_WRONLY);
+    Send(ctx, "devnull", devnull >= 0 ? "ok" : ErrnoName(errno));
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(r.fs_isolation, GetParam() == FsIsolation::kMountNamespace
+                                ? FsIsolation::kMountNamespace
+                                : FsIsolation::kLandlock);
+  const std::string denied =
+      GetParam() == FsIsolation::kMountNamespace ? "EROFS" : "EACCES";
+  EXPECT_EQ(Value(r, "pwned_open"), "-1 " + denied);
+  EXPECT_EQ(Value(r, "pwned_mkdir"), "-1 " + denied);
+  EXPECT_EQ(Value(r, "etc_write"), "-1 " + denied);
+  EXPECT_EQ(Value(r, "etc_read"), "ok");
+  EXPECT_EQ(Value(r, "scratch"), "wrote 0");
+  EXPECT_EQ(Value(r, "devnull"), "ok");
+  struct stat st;
+  EXPECT_NE(stat(marker.c_str(), &st), 0) << "sandbox escape: " << marker;
+  EXPECT_NE(stat("/tmp/dynahug_pwned/dir", &st), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, FilesystemTest,
+                         ::testing::Values(FsIsolation::kAuto,
+                                           FsIsolation::kMountNamespace),
+                         [](const auto& info) {
+                           return info.param == FsIsolation::kAuto
+                                      ? std::string("Landlock")
+                                      : std::string("MountNamespace");
+                         });
+
+TEST(ChildResultTest, ConvertsEveryStatusToProto) {
+  const std::pair<ChildStatus, proto::ChildExit::Status> table[] = {
+      {ChildStatus::kOk, proto::ChildExit::OK},
+      {ChildStatus::kLoadFailed, proto::ChildExit::LOAD_FAILED},
+      {ChildStatus::kSignaled, proto::ChildExit::SIGNALED},
+      {ChildStatus::kTimeout, proto::ChildExit::TIMEOUT},
+      {ChildStatus::kMemoryLimit, proto::ChildExit::MEMORY_LIMIT},
+      {ChildStatus::kCpuLimit, proto::ChildExit::CPU_LIMIT},
+      {ChildStatus::kViolation, proto::ChildExit::VIOLATION},
+  };
+  for (const auto& [status, expected] : table) {
+    ChildResult r;
+    r.status = status;
+    r.exit_code = 7;
+    r.signal = 9;
+    r.reason = "why";
+    r.wall_ms = 1.5;
+    r.cpu_ms = 0.5;
+    r.max_rss_kib = 1234;
+    const proto::ChildExit p = ToProto(r);
+    EXPECT_EQ(p.status(), expected) << ChildStatusName(status);
+    EXPECT_EQ(p.exit_code(), 7);
+    EXPECT_EQ(p.signal(), 9);
+    EXPECT_EQ(p.reason(), "why");
+    EXPECT_DOUBLE_EQ(p.wall_ms(), 1.5);
+    EXPECT_DOUBLE_EQ(p.cpu_ms(), 0.5);
+    EXPECT_EQ(p.max_rss_kib(), 1234u);
+  }
+}
+
+}  // namespace
+}  // namespace dynahug::sandbox
