@@ -136,6 +136,17 @@ bool IsTorchLegacyMagic(std::span<const uint8_t> stream_bytes) {
          Contains(stream_bytes, kTorchMagicDecimal);
 }
 
+// Whether a decode error could go away with more bytes (it happened near
+// the end of a prefix, or says the data ended).
+bool ErrorMayBeTruncation(const hooks::DecodeError& error, uint64_t size) {
+  if (error.offset + 1024 >= size) return true;
+  for (std::string_view hint : {"truncated", "past end", "end of stream",
+                                "newline", "without STOP"}) {
+    if (absl::StrContains(error.message, absl::string_view(hint.data(), hint.size()))) return true;
+  }
+  return false;
+}
+
 bool IsJoblibGlobal(const hooks::GlobalReference& g) {
   return absl::StrContains(g.module, "joblib") &&
          (g.name == "NumpyArrayWrapper" || g.name == "NDArrayWrapper" ||
@@ -400,9 +411,23 @@ void ContainerReader::AnalyzeLazy(Member& m, const LazyMember& lazy,
       need_all = true;
     } else if (sniffed.format != Format::kData) {
       need_all = true;
-    } else if (hooks::LooksLikePickle(head) &&
-               IsPickleCandidate(head, Decode(head, 0))) {
-      need_all = true;
+    } else if (hooks::LooksLikePickle(head)) {
+      hooks::PickleStream first = Decode(head, 0);
+      if (IsPickleCandidate(head, first)) {
+        if (first.error && !ErrorMayBeTruncation(*first.error, head.size())) {
+          // The first stream breaks early for a reason more bytes cannot
+          // change: decoding the head gives the same result.
+          m.notes.push_back(absl::StrCat("only the first ", head.size(),
+                                         " bytes expanded: the pickle breaks "
+                                         "at offset ",
+                                         first.error->offset));
+          std::span<const uint8_t> kept = Keep(*prefix);
+          Analyze(m, kept, path, depth, layout);
+          m.size = lazy.declared_size;
+          return;
+        }
+        need_all = true;
+      }
     }
   }
   if (!need_all) {
@@ -505,6 +530,19 @@ void ContainerReader::AnalyzeZip(Member& m, std::span<const uint8_t> data,
           other.data_offset + other.compressed_size);
       m.children.push_back(std::move(child));
       continue;
+    }
+    if (e.compressed_size <= UINT64_MAX / std::max<uint64_t>(limits.max_ratio, 1)) {
+      uint64_t ratio_cap =
+          std::max(kMinRatioCap, e.compressed_size * limits.max_ratio);
+      if (e.uncompressed_size > ratio_cap) {
+        child.error = absl::StrCat(
+            "zip bomb: member \"", child_path, "\" would expand past ",
+            ratio_cap, " bytes (stored ", e.compressed_size,
+            " bytes; declares ", e.uncompressed_size, "; max ratio ",
+            limits.max_ratio, ")");
+        m.children.push_back(std::move(child));
+        continue;
+      }
     }
     LazyMember lazy;
     lazy.declared_size = e.uncompressed_size;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <string>
 
 #include "absl/status/status.h"
@@ -238,68 +239,91 @@ absl::StatusOr<Decompressed> RunLzma(Codec codec,
                                      std::span<const uint8_t> input,
                                      uint64_t max_output, bool stop_at_limit,
                                      uint64_t size_hint) {
-  lzma_stream ls = LZMA_STREAM_INIT;
   // Memory limit for the decoder's dictionary: 1 GiB is far beyond what
   // any real preset needs, and bounds hostile headers.
   constexpr uint64_t kMemLimit = uint64_t{1} << 30;
-  lzma_ret init = codec == Codec::kXz
-                      ? lzma_stream_decoder(&ls, kMemLimit, LZMA_CONCATENATED)
-                      : lzma_alone_decoder(&ls, kMemLimit);
-  if (init != LZMA_OK) {
-    return absl::InternalError(
-        absl::StrCat(std::string(CodecName(codec)), ": decoder init failed (", static_cast<int>(init), ")"));
-  }
-  struct Guard {
-    lzma_stream* ls;
-    ~Guard() { lzma_end(ls); }
-  } guard{&ls};
+  static constexpr uint8_t kXzMagic[6] = {0xFD, '7', 'z', 'X', 'Z', 0};
   Output out(max_output, size_hint);
-  ls.next_in = input.data();
-  ls.avail_in = input.size();
   bool ended = false;
   bool limit_reached = false;
+  uint64_t stream_start = 0;
+  uint64_t consumed = 0;
+  // One decoder per concatenated xz stream (stream padding skipped), so
+  // that trailing non-xz bytes end the data instead of failing it.
   for (;;) {
-    size_t room = out.Prepare();
-    uint8_t probe;
-    bool probing = room == 0;
-    ls.next_out = probing ? &probe : out.write_ptr();
-    ls.avail_out = probing ? 1 : room;
-    lzma_ret rc = lzma_code(&ls, LZMA_FINISH);
-    if (!probing) out.Commit(room - ls.avail_out);
-    if (probing) {
-      if (ls.avail_out == 0) {
-        limit_reached = true;
-      } else if (rc == LZMA_STREAM_END) {
+    lzma_stream ls = LZMA_STREAM_INIT;
+    lzma_ret init = codec == Codec::kXz
+                        ? lzma_stream_decoder(&ls, kMemLimit, 0)
+                        : lzma_alone_decoder(&ls, kMemLimit);
+    if (init != LZMA_OK) {
+      return absl::InternalError(absl::StrCat(std::string(CodecName(codec)),
+                                              ": decoder init failed (",
+                                              static_cast<int>(init), ")"));
+    }
+    struct Guard {
+      lzma_stream* ls;
+      ~Guard() { lzma_end(ls); }
+    } guard{&ls};
+    ls.next_in = input.data() + stream_start;
+    ls.avail_in = input.size() - stream_start;
+    ended = false;
+    for (;;) {
+      size_t room = out.Prepare();
+      uint8_t probe;
+      bool probing = room == 0;
+      ls.next_out = probing ? &probe : out.write_ptr();
+      ls.avail_out = probing ? 1 : room;
+      lzma_ret rc = lzma_code(&ls, LZMA_FINISH);
+      if (!probing) out.Commit(room - ls.avail_out);
+      if (probing) {
+        if (ls.avail_out == 0) {
+          limit_reached = true;
+        } else if (rc == LZMA_STREAM_END) {
+          ended = true;
+        } else if (rc != LZMA_OK && rc != LZMA_BUF_ERROR) {
+          return Corrupt(codec, stream_start + ls.total_in,
+                         absl::StrCat("lzma_code returned ",
+                                      static_cast<int>(rc)));
+        }
+        break;
+      }
+      if (rc == LZMA_STREAM_END) {
         ended = true;
+        break;
       }
-      if (rc != LZMA_OK && rc != LZMA_STREAM_END && rc != LZMA_BUF_ERROR &&
-          !limit_reached) {
-        return Corrupt(codec, ls.total_in,
-                       absl::StrCat("lzma_code returned ", static_cast<int>(rc)));
+      if (rc == LZMA_BUF_ERROR) break;  // truncated
+      if (rc == LZMA_MEMLIMIT_ERROR) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat(std::string(CodecName(codec)),
+                         ": decoder needs more than ", kMemLimit,
+                         " bytes of memory"));
       }
-      break;
+      if (rc != LZMA_OK) {
+        const char* what = rc == LZMA_FORMAT_ERROR   ? "not in this format"
+                           : rc == LZMA_DATA_ERROR   ? "data error"
+                           : rc == LZMA_OPTIONS_ERROR ? "unsupported options"
+                                                      : "decoder error";
+        return Corrupt(codec, stream_start + ls.total_in, what);
+      }
+      if (ls.avail_in == 0 && ls.avail_out != 0) break;  // truncated
     }
-    if (rc == LZMA_STREAM_END) {
-      ended = true;
-      break;
+    consumed = stream_start + ls.total_in;
+    if (!ended || limit_reached || codec != Codec::kXz) break;
+    uint64_t next = consumed;
+    while (next + 4 <= input.size() && input[next] == 0 &&
+           input[next + 1] == 0 && input[next + 2] == 0 &&
+           input[next + 3] == 0) {
+      next += 4;
     }
-    if (rc == LZMA_BUF_ERROR) break;  // truncated
-    if (rc == LZMA_MEMLIMIT_ERROR) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          std::string(CodecName(codec)), ": decoder needs more than ", kMemLimit,
-          " bytes of memory"));
+    if (input.size() - next >= sizeof(kXzMagic) &&
+        std::memcmp(input.data() + next, kXzMagic, sizeof(kXzMagic)) == 0) {
+      stream_start = next;
+      continue;
     }
-    if (rc != LZMA_OK) {
-      const char* what = rc == LZMA_FORMAT_ERROR ? "not in this format"
-                         : rc == LZMA_DATA_ERROR ? "data error"
-                         : rc == LZMA_OPTIONS_ERROR
-                             ? "unsupported options"
-                             : "decoder error";
-      return Corrupt(codec, ls.total_in, what);
-    }
-    if (ls.avail_in == 0 && ls.avail_out != 0) break;  // truncated
+    consumed = next;
+    break;
   }
-  return Finish(codec, out, ended, limit_reached, ls.total_in, max_output,
+  return Finish(codec, out, ended, limit_reached, consumed, max_output,
                 stop_at_limit);
 }
 

@@ -336,6 +336,10 @@ ZipArchive ScanZipLocalHeaders(std::span<const uint8_t> data,
       if (end >= 16 && end - 16 >= data_offset &&
           Le32(data.data() + end - 16) == kDescriptorSig) {
         end -= 16;
+        e.crc32 = Le32(data.data() + end + 4);
+        e.uncompressed_size = Le32(data.data() + end + 12);
+      } else if (e.method == 0) {
+        e.uncompressed_size = end - data_offset;
       }
       e.compressed_size = end - data_offset;
       e.notes.push_back("size taken from the next local header");
