@@ -1,0 +1,113 @@
+// PEP 578 audit hook that turns audit events raised during the load phase
+// into proto::Event{kind=AUDIT} with normalised, bounded arguments.
+//
+// Normalisation (see NormalizeAuditEvent): file paths become a class
+// ("model-file", "model-dir", "scratch", "tmp", "home", "python-lib",
+// "system", "etc", "proc", "dev", "fd", "other") plus the extension and,
+// inside the model directory or scratch only, the relative path; host paths
+// outside those never appear. Code (exec/compile/marshal) becomes a SHA-256
+// prefix and a size. Processes become the executable; sockets the family and
+// address; imports the module name. Every value is capped in length and
+// every event in argument count.
+//
+// Audit hooks observe, they do not confine (PEP 578): the sandbox is the
+// boundary.
+#ifndef DYNAHUG_HOOKS_AUDIT_HOOK_H_
+#define DYNAHUG_HOOKS_AUDIT_HOOK_H_
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "hooks/event_sink.h"
+#include "proto/dynahug.pb.h"
+
+namespace dynahug::hooks {
+
+// Where the load runs; used to classify paths. All paths absolute; empty
+// members never match.
+struct PathContext {
+  std::string model_path;   // the file being loaded
+  std::string scratch_dir;  // the child's writable scratch directory
+  std::string home_dir;     // $HOME of the child (also /home/*, /root)
+  std::string cwd;          // for relative paths; "" = getcwd() at use
+};
+
+struct AuditLimits {
+  size_t max_value_bytes = 160;  // per argument value (UTF-8 bytes)
+  int max_args = 8;              // arguments per event
+};
+
+// Lexically normalises `path` (joins it to ctx.cwd when relative, folds "."
+// and "..") and returns its class (see file comment). Pure.
+std::string ClassifyPath(std::string_view path, const PathContext& ctx);
+
+// Lexical normalisation used by ClassifyPath: absolute, no "." or "..", no
+// duplicate or trailing slashes. Pure.
+std::string NormalizePath(std::string_view path, std::string_view cwd);
+
+// First 16 lowercase hex digits of SHA-256(data). Pure.
+std::string Sha256Prefix(std::string_view data);
+
+// Builds the AUDIT event for one audit event. `args` is the audit tuple.
+// Requires the GIL. Never raises (errors are cleared) and never calls Python
+// code defined by the payload (only C-level accessors of builtin types).
+proto::Event NormalizeAuditEvent(std::string_view name, PyObject* args,
+                                 const PathContext& ctx,
+                                 const AuditLimits& limits);
+
+// The process-wide hook. CPython keeps audit hooks for the life of the
+// process, so this is a singleton: Install() it once before
+// Py_InitializeFromConfig, then Start()/Stop() around each load.
+class AuditHook {
+ public:
+  static AuditHook& Instance();
+
+  // Registers the C hook with PySys_AddAuditHook. Call before the
+  // interpreter is initialised; idempotent.
+  absl::Status Install();
+  bool installed() const { return installed_; }
+
+  // Raises a private audit event with a fresh nonce and checks that the hook
+  // received it. Requires an initialised interpreter and the GIL.
+  absl::Status VerifyActive();
+
+  // Audit events seen since Install(), recording or not.
+  uint64_t events_seen() const { return events_seen_.load(); }
+
+  // Sets where events go and how paths are classified; recording itself is
+  // switched by SetRecording (the loader turns it on only around the real
+  // library call). `sink` must stay valid until Stop().
+  void Start(EventSink* sink, PathContext ctx, AuditLimits limits = {});
+  void Stop();
+  void SetRecording(bool on) { recording_ = on && sink_ != nullptr; }
+  bool recording() const { return recording_; }
+
+  // Offset of the pickle opcode currently executing (set by the loader), or
+  // nullopt; stamped onto recorded events.
+  void SetPickleOffset(std::optional<uint64_t> offset) { offset_ = offset; }
+
+ private:
+  AuditHook() = default;
+  static int Callback(const char* event, PyObject* args, void* user_data);
+
+  bool installed_ = false;
+  std::atomic<uint64_t> events_seen_{0};
+  uint64_t probe_nonce_ = 0;
+  bool probe_seen_ = false;
+  bool recording_ = false;
+  EventSink* sink_ = nullptr;
+  PathContext ctx_;
+  AuditLimits limits_;
+  std::optional<uint64_t> offset_;
+};
+
+}  // namespace dynahug::hooks
+
+#endif  // DYNAHUG_HOOKS_AUDIT_HOOK_H_

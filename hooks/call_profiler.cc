@@ -1,0 +1,244 @@
+#include "hooks/call_profiler.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace dynahug::hooks {
+namespace {
+
+using runtime::PyRef;
+
+CallProfiler* g_active = nullptr;
+constexpr int kRootCaller = -2;
+
+std::string Utf8(PyObject* obj) {
+  if (obj == nullptr || !PyUnicode_Check(obj)) return "?";
+  const char* s = PyUnicode_AsUTF8(obj);
+  if (s == nullptr) {
+    PyErr_Clear();
+    return "?";
+  }
+  return s;
+}
+
+PyMethodDef kBootstrapDef = {
+    "_dynahug_profile_bootstrap", nullptr, METH_VARARGS,
+    "Installs the dynahug C profiler on the calling thread."};
+
+}  // namespace
+
+CallProfiler::CallProfiler(ProfilerLimits limits, std::string excluded_filename)
+    : limits_(limits), excluded_filename_(std::move(excluded_filename)) {}
+
+CallProfiler::~CallProfiler() {
+  if (running_) Stop();
+}
+
+absl::Status CallProfiler::Start() {
+  if (g_active != nullptr) {
+    return absl::FailedPreconditionError("CallProfiler: another profiler is active");
+  }
+  kBootstrapDef.ml_meth = &CallProfiler::Bootstrap;
+  bootstrap_ = PyRef(PyCFunction_New(&kBootstrapDef, nullptr));
+  if (!bootstrap_) return runtime::StatusFromPyErr("CallProfiler: bootstrap");
+  g_active = this;
+  running_ = true;
+  PyEval_SetProfile(&CallProfiler::Callback, nullptr);
+  if (PyErr_Occurred()) {
+    g_active = nullptr;
+    running_ = false;
+    return runtime::StatusFromPyErr("CallProfiler: PyEval_SetProfile");
+  }
+  // Threads started during the load install the profiler on their first
+  // event (threading.setprofile takes a Python callable).
+  PyRef name(PyUnicode_FromString("threading"));
+  PyRef module(name ? PyImport_GetModule(name.get()) : nullptr);
+  if (module) {
+    PyRef r(PyObject_CallMethod(module.get(), "setprofile", "O",
+                                bootstrap_.get()));
+    if (!r) PyErr_Clear();
+  }
+  PyErr_Clear();
+  return absl::OkStatus();
+}
+
+bool CallProfiler::Stop() {
+  if (!running_) return true;
+  PyRef name(PyUnicode_FromString("threading"));
+  PyRef module(name ? PyImport_GetModule(name.get()) : nullptr);
+  if (module) {
+    PyRef r(PyObject_CallMethod(module.get(), "setprofile", "O", Py_None));
+    if (!r) PyErr_Clear();
+  }
+  PyErr_Clear();
+  PyThreadState* self = PyThreadState_Get();
+  bool intact = self->c_profilefunc == &CallProfiler::Callback;
+  for (PyThreadState* t = PyInterpreterState_ThreadHead(self->interp);
+       t != nullptr; t = PyThreadState_Next(t)) {
+    if (t->c_profilefunc == &CallProfiler::Callback) {
+      _PyEval_SetProfile(t, nullptr, nullptr);
+    }
+  }
+  PyErr_Clear();
+  running_ = false;
+  if (g_active == this) g_active = nullptr;
+  return intact;
+}
+
+PyObject* CallProfiler::Bootstrap(PyObject*, PyObject*) {
+  if (g_active != nullptr) {
+    PyEval_SetProfile(&CallProfiler::Callback, nullptr);
+    PyErr_Clear();
+  }
+  Py_RETURN_NONE;
+}
+
+int CallProfiler::CodeIndex(PyCodeObject* code, PyFrameObject* frame) {
+  auto it = index_.find(code);
+  if (it != index_.end()) return it->second;
+  if (functions_.size() >= limits_.max_functions) return -1;
+  Function f;
+  f.keep_alive = PyRef::Borrow(reinterpret_cast<PyObject*>(code));
+  f.excluded = Utf8(code->co_filename) == excluded_filename_;
+  std::string module = "?";
+  if (frame != nullptr) {
+    PyRef globals(PyFrame_GetGlobals(frame));
+    if (globals && PyDict_Check(globals.get())) {
+      PyObject* n = PyDict_GetItemString(globals.get(), "__name__");
+      if (n != nullptr) module = Utf8(n);
+    }
+  }
+  f.name = absl::StrCat(module, ".", Utf8(code->co_qualname));
+  int idx = static_cast<int>(functions_.size());
+  functions_.push_back(std::move(f));
+  index_.emplace(code, idx);
+  return idx;
+}
+
+int CallProfiler::CFunctionIndex(PyObject* func) {
+  if (!PyCFunction_Check(func)) return -1;
+  auto* cf = reinterpret_cast<PyCFunctionObject*>(func);
+  PyMethodDef* ml = cf->m_ml;
+  auto it = index_.find(ml);
+  if (it != index_.end()) return it->second;
+  if (functions_.size() >= limits_.max_functions) return -1;
+  std::string owner = "?";
+  PyObject* self = cf->m_self;
+  if (self != nullptr && PyModule_Check(self)) {
+    const char* n = PyModule_GetName(self);
+    if (n == nullptr) PyErr_Clear();
+    owner = n != nullptr ? n : "?";
+  } else if (self != nullptr) {
+    owner = runtime::PyTypeName(PyType_Check(self)
+                                    ? reinterpret_cast<PyTypeObject*>(self)
+                                    : Py_TYPE(self));
+  } else if (cf->m_module != nullptr && PyUnicode_Check(cf->m_module)) {
+    owner = Utf8(cf->m_module);
+  }
+  Function f;
+  f.name = absl::StrCat(owner, ".", ml->ml_name);
+  int idx = static_cast<int>(functions_.size());
+  functions_.push_back(std::move(f));
+  index_.emplace(ml, idx);
+  return idx;
+}
+
+int CallProfiler::CallerIndex(PyFrameObject* frame) {
+  PyRef current = PyRef::Borrow(reinterpret_cast<PyObject*>(frame));
+  for (int depth = 0; depth < 8 && current; ++depth) {
+    auto* f = reinterpret_cast<PyFrameObject*>(current.get());
+    PyRef code(reinterpret_cast<PyObject*>(PyFrame_GetCode(f)));
+    int idx = CodeIndex(reinterpret_cast<PyCodeObject*>(code.get()), f);
+    if (idx < 0) return -1;
+    if (!functions_[idx].excluded) return idx;
+    current = PyRef(reinterpret_cast<PyObject*>(PyFrame_GetBack(f)));
+  }
+  return kRootCaller;
+}
+
+void CallProfiler::Count(int caller, int callee) {
+  ++total_calls_;
+  if (callee < 0 || caller == -1) {
+    ++dropped_calls_;
+    return;
+  }
+  auto key = std::make_pair(caller, callee);
+  auto it = edges_.find(key);
+  if (it != edges_.end()) {
+    ++it->second;
+  } else if (edges_.size() < limits_.max_edges) {
+    edges_.emplace(key, 1);
+  } else {
+    ++dropped_calls_;
+  }
+}
+
+int CallProfiler::Callback(PyObject*, PyFrameObject* frame, int what,
+                           PyObject* arg) {
+  CallProfiler* self = g_active;
+  if (self == nullptr || frame == nullptr) return 0;
+  if (what == PyTrace_CALL) {
+    PyRef code(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
+    int callee = self->CodeIndex(reinterpret_cast<PyCodeObject*>(code.get()),
+                                 frame);
+    if (callee >= 0 && self->functions_[callee].excluded) return 0;
+    PyRef back(reinterpret_cast<PyObject*>(PyFrame_GetBack(frame)));
+    int caller = back ? self->CallerIndex(
+                            reinterpret_cast<PyFrameObject*>(back.get()))
+                      : kRootCaller;
+    self->Count(caller, callee);
+  } else if (what == PyTrace_C_CALL) {
+    int callee = self->CFunctionIndex(arg);
+    if (callee < 0 && !PyCFunction_Check(arg)) return 0;
+    self->Count(self->CallerIndex(frame), callee);
+  }
+  return 0;
+}
+
+void CallProfiler::EmitTo(EventSink& sink) const {
+  std::vector<std::pair<std::pair<int, int>, uint64_t>> edges(edges_.begin(),
+                                                              edges_.end());
+  std::sort(edges.begin(), edges.end(), [this](const auto& a, const auto& b) {
+    if (a.second != b.second) return a.second > b.second;
+    // Deterministic order for equal counts: by names.
+    const std::string& ca = functions_[a.first.second].name;
+    const std::string& cb = functions_[b.first.second].name;
+    if (ca != cb) return ca < cb;
+    auto caller = [this](int i) -> std::string {
+      return i == kRootCaller ? "<root>" : functions_[i].name;
+    };
+    return caller(a.first.first) < caller(b.first.first);
+  });
+  uint64_t not_emitted = 0;
+  for (size_t i = 0; i < edges.size(); ++i) {
+    if (i >= limits_.max_emitted_edges) {
+      not_emitted += edges[i].second;
+      continue;
+    }
+    const auto& [key, count] = edges[i];
+    proto::Event e;
+    e.set_kind(proto::Event::PYTHON_CALL);
+    e.set_name(functions_[key.second].name);
+    proto::Argument* a = e.add_args();
+    a->set_key("caller");
+    a->set_value(key.first == kRootCaller ? "<root>"
+                                          : functions_[key.first].name);
+    e.set_count(count);
+    sink.Emit(std::move(e));
+  }
+  if (dropped_calls_ > 0 || not_emitted > 0) {
+    proto::Event e;
+    e.set_kind(proto::Event::LOG);
+    e.set_name("profiler.truncated");
+    for (auto [k, v] : {std::pair{"dropped_calls", dropped_calls_},
+                        std::pair{"not_emitted_calls", not_emitted}}) {
+      proto::Argument* a = e.add_args();
+      a->set_key(k);
+      a->set_value(absl::StrCat(v));
+    }
+    sink.Emit(std::move(e));
+  }
+}
+
+}  // namespace dynahug::hooks

@@ -1,0 +1,94 @@
+// C-level call profiler for the load phase: counts Python function calls
+// and calls of builtin (C) functions made from Python code, keyed by
+// caller -> callee edge, and reports them as PYTHON_CALL events.
+//
+// Installed with PyEval_SetProfile on the calling thread and, through
+// threading.setprofile, on threads started during the load (CPython 3.11
+// has no all-threads API). Frames of code compiled from `excluded_filename`
+// (the loader's own code) are transparent: they are neither callees nor
+// callers (the nearest non-excluded frame is the caller).
+//
+// Bounded: at most max_functions distinct functions and max_edges edges are
+// tracked (calls beyond are counted in dropped_calls()); at most
+// max_emitted_edges events are emitted, highest counts first.
+//
+// One profiler may be active per process at a time. All methods require the
+// GIL.
+#ifndef DYNAHUG_HOOKS_CALL_PROFILER_H_
+#define DYNAHUG_HOOKS_CALL_PROFILER_H_
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "hooks/event_sink.h"
+#include "runtime/py_ref.h"
+
+namespace dynahug::hooks {
+
+struct ProfilerLimits {
+  size_t max_functions = 8192;
+  size_t max_edges = 32768;
+  size_t max_emitted_edges = 2000;
+};
+
+class CallProfiler {
+ public:
+  explicit CallProfiler(ProfilerLimits limits = {},
+                        std::string excluded_filename = "<dynahug-loader>");
+  ~CallProfiler();  // Stops if still running.
+  CallProfiler(const CallProfiler&) = delete;
+  CallProfiler& operator=(const CallProfiler&) = delete;
+
+  // Installs the profile function. FailedPrecondition if another profiler
+  // is active.
+  absl::Status Start();
+  // Removes it from every thread where it is still installed. Returns false
+  // when the profile function had been replaced on the calling thread (the
+  // load displaced it: itself a finding, reported by the integrity diff).
+  bool Stop();
+
+  // PYTHON_CALL events, one per edge: name = callee, args {caller}, count.
+  // Followed by a LOG event when calls were dropped.
+  void EmitTo(EventSink& sink) const;
+
+  uint64_t total_calls() const { return total_calls_; }
+  uint64_t dropped_calls() const { return dropped_calls_; }
+  size_t distinct_functions() const { return functions_.size(); }
+  size_t distinct_edges() const { return edges_.size(); }
+
+ private:
+  struct Function {
+    std::string name;
+    bool excluded = false;
+    runtime::PyRef keep_alive;  // the code object, so its address stays ours
+  };
+  static int Callback(PyObject* obj, PyFrameObject* frame, int what,
+                      PyObject* arg);
+  static PyObject* Bootstrap(PyObject* self, PyObject* args);
+  // Index into functions_ for a code object / C function, or -1 when full.
+  int CodeIndex(PyCodeObject* code, PyFrameObject* frame);
+  int CFunctionIndex(PyObject* func);
+  int CallerIndex(PyFrameObject* frame);
+  void Count(int caller, int callee);
+
+  ProfilerLimits limits_;
+  std::string excluded_filename_;
+  bool running_ = false;
+  absl::flat_hash_map<const void*, int> index_;
+  std::vector<Function> functions_;
+  absl::flat_hash_map<std::pair<int, int>, uint64_t> edges_;
+  uint64_t total_calls_ = 0;
+  uint64_t dropped_calls_ = 0;
+  runtime::PyRef bootstrap_;
+};
+
+}  // namespace dynahug::hooks
+
+#endif  // DYNAHUG_HOOKS_CALL_PROFILER_H_

@@ -1,0 +1,201 @@
+#include "runtime/interpreter.h"
+
+#include <atomic>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "hooks/audit_hook.h"
+#include "runtime/py_ref.h"
+
+namespace dynahug::runtime {
+namespace {
+
+std::atomic<bool> g_created{false};
+
+absl::Status StatusFromPyStatus(std::string_view context, PyStatus status) {
+  std::string message = absl::StrCat(
+      std::string(context), ": ", status.func != nullptr ? status.func : "",
+      status.func != nullptr ? ": " : "",
+      status.err_msg != nullptr ? status.err_msg : "failed");
+  if (PyStatus_IsExit(status)) {
+    absl::StrAppend(&message, " (exit code ", status.exitcode, ")");
+  }
+  return absl::InternalError(message);
+}
+
+// Frees the PyConfig on every path out of Create().
+class ConfigGuard {
+ public:
+  explicit ConfigGuard(PyConfig* config) : config_(config) {}
+  ~ConfigGuard() { PyConfig_Clear(config_); }
+  ConfigGuard(const ConfigGuard&) = delete;
+  ConfigGuard& operator=(const ConfigGuard&) = delete;
+
+ private:
+  PyConfig* config_;
+};
+
+absl::Status SetString(PyConfig* config, wchar_t** field,
+                       const std::string& value, std::string_view name) {
+  PyStatus status = PyConfig_SetBytesString(config, field, value.c_str());
+  if (PyStatus_Exception(status)) {
+    return StatusFromPyStatus(absl::StrCat("PyConfig ", std::string(name)), status);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Interpreter> Interpreter::Create(
+    const InterpreterOptions& options) {
+  if (options.module_search_paths.empty()) {
+    return absl::InvalidArgumentError(
+        "Interpreter::Create: module_search_paths is empty");
+  }
+  if (g_created.exchange(true) || Py_IsInitialized()) {
+    return absl::FailedPreconditionError(
+        "Interpreter::Create: an interpreter was already initialised in this "
+        "process");
+  }
+  // The hook goes in first so that it is in place before any Python code
+  // (including the interpreter's own start-up) runs.
+  if (absl::Status s = hooks::AuditHook::Instance().Install(); !s.ok()) {
+    return s;
+  }
+
+  PyConfig config;
+  PyConfig_InitIsolatedConfig(&config);
+  ConfigGuard guard(&config);
+  config.isolated = 1;
+  config.use_environment = 0;
+  config.user_site_directory = 0;
+  config.site_import = 0;
+  config.safe_path = 1;
+  config.parse_argv = 0;
+  config.install_signal_handlers = 0;
+  config.write_bytecode = 0;
+  config.pathconfig_warnings = 0;
+  config.faulthandler = 0;
+  config.tracemalloc = 0;
+  config.dev_mode = 0;
+  config.inspect = 0;
+  config.interactive = 0;
+  config.buffered_stdio = 1;
+  for (auto [field, value, name] :
+       {std::tuple{&config.program_name, &options.program_name,
+                   "program_name"},
+        std::tuple{&config.executable, &options.program_name, "executable"},
+        std::tuple{&config.home, &options.home, "home"}}) {
+    if (absl::Status s = SetString(&config, field, *value, name); !s.ok()) {
+      return s;
+    }
+  }
+  config.module_search_paths_set = 1;
+  for (const std::string& path : options.module_search_paths) {
+    wchar_t* decoded = Py_DecodeLocale(path.c_str(), nullptr);
+    if (decoded == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Interpreter::Create: cannot decode path ", path));
+    }
+    PyStatus status =
+        PyWideStringList_Append(&config.module_search_paths, decoded);
+    PyMem_RawFree(decoded);
+    if (PyStatus_Exception(status)) {
+      return StatusFromPyStatus("PyConfig module_search_paths", status);
+    }
+  }
+  {
+    wchar_t* argv0 = Py_DecodeLocale(options.argv0.c_str(), nullptr);
+    if (argv0 == nullptr) {
+      return absl::InvalidArgumentError("Interpreter::Create: bad argv0");
+    }
+    PyStatus status = PyWideStringList_Append(&config.argv, argv0);
+    PyMem_RawFree(argv0);
+    if (PyStatus_Exception(status)) {
+      return StatusFromPyStatus("PyConfig argv", status);
+    }
+  }
+
+  auto start = std::chrono::steady_clock::now();
+  PyStatus status = Py_InitializeFromConfig(&config);
+  double init_ms = std::chrono::duration<double, std::milli>(
+                       std::chrono::steady_clock::now() - start)
+                       .count();
+  if (PyStatus_Exception(status)) {
+    return StatusFromPyStatus("Py_InitializeFromConfig", status);
+  }
+  Interpreter interpreter(options.finalize_on_destroy, init_ms);
+  if (absl::Status s = hooks::AuditHook::Instance().VerifyActive(); !s.ok()) {
+    return s;
+  }
+  return interpreter;
+}
+
+Interpreter::Interpreter(Interpreter&& other) noexcept
+    : active_(std::exchange(other.active_, false)),
+      finalize_(other.finalize_),
+      init_ms_(other.init_ms_) {}
+
+Interpreter& Interpreter::operator=(Interpreter&& other) noexcept {
+  if (this != &other) {
+    if (active_ && finalize_) Py_FinalizeEx();
+    active_ = std::exchange(other.active_, false);
+    finalize_ = other.finalize_;
+    init_ms_ = other.init_ms_;
+  }
+  return *this;
+}
+
+Interpreter::~Interpreter() {
+  if (active_ && finalize_) Py_FinalizeEx();
+}
+
+absl::Status Interpreter::Preimport(const std::vector<std::string>& modules) {
+  if (!active_) return absl::FailedPreconditionError("Preimport: no interpreter");
+  for (const std::string& name : modules) {
+    PyRef module(PyImport_ImportModule(name.c_str()));
+    if (!module) {
+      return StatusFromPyErr(absl::StrCat("Preimport: import ", name),
+                             absl::StatusCode::kNotFound);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Interpreter::Exec(const std::string& source) {
+  if (!active_) return absl::FailedPreconditionError("Exec: no interpreter");
+  PyObject* main = PyImport_AddModule("__main__");  // borrowed
+  if (main == nullptr) return StatusFromPyErr("Exec: __main__");
+  PyRef globals(PyDict_Copy(PyModule_GetDict(main)));
+  if (!globals) return StatusFromPyErr("Exec: globals");
+  PyRef result(PyRun_String(source.c_str(), Py_file_input, globals.get(),
+                            globals.get()));
+  if (!result) {
+    return StatusFromPyErr("Exec", absl::StatusCode::kInvalidArgument);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Interpreter::Eval(const std::string& expr) {
+  if (!active_) return absl::FailedPreconditionError("Eval: no interpreter");
+  PyObject* main = PyImport_AddModule("__main__");  // borrowed
+  if (main == nullptr) return StatusFromPyErr("Eval: __main__");
+  PyObject* globals = PyModule_GetDict(main);  // borrowed
+  PyRef result(PyRun_String(expr.c_str(), Py_eval_input, globals, globals));
+  if (!result) {
+    return StatusFromPyErr("Eval", absl::StatusCode::kInvalidArgument);
+  }
+  PyRef text(PyObject_Str(result.get()));
+  if (!text) return StatusFromPyErr("Eval: str()");
+  Py_ssize_t n = 0;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(text.get(), &n);
+  if (utf8 == nullptr) return StatusFromPyErr("Eval: utf-8");
+  return std::string(utf8, static_cast<size_t>(n));
+}
+
+void Interpreter::BeforeFork() { PyOS_BeforeFork(); }
+void Interpreter::AfterForkParent() { PyOS_AfterFork_Parent(); }
+void Interpreter::AfterForkChild() { PyOS_AfterFork_Child(); }
+
+}  // namespace dynahug::runtime

@@ -1,0 +1,92 @@
+// The embedded CPython 3.11 interpreter: one per process, owned by a
+// move-only guard.
+//
+// Create() installs the dynahug audit hook (before initialisation, as PEP 578
+// requires for hooks that must see everything), initialises Debian's
+// libpython3.11 from an isolated PyConfig (no environment variables, no user
+// site, no site module, explicit program name and home, sys.path exactly
+// InterpreterOptions::module_search_paths), then verifies that the hook is
+// active. Python errors never leak out of this unit: they become statuses.
+//
+// Threading and GIL: the thread that calls Create() holds the GIL for the
+// guard's whole life and must be the only thread that uses it.
+//
+// Fork: the zygote creates the interpreter and Preimport()s the libraries
+// once, then forks one child per file. Call BeforeFork() in the parent right
+// before fork(), AfterForkParent() in the parent and AfterForkChild() in the
+// child right after it. The child runs one load and leaves with _exit()
+// (never by destroying the guard).
+#ifndef DYNAHUG_RUNTIME_INTERPRETER_H_
+#define DYNAHUG_RUNTIME_INTERPRETER_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace dynahug::runtime {
+
+struct InterpreterOptions {
+  // sys.executable and the program name used for path configuration.
+  std::string program_name = "/usr/bin/python3.11";
+  // PYTHONHOME equivalent: sys.prefix and sys.exec_prefix.
+  std::string home = "/usr";
+  // sys.path, exactly, in order.
+  std::vector<std::string> module_search_paths = {
+      "/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload",
+      "/usr/lib/python3/dist-packages"};
+  // sys.argv[0].
+  std::string argv0 = "dynahug";
+  // When true the guard's destructor runs Py_FinalizeEx. Children must not
+  // finalize (they _exit); a zygote may skip it to exit faster.
+  bool finalize_on_destroy = true;
+};
+
+class Interpreter {
+ public:
+  // Initialises the process's interpreter. Errors: FailedPrecondition when
+  // an interpreter was already initialised in this process (CPython with
+  // extension modules cannot be re-initialised), Internal/InvalidArgument
+  // when initialisation or the audit-hook check fails.
+  static absl::StatusOr<Interpreter> Create(
+      const InterpreterOptions& options = {});
+
+  Interpreter(Interpreter&& other) noexcept;
+  Interpreter& operator=(Interpreter&& other) noexcept;
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
+  ~Interpreter();
+
+  // Imports `modules` in order (the zygote warms torch, numpy, joblib,
+  // sklearn, pickle, ... once). Stops at the first failure, naming it.
+  absl::Status Preimport(const std::vector<std::string>& modules);
+
+  // Runs `source` (statements) in a fresh namespace whose globals are a copy
+  // of __main__'s. For diagnostics and tests.
+  absl::Status Exec(const std::string& source);
+  // Evaluates the expression `expr` in __main__'s namespace and returns
+  // str() of the result.
+  absl::StatusOr<std::string> Eval(const std::string& expr);
+
+  // Fork protocol (see file comment). Thin wrappers over PyOS_BeforeFork,
+  // PyOS_AfterFork_Parent and PyOS_AfterFork_Child.
+  static void BeforeFork();
+  static void AfterForkParent();
+  static void AfterForkChild();
+
+  // Milliseconds Create() spent in Py_InitializeFromConfig.
+  double init_ms() const { return init_ms_; }
+  bool active() const { return active_; }
+
+ private:
+  Interpreter(bool finalize, double init_ms)
+      : active_(true), finalize_(finalize), init_ms_(init_ms) {}
+  bool active_ = false;
+  bool finalize_ = false;
+  double init_ms_ = 0;
+};
+
+}  // namespace dynahug::runtime
+
+#endif  // DYNAHUG_RUNTIME_INTERPRETER_H_

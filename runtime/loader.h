@@ -1,0 +1,110 @@
+// Loader drivers: load one model file for real, with the real library
+// loader, inside the embedded interpreter, and report what the load did as
+// proto::Event messages through a hooks::EventSink.
+//
+//   torch.load(path, map_location="cpu", pickle_module=<instrumented>)
+//   joblib.load(path)              (joblib's NumpyUnpickler instrumented)
+//   numpy.load(path, allow_pickle=True)  (npz members are all read)
+//   pickle.load(f)                 (instrumented Unpickler)
+//
+// Events of one load, in order: GLOBAL / PICKLE_CALL / OPCODE events and
+// AUDIT events as they happen (interleaved), then PYTHON_CALL events from
+// the call profiler, then INTEGRITY findings. All go through an
+// hooks::EventRecorder (sequence numbers, timestamps, folding, limits).
+//
+// SAFETY: this executes the file's pickle code. Outside tests on benign
+// files it must only ever run inside the sandboxed child.
+//
+// Threading: the interpreter's thread only, one Load at a time.
+#ifndef DYNAHUG_RUNTIME_LOADER_H_
+#define DYNAHUG_RUNTIME_LOADER_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "hooks/audit_hook.h"
+#include "hooks/call_profiler.h"
+#include "hooks/event_sink.h"
+#include "hooks/integrity_diff.h"
+#include "runtime/interpreter.h"
+#include "runtime/py_ref.h"
+
+namespace dynahug::runtime {
+
+// The loader the real libraries would use for a sniffed container format
+// (runtime::FormatName values): "torch-zip", "torch-legacy",
+// "torch-legacy-tar", "torchscript-zip" -> "torch.load"; "joblib", "gzip",
+// "zlib", "bzip2", "xz", "lzma" -> "joblib.load"; "npy", "npz" ->
+// "numpy.load"; "raw-pickle" -> "pickle.load". InvalidArgument otherwise.
+absl::StatusOr<std::string> DefaultLoaderFor(std::string_view format);
+
+struct LoadOptions {
+  // "auto" (DefaultLoaderFor(format)), or one of "torch.load",
+  // "joblib.load", "numpy.load", "pickle.load" (e.g. "torch.load" for a raw
+  // pickle named .bin, which torch falls back to legacy-loading).
+  std::string loader = "auto";
+  // Sniffed format name; used when loader == "auto".
+  std::string format;
+  // Analyst mode: an OPCODE event before every opcode.
+  bool opcodes = false;
+  // torch zip storages larger than this are created on the meta device
+  // instead of being read (-1: always read). Type and structure of the
+  // loaded object are unchanged; tensor values are not materialised.
+  int64_t lazy_storage_bytes = int64_t{16} << 20;
+  bool profile_calls = true;
+  bool integrity_diff = true;
+  // Paths used to classify audit-event arguments (model_path is filled in
+  // from the path passed to Load when empty).
+  hooks::PathContext paths;
+  hooks::AuditLimits audit_limits;
+  hooks::RecorderLimits recorder_limits;
+  hooks::ProfilerLimits profiler_limits;
+  hooks::IntegrityOptions integrity;
+};
+
+struct LoadResult {
+  // The loader that ran ("torch.load", ...).
+  std::string loader;
+  // True when the loader returned an object.
+  bool loaded = false;
+  // Qualified type name of the loaded object ("collections.OrderedDict").
+  std::string loaded_type;
+  // The loaded object is an inert stub of a class from a missing module.
+  bool loaded_type_is_stub = false;
+  // When !loaded: exception type ("builtins.RuntimeError") and message.
+  std::string error_type;
+  std::string error_message;
+  // Wall time of the library call plus hooks, milliseconds.
+  double load_ms = 0;
+  // Events dropped by the recorder limits.
+  uint64_t dropped_events = 0;
+};
+
+class Loader {
+ public:
+  // Compiles the embedded loader code into a private namespace and imports
+  // what it needs. Requires a live interpreter.
+  static absl::StatusOr<Loader> Create(const Interpreter& interpreter);
+
+  Loader(Loader&&) = default;
+  Loader& operator=(Loader&&) = default;
+
+  // Loads `path`. A file that fails to load is a result (loaded == false),
+  // not an error; errors are for bad options or a broken loader. Events go
+  // to `sink` (flushed before returning).
+  absl::StatusOr<LoadResult> Load(const std::string& path,
+                                  const LoadOptions& options,
+                                  hooks::EventSink& sink);
+
+ private:
+  Loader() = default;
+  PyRef module_;  // the loader namespace
+  PyRef run_;     // its run() function
+  PyRef bridge_;
+};
+
+}  // namespace dynahug::runtime
+
+#endif  // DYNAHUG_RUNTIME_LOADER_H_

@@ -1,0 +1,651 @@
+# dynahug loader: the Python half of runtime/loader.cc.
+#
+# Compiled into the dynahug binary and executed in a private module namespace
+# (never imported from the file system, never put in sys.modules). The C
+# bridge (hooks/unpickler_hooks.h) is injected as the global `_dh` before this
+# code runs.
+#
+# run() drives the REAL library loader (torch.load, joblib.load, numpy.load,
+# pickle.load) with an instrumented unpickler built on CPython's reference
+# pure-Python unpickler (pickle._Unpickler). Its dispatch table is wrapped,
+# not replaced: each wrapped opcode records what it is about to do and then
+# runs the original implementation, so the library sees the unpickling
+# semantics it expects (joblib's own pure-Python NumpyUnpickler is
+# instrumented the same way). Recorded: every global resolution (module,
+# name, opcode offset, real or stub), every call made by REDUCE, NEWOBJ,
+# NEWOBJ_EX, OBJ, INST and BUILD with a bounded argument summary, every
+# persistent_load id, and, in opcode-stepping mode, every opcode before it
+# executes.
+
+import io
+import pickle
+import pickletools
+import struct
+import sys
+import types
+
+_KIND_GLOBAL = 2
+_KIND_PICKLE_CALL = 3
+_KIND_OPCODE = 9
+_KIND_LOG = 11
+
+_MAX_VALUE = 96        # characters kept of a string argument
+_MAX_ARGS = 8          # arguments summarised per call
+_MAX_CALLS_PER_CALLEE = 256  # recorded with arguments; later ones counted
+
+_PyUnpickler = pickle._Unpickler
+_Stop = pickle._Stop
+_Unframer = pickle._Unframer
+_OPS = {op.code.encode('latin-1')[0]: op for op in pickletools.opcodes}
+_CALL_OPS = ('REDUCE', 'NEWOBJ', 'NEWOBJ_EX', 'OBJ', 'INST', 'BUILD')
+
+_emit = _dh.emit  # noqa: F821  (injected)
+_set_offset = _dh.set_offset  # noqa: F821
+_ident = _dh.ident  # noqa: F821
+
+
+class _State:
+    opcodes = False          # opcode-stepping mode
+    lazy_threshold = -1      # torch zip storages above this many bytes go
+                             # to the meta device (-1: never)
+    member = ''
+
+
+_STATE = _State()
+
+
+def _trunc(s):
+    return s if len(s) <= _MAX_VALUE else s[:_MAX_VALUE] + '...'
+
+
+def _tname(t):
+    try:
+        return '%s.%s' % (t.__module__, t.__qualname__)
+    except Exception:
+        return '<type>'
+
+
+def _summary(v):
+    """Bounded description of one value; never calls payload-defined code."""
+    t = type(v)
+    if t is str:
+        return 'str:' + _trunc(v)
+    if t is bytes or t is bytearray:
+        return '%s[%d]' % (t.__name__, len(v))
+    if t is bool or v is None or t is float:
+        return repr(v)
+    if t is int:
+        return repr(v) if -(1 << 63) <= v < (1 << 63) else 'int[%d bits]' % v.bit_length()
+    if t is tuple or t is list or t is dict or t is set or t is frozenset:
+        return '%s[%d]' % (t.__name__, len(v))
+    if t is type or isinstance(v, type):
+        return 'type:' + _tname(v)
+    if t is types.FunctionType or t is types.BuiltinFunctionType:
+        return 'function:%s.%s' % (getattr(v, '__module__', '?'),
+                                   getattr(v, '__qualname__', '?'))
+    return 'obj:' + _tname(t)
+
+
+def _arg_pairs(args, kwargs=None):
+    pairs = []
+    if type(args) is tuple or type(args) is list:
+        for i, a in enumerate(args[:_MAX_ARGS]):
+            pairs.append((str(i), _summary(a)))
+        if len(args) > _MAX_ARGS:
+            pairs.append(('argc', str(len(args))))
+    elif args is not None:
+        pairs.append(('args', _summary(args)))
+    if type(kwargs) is dict:
+        for i, (k, v) in enumerate(kwargs.items()):
+            if i >= _MAX_ARGS:
+                pairs.append(('kwargc', str(len(kwargs))))
+                break
+            pairs.append(('kw:' + (_trunc(k) if type(k) is str else _summary(k)),
+                          _summary(v)))
+    return pairs
+
+
+# --- stubs for globals of modules that are not installed --------------------
+
+class _StubBase:
+    """Inert stand-in for a class or function of a module that is not
+    installed: accepts any construction arguments and any state."""
+    _dynahug_stub = True
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        self.__dict__['_dynahug_args'] = (args, kwargs)
+
+    def __setstate__(self, state):
+        self.__dict__['_dynahug_state'] = state
+
+    def __call__(self, *args, **kwargs):
+        return type(self)(*args, **kwargs)
+
+
+_stubs = {}
+
+
+def _stub(module, name):
+    key = (module, name)
+    cls = _stubs.get(key)
+    if cls is None:
+        cls = type(name.rpartition('.')[2] or 'Stub', (_StubBase,),
+                   {'__module__': module, '__qualname__': name,
+                    '_dynahug_stub': True})
+        _stubs[key] = cls
+    return cls
+
+
+def _is_stub(obj):
+    return isinstance(obj, type) and issubclass(obj, _StubBase)
+
+
+# --- position tracking and opcode stepping ----------------------------------
+
+class _Pushback:
+    """Read layer in front of the unframer that can give bytes back, so that
+    stepping mode can decode an opcode's argument before the opcode runs."""
+    __slots__ = ('_read', '_readline', '_readinto', 'buf')
+
+    def __init__(self, read, readline, readinto):
+        self._read, self._readline, self._readinto = read, readline, readinto
+        self.buf = b''
+
+    def read(self, n):
+        if not self.buf:
+            return self._read(n)
+        if n <= len(self.buf):
+            data, self.buf = self.buf[:n], self.buf[n:]
+            return data
+        data, self.buf = self.buf, b''
+        return data + self._read(n - len(data))
+
+    def readline(self):
+        if not self.buf:
+            return self._readline()
+        i = self.buf.find(b'\n')
+        if i >= 0:
+            data, self.buf = self.buf[:i + 1], self.buf[i + 1:]
+            return data
+        data, self.buf = self.buf, b''
+        return data + self._readline()
+
+    def readinto(self, b):
+        m = memoryview(b).cast('B')
+        k = min(len(self.buf), len(m))
+        m[:k] = self.buf[:k]
+        self.buf = self.buf[k:]
+        if k < len(m):
+            return k + self._readinto(m[k:])
+        return k
+
+
+class _Capture:
+    """File-like view used by pickletools' argument readers: reads through
+    the pushback layer and remembers what it read."""
+
+    def __init__(self, src):
+        self.src = src
+        self.data = []
+
+    def read(self, n):
+        d = self.src.read(n)
+        self.data.append(d)
+        return d
+
+    def readline(self):
+        d = self.src.readline()
+        self.data.append(d)
+        return d
+
+
+# --- the instrumented unpickler ----------------------------------------------
+
+def _callee_name(self, f):
+    e = self._dh_names.get(_ident(f))
+    if e is not None and e[1] is f:
+        return e[0], e[2]
+    if isinstance(f, type):
+        return _tname(f), _is_stub(f)
+    t = type(f)
+    if t is types.FunctionType or t is types.BuiltinFunctionType:
+        return '%s.%s' % (getattr(f, '__module__', None) or '?',
+                          getattr(f, '__qualname__', '?')), False
+    if t is types.MethodType:
+        return '%s.%s' % (_tname(type(f.__self__)),
+                          getattr(f.__func__, '__name__', '?')), False
+    return '<%s>' % _tname(t), False
+
+
+def _record_call(self, op, callee, args, kwargs=None, name=None):
+    if name is None:
+        name, stub = _callee_name(self, callee)
+    else:
+        stub = False
+    seen = self._dh_calls.get(name, 0) + 1
+    self._dh_calls[name] = seen
+    if seen > _MAX_CALLS_PER_CALLEE:
+        return
+    pairs = [('op', op)]
+    if stub:
+        pairs.append(('stub', 'true'))
+    pairs.extend(_arg_pairs(args, kwargs))
+    _emit(_KIND_PICKLE_CALL, name, tuple(pairs), self._dh_pos, 1,
+          _STATE.member)
+
+
+def _w_reduce(orig):
+    def load_reduce(self):
+        st = self.stack
+        _record_call(self, 'REDUCE', st[-2], st[-1])
+        orig(self)
+    return load_reduce
+
+
+def _w_newobj(orig):
+    def load_newobj(self):
+        st = self.stack
+        _record_call(self, 'NEWOBJ', st[-2], st[-1])
+        orig(self)
+    return load_newobj
+
+
+def _w_newobj_ex(orig):
+    def load_newobj_ex(self):
+        st = self.stack
+        _record_call(self, 'NEWOBJ_EX', st[-3], st[-2], st[-1])
+        orig(self)
+    return load_newobj_ex
+
+
+def _w_obj(orig):
+    def load_obj(self):
+        st = self.stack
+        if st:
+            _record_call(self, 'OBJ', st[0], st[1:])
+        orig(self)
+    return load_obj
+
+
+def _w_inst(orig):
+    def load_inst(self):
+        self._dh_inst = True
+        try:
+            orig(self)
+        finally:
+            self._dh_inst = False
+    return load_inst
+
+
+def _w_build(orig):
+    def load_build(self):
+        st = self.stack
+        inst = st[-2]
+        t = type(inst)
+        how = '__setstate__' if getattr(t, '__setstate__', None) is not None else '__dict__'
+        state = st[-1]
+        if type(state) is dict:
+            _record_call(self, 'BUILD', None, None, state,
+                         name='%s.%s' % (_tname(t), how))
+        else:
+            _record_call(self, 'BUILD', None, (state,),
+                         name='%s.%s' % (_tname(t), how))
+        orig(self)
+    return load_build
+
+
+def _w_frame(orig):
+    def load_frame(self):
+        orig(self)
+        cf = self._unframer.current_frame
+        if cf is not None:
+            end = cf.seek(0, 2)
+            cf.seek(0)
+            self._dh_frame_base = self._dh_file_pos() - end
+    return load_frame
+
+
+_WRAPPERS = {
+    pickle.REDUCE[0]: _w_reduce,
+    pickle.NEWOBJ[0]: _w_newobj,
+    pickle.NEWOBJ_EX[0]: _w_newobj_ex,
+    pickle.OBJ[0]: _w_obj,
+    pickle.INST[0]: _w_inst,
+    pickle.BUILD[0]: _w_build,
+    pickle.FRAME[0]: _w_frame,
+}
+
+
+def _instrument_dispatch(dispatch):
+    d = dict(dispatch)
+    for code, wrap in _WRAPPERS.items():
+        if code in d:
+            d[code] = wrap(d[code])
+    return d
+
+
+class _Instrumentation:
+    """Mixin placed before a pure-Python unpickler class."""
+
+    # torch assigns unpickler.persistent_load = fn; this property keeps the
+    # assignment and interposes the recording wrapper.
+    @property
+    def persistent_load(self):
+        return self._dh_persistent_load
+
+    @persistent_load.setter
+    def persistent_load(self, fn):
+        self.__dict__['_dh_user_persistent_load'] = fn
+
+    def _dh_persistent_load(self, pid):
+        pairs = [('op', 'PERSID')]
+        if type(pid) is tuple:
+            pairs.extend(_arg_pairs(pid))
+        else:
+            pairs.append(('id', _summary(pid)))
+        lazy = self._dh_lazy_storage(pid)
+        if lazy is not None:
+            pairs.append(('lazy', 'meta'))
+        _emit(_KIND_PICKLE_CALL, 'persistent_load', tuple(pairs),
+              self._dh_pos, 1, _STATE.member)
+        if lazy is not None:
+            return lazy
+        fn = self.__dict__.get('_dh_user_persistent_load')
+        if fn is None:
+            return super().persistent_load(pid)
+        return fn(pid)
+
+    def _dh_lazy_storage(self, pid):
+        # torch zip format: ('storage', storage_type, key, location, numel).
+        if (_STATE.lazy_threshold < 0 or type(pid) is not tuple or len(pid) != 5
+                or pid[0] not in ('storage', b'storage')):
+            return None
+        torch = sys.modules.get('torch')
+        if torch is None:
+            return None
+        storage_type, key, _location, numel = pid[1:]
+        if type(numel) is not int:
+            return None
+        if storage_type is torch.UntypedStorage:
+            dtype = torch.uint8
+        else:
+            dtype = getattr(storage_type, 'dtype', None)
+            if dtype is None:
+                return None
+        nbytes = numel * torch._utils._element_size(dtype)
+        if nbytes <= _STATE.lazy_threshold:
+            return None
+        cached = self._dh_meta.get(key)
+        if cached is None:
+            cached = torch.storage.TypedStorage(
+                wrap_storage=torch.UntypedStorage(nbytes, device='meta'),
+                dtype=dtype)
+            self._dh_meta[key] = cached
+        return cached
+
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except ModuleNotFoundError as e:
+            missing = e.name or ''
+            if not missing or not (module == missing or
+                                   module.startswith(missing + '.')):
+                raise
+            return _stub(module, name)
+
+    def _instantiate(self, klass, args):
+        if getattr(self, '_dh_inst', False):
+            _record_call(self, 'INST', klass, args)
+        return super()._instantiate(klass, args)
+
+    def _dh_file_pos(self):
+        if self._dh_tell is not None:
+            return self._dh_tell()
+        return self._dh_count
+
+    def _dh_tell_op(self):
+        cf = self._unframer.current_frame
+        pb = len(self._dh_pb.buf) if self._dh_pb is not None else 0
+        if cf is not None:
+            return self._dh_frame_base + cf.tell() - pb
+        return self._dh_file_pos() - pb
+
+    def _dh_find_recording(self, find, module, name):
+        pos = self._dh_pos
+        obj = find(module, name)
+        stub = _is_stub(obj)
+        qual = '%s.%s' % (module, name) if type(module) is str and type(name) is str \
+            else '%s.%s' % (_summary(module), _summary(name))
+        self._dh_names[_ident(obj)] = (qual, obj, stub)
+        _emit(_KIND_GLOBAL, qual,
+              (('module', _trunc(str(module))), ('name', _trunc(str(name))),
+               ('resolved', 'stub' if stub else 'real'),
+               ('type', _tname(type(obj)))),
+              pos, 1, _STATE.member)
+        return obj
+
+    def load(self):
+        if not hasattr(self, '_file_read'):
+            raise pickle.UnpicklingError(
+                'Unpickler.__init__() was not called by %s.__init__()'
+                % (self.__class__.__name__,))
+        # Position of the underlying file: its tell() when it has one (joblib
+        # reads array bytes from the file directly), else a byte count.
+        fobj = getattr(self._file_read, '__self__', None)
+        tell = getattr(fobj, 'tell', None)
+        try:
+            base = tell() if tell is not None else None
+        except Exception:
+            tell, base = None, None
+        self._dh_tell = tell
+        self._dh_count = 0
+        if tell is None:
+            raw_read, raw_readline = self._file_read, self._file_readline
+
+            def counting_read(n):
+                d = raw_read(n)
+                self._dh_count += len(d)
+                return d
+
+            def counting_readline():
+                d = raw_readline()
+                self._dh_count += len(d)
+                return d
+            self._file_read, self._file_readline = counting_read, counting_readline
+        del base
+        self._dh_names = {}
+        self._dh_calls = {}
+        self._dh_meta = {}
+        self._dh_pos = -1
+        self._dh_frame_base = 0
+        self._dh_inst = False
+        self._dh_pb = None
+        cls_find = self.find_class
+        self.find_class = lambda m, n: self._dh_find_recording(cls_find, m, n)
+
+        self._unframer = _Unframer(self._file_read, self._file_readline)
+        self.read = self._unframer.read
+        self.readinto = self._unframer.readinto
+        self.readline = self._unframer.readline
+        stepping = _STATE.opcodes
+        if stepping:
+            pb = _Pushback(self.read, self.readline, self.readinto)
+            self._dh_pb = pb
+            self.read, self.readline, self.readinto = pb.read, pb.readline, pb.readinto
+        self.metastack = []
+        self.stack = []
+        self.append = self.stack.append
+        self.proto = 0
+        read = self.read
+        dispatch = self.dispatch
+        tell_op = self._dh_tell_op
+        try:
+            while True:
+                pos = tell_op()
+                self._dh_pos = pos
+                _set_offset(pos)
+                key = read(1)
+                if not key:
+                    raise EOFError
+                if stepping:
+                    self._dh_step(key[0], pos)
+                dispatch[key[0]](self)
+        except _Stop as stopinst:
+            return stopinst.value
+        finally:
+            _set_offset(-1)
+            for name, n in self._dh_calls.items():
+                if n > _MAX_CALLS_PER_CALLEE:
+                    _emit(_KIND_PICKLE_CALL, name, (('op', 'more'),), -1,
+                          n - _MAX_CALLS_PER_CALLEE, _STATE.member)
+
+    def _dh_step(self, code, pos):
+        op = _OPS.get(code)
+        if op is None:
+            _emit(_KIND_OPCODE, '<unknown 0x%02x>' % code, (), pos, 1,
+                  _STATE.member)
+            return
+        pairs = ()
+        if op.arg is not None:
+            cap = _Capture(self._dh_pb)
+            try:
+                arg = op.arg.reader(cap)
+                pairs = (('arg', _summary(arg)),)
+            except Exception as e:
+                pairs = (('arg', '<unreadable: %s>' % type(e).__name__),)
+            self._dh_pb.buf = b''.join(cap.data) + self._dh_pb.buf
+        _emit(_KIND_OPCODE, op.name, pairs, pos, 1, _STATE.member)
+
+
+class Unpickler(_Instrumentation, _PyUnpickler):
+    dispatch = _instrument_dispatch(_PyUnpickler.dispatch)
+
+
+def load(file, *, fix_imports=True, encoding='ASCII', errors='strict',
+         buffers=None):
+    return Unpickler(file, fix_imports=fix_imports, encoding=encoding,
+                     errors=errors, buffers=buffers).load()
+
+
+def loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict',
+          buffers=None):
+    if isinstance(data, str):
+        raise TypeError("Can't load pickle from unicode string")
+    return load(io.BytesIO(data), fix_imports=fix_imports, encoding=encoding,
+                errors=errors, buffers=buffers)
+
+
+def _make_pickle_module():
+    m = types.ModuleType('dynahug_pickle')
+    for k in dir(pickle):
+        if not k.startswith('__'):
+            setattr(m, k, getattr(pickle, k))
+    m.Unpickler = Unpickler
+    m._Unpickler = Unpickler
+    m.load = load
+    m.loads = loads
+    return m
+
+
+pickle_module = _make_pickle_module()
+_joblib_unpickler = None
+
+
+def _joblib_class():
+    global _joblib_unpickler
+    if _joblib_unpickler is None:
+        import joblib.numpy_pickle as jnp
+
+        class NumpyUnpickler(_Instrumentation, jnp.NumpyUnpickler):
+            dispatch = _instrument_dispatch(jnp.NumpyUnpickler.dispatch)
+        NumpyUnpickler.__qualname__ = 'NumpyUnpickler'
+        _joblib_unpickler = NumpyUnpickler
+    return _joblib_unpickler
+
+
+# --- drivers -----------------------------------------------------------------
+
+def _torch_load(path):
+    import torch
+    return torch.load(path, map_location='cpu', pickle_module=pickle_module)
+
+
+def _joblib_load(path):
+    import joblib
+    import joblib.numpy_pickle as jnp
+    cls = _joblib_class()
+    saved = jnp.NumpyUnpickler
+    jnp.NumpyUnpickler = cls
+    try:
+        return joblib.load(path)
+    finally:
+        jnp.NumpyUnpickler = saved
+
+
+def _numpy_load(path):
+    import numpy
+    import numpy.lib.format as fmt
+    import numpy.lib.npyio as npyio
+    saved = fmt.pickle, npyio.pickle
+    fmt.pickle = npyio.pickle = pickle_module
+    try:
+        obj = numpy.load(path, allow_pickle=True)
+        if isinstance(obj, npyio.NpzFile):
+            # numpy.load is lazy for .npz: read every member as a user would.
+            with obj:
+                for k in obj.files:
+                    _STATE.member = k
+                    obj[k]
+            _STATE.member = ''
+        return obj
+    finally:
+        fmt.pickle, npyio.pickle = saved
+
+
+def _pickle_load(path):
+    with open(path, 'rb') as f:
+        return load(f)
+
+
+LOADERS = {
+    'torch.load': _torch_load,
+    'joblib.load': _joblib_load,
+    'numpy.load': _numpy_load,
+    'pickle.load': _pickle_load,
+}
+
+
+def run(path, loader, opcodes, lazy_threshold):
+    """Loads `path` with `loader`. Returns (ok, type_name, is_stub,
+    error_type, error_message); never raises for load failures."""
+    fn = LOADERS.get(loader)
+    if fn is None:
+        raise ValueError('unknown loader %r' % (loader,))
+    _STATE.opcodes = bool(opcodes)
+    _STATE.lazy_threshold = lazy_threshold if loader == 'torch.load' else -1
+    _STATE.member = ''
+    obj = None
+    _dh.set_recording(True)  # noqa: F821
+    try:
+        obj = fn(path)
+        ok = True
+    except BaseException as e:  # the payload may raise anything
+        ok = False
+        err = e
+    finally:
+        _dh.set_recording(False)  # noqa: F821
+        _STATE.opcodes = False
+        _STATE.lazy_threshold = -1
+    if not ok:
+        try:
+            msg = str(err)
+        except BaseException:
+            msg = '<unprintable>'
+        return (False, '', False, _tname(type(err)), msg[:1000])
+    t = type(obj)
+    result = (True, _tname(t), issubclass(t, _StubBase), '', '')
+    del obj
+    return result
