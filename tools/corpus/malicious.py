@@ -1004,9 +1004,10 @@ def _raw_payload(tech: Technique, job: Job, seed: int) -> tuple[bytes, dict]:
         info["host"] = "numpy-dict"
         return data, info
     protos = tech.protos or RAW_PROTOS
-    proto = protos[job.index % len(protos)]
+    k = job.index + sorted(TECHNIQUES).index(tech.id)  # small mode varies too
+    proto = protos[k % len(protos)]
     if tech.kind == "bytes":
-        proto = (5, 4, 2, 3, 0, 1)[job.index % 6]
+        proto = (5, 4, 2, 3, 0, 1)[k % 6]
     p = compile_payload(tech, proto, seed)
     info = {"protocol": proto, "payload_span": [0, len(p.data)]}
     if p.break_offset is not None:
