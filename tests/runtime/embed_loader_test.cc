@@ -1,0 +1,323 @@
+// Loader drivers on BENIGN files only (no sandbox in these tests): the
+// instrumented loads return what the plain library loads return
+// (differential against /usr/bin/python3), record globals, calls,
+// persistent ids, stubs for missing modules, audit events during the load
+// only, and, in stepping mode, exactly pickletools.genops' opcodes.
+#include "runtime/loader.h"
+
+#include <chrono>
+#include <map>
+
+#include "gtest/gtest.h"
+#include "hooks/event_sink.h"
+#include "tests/runtime/embed_test_util.h"
+
+namespace dynahug::runtime {
+namespace {
+
+using dynahug::testing::Fixture;
+using dynahug::testing::FixtureDir;
+using dynahug::testing::ReadLines;
+using dynahug::testing::SharedInterpreter;
+using proto::Event;
+
+Loader& SharedLoader() {
+  static Loader* loader = [] {
+    absl::StatusOr<Loader> l = Loader::Create(SharedInterpreter());
+    if (!l.ok()) {
+      fprintf(stderr, "Loader::Create: %s\n", l.status().ToString().c_str());
+      abort();
+    }
+    return new Loader(std::move(*l));
+  }();
+  return *loader;
+}
+
+LoadResult MustLoad(const std::string& name, const std::string& loader,
+                    hooks::MemoryEventSink& sink, LoadOptions options = {}) {
+  options.loader = loader;
+  absl::StatusOr<LoadResult> r =
+      SharedLoader().Load(Fixture(name), options, sink);
+  EXPECT_TRUE(r.ok()) << name << ": " << r.status();
+  return r.ok() ? *r : LoadResult{};
+}
+
+std::string Arg(const Event& e, const std::string& key) {
+  for (const auto& a : e.args()) {
+    if (a.key() == key) return a.value();
+  }
+  return "";
+}
+
+std::vector<const Event*> OfKind(const hooks::MemoryEventSink& sink,
+                                 Event::Kind kind) {
+  std::vector<const Event*> out;
+  for (const Event& e : sink.events()) {
+    if (e.kind() == kind) out.push_back(&e);
+  }
+  return out;
+}
+
+const Event* Find(const hooks::MemoryEventSink& sink, Event::Kind kind,
+                  const std::string& name) {
+  for (const Event& e : sink.events()) {
+    if (e.kind() == kind && e.name() == name) return &e;
+  }
+  return nullptr;
+}
+
+TEST(EmbedLoaderTest, DefaultLoaderForFormats) {
+  struct Case {
+    const char* format;
+    const char* loader;
+  } cases[] = {{"torch-zip", "torch.load"},   {"torch-legacy", "torch.load"},
+               {"joblib", "joblib.load"},     {"zlib", "joblib.load"},
+               {"npy", "numpy.load"},         {"npz", "numpy.load"},
+               {"raw-pickle", "pickle.load"}};
+  for (const Case& c : cases) {
+    absl::StatusOr<std::string> l = DefaultLoaderFor(c.format);
+    ASSERT_TRUE(l.ok()) << c.format;
+    EXPECT_EQ(*l, c.loader);
+  }
+  for (const char* bad : {"zip", "data", "", "7z"}) {
+    EXPECT_EQ(DefaultLoaderFor(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST(EmbedLoaderTest, BadOptionsAreErrors) {
+  hooks::MemoryEventSink sink;
+  LoadOptions o;
+  o.loader = "eval";
+  EXPECT_EQ(SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.loader = "auto";
+  o.format = "zip";
+  EXPECT_EQ(SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.format = "raw-pickle";
+  absl::StatusOr<LoadResult> r = SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->loader, "pickle.load");
+  EXPECT_TRUE(r->loaded);
+}
+
+// Differential: same type (or same exception type) as the plain loader in a
+// separate Debian python3 process.
+TEST(EmbedLoaderTest, SameResultTypeAsPlainLoaderInSeparateProcess) {
+  std::vector<std::string> ref = ReadLines(Fixture("reference.tsv"));
+  ASSERT_GE(ref.size(), 20u);
+  for (const std::string& line : ref) {
+    size_t t1 = line.find('\t'), t2 = line.find('\t', t1 + 1);
+    std::string name = line.substr(0, t1);
+    std::string loader = line.substr(t1 + 1, t2 - t1 - 1);
+    std::string want = line.substr(t2 + 1);
+    hooks::MemoryEventSink sink;
+    LoadResult r = MustLoad(name, loader, sink);
+    std::string got = r.loaded ? r.loaded_type : "!" + r.error_type;
+    EXPECT_EQ(got, want) << name << " via " << loader << ": "
+                         << r.error_message;
+    EXPECT_FALSE(OfKind(sink, Event::GLOBAL).empty() &&
+                 loader != "numpy.load")
+        << name << ": no GLOBAL events";
+  }
+}
+
+TEST(EmbedLoaderTest, TorchZipRecordsGlobalsCallsPersistentIdsAndAudit) {
+  hooks::MemoryEventSink sink;
+  LoadResult r = MustLoad("state_dict.pt", "torch.load", sink);
+  ASSERT_TRUE(r.loaded) << r.error_message;
+  EXPECT_EQ(r.loaded_type, "collections.OrderedDict");
+  const Event* g = Find(sink, Event::GLOBAL, "torch._utils._rebuild_tensor_v2");
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(Arg(*g, "resolved"), "real");
+  EXPECT_TRUE(g->has_pickle_offset());
+  const Event* call = Find(sink, Event::PICKLE_CALL, "torch._utils._rebuild_tensor_v2");
+  ASSERT_NE(call, nullptr);
+  EXPECT_EQ(Arg(*call, "op"), "REDUCE");
+  EXPECT_EQ(Arg(*call, "0"), "obj:torch.storage.TypedStorage");
+  const Event* pid = Find(sink, Event::PICKLE_CALL, "persistent_load");
+  ASSERT_NE(pid, nullptr);
+  EXPECT_EQ(Arg(*pid, "0"), "str:storage");
+  // torch.load opened the model file through Python's open().
+  bool opened_model = false;
+  for (const Event* e : OfKind(sink, Event::AUDIT)) {
+    if (e->name() == "open" && Arg(*e, "path") == "model-file") opened_model = true;
+  }
+  EXPECT_TRUE(opened_model);
+  // Sequence numbers strictly increase; events are stamped.
+  uint64_t last = 0;
+  for (size_t i = 0; i < sink.events().size(); ++i) {
+    if (i > 0) {
+      EXPECT_GT(sink.events()[i].sequence(), last);
+    }
+    last = sink.events()[i].sequence();
+    EXPECT_GE(sink.events()[i].count(), 1u);
+  }
+  EXPECT_FALSE(OfKind(sink, Event::PYTHON_CALL).empty());
+}
+
+TEST(EmbedLoaderTest, MissingModuleResolvesToStub) {
+  for (const auto& [name, loader] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"missing_module.pkl", "pickle.load"},
+           {"missing_module.pt", "torch.load"}}) {
+    hooks::MemoryEventSink sink;
+    LoadResult r = MustLoad(name, loader, sink);
+    EXPECT_TRUE(r.loaded) << name << ": " << r.error_type << " "
+                          << r.error_message;
+    EXPECT_EQ(r.loaded_type, "builtins.dict");
+    const Event* g = Find(sink, Event::GLOBAL,
+                          "transformers.training_args.TrainingArguments");
+    ASSERT_NE(g, nullptr) << name;
+    EXPECT_EQ(Arg(*g, "resolved"), "stub");
+    bool stub_built = false;
+    for (const Event* e : OfKind(sink, Event::PICKLE_CALL)) {
+      if (e->name().starts_with("transformers.training_args.TrainingArguments")) {
+        stub_built = true;
+      }
+    }
+    EXPECT_TRUE(stub_built) << name;
+  }
+}
+
+TEST(EmbedLoaderTest, InstAndObjCallsRecorded) {
+  for (const auto& [file, op] : std::vector<std::pair<std::string, std::string>>{
+           {"inst.pkl", "INST"}, {"obj.pkl", "OBJ"}}) {
+    hooks::MemoryEventSink sink;
+    LoadResult r = MustLoad(file, "pickle.load", sink);
+    ASSERT_TRUE(r.loaded);
+    const Event* c = Find(sink, Event::PICKLE_CALL, "fractions.Fraction");
+    ASSERT_NE(c, nullptr) << file;
+    EXPECT_EQ(Arg(*c, "op"), op);
+    EXPECT_TRUE(Arg(*c, "0").starts_with("str:")) << Arg(*c, "0");
+  }
+}
+
+TEST(EmbedLoaderTest, RawPickleThroughTorchLoadRunsThenFails) {
+  hooks::MemoryEventSink sink;
+  LoadResult r = MustLoad("raw_model.bin", "torch.load", sink);
+  EXPECT_FALSE(r.loaded);
+  EXPECT_EQ(r.error_type, "builtins.RuntimeError");
+  EXPECT_NE(r.error_message.find("magic number"), std::string::npos);
+}
+
+TEST(EmbedLoaderTest, LargeStoragesStayLazy) {
+  hooks::MemoryEventSink lazy_sink, full_sink;
+  LoadOptions lazy;
+  lazy.lazy_storage_bytes = 1 << 20;
+  LoadOptions full;
+  full.lazy_storage_bytes = -1;
+  LoadResult a = MustLoad("big.pt", "torch.load", lazy_sink, lazy);
+  LoadResult b = MustLoad("big.pt", "torch.load", full_sink, full);
+  ASSERT_TRUE(a.loaded && b.loaded);
+  EXPECT_EQ(a.loaded_type, b.loaded_type);
+  int lazy_ids = 0, full_lazy_ids = 0;
+  for (const Event* e : OfKind(lazy_sink, Event::PICKLE_CALL)) {
+    if (e->name() == "persistent_load" && Arg(*e, "lazy") == "meta") ++lazy_ids;
+  }
+  for (const Event* e : OfKind(full_sink, Event::PICKLE_CALL)) {
+    if (e->name() == "persistent_load" && Arg(*e, "lazy") == "meta") ++full_lazy_ids;
+  }
+  EXPECT_EQ(lazy_ids, 1);  // the 32 MiB tensor, not the small one
+  EXPECT_EQ(full_lazy_ids, 0);
+  printf("big.pt (32 MiB tensor): lazy %.1f ms, materialised %.1f ms\n",
+         a.load_ms, b.load_ms);
+}
+
+TEST(EmbedLoaderTest, AuditRecordingOnlyDuringLoad) {
+  hooks::MemoryEventSink sink;
+  LoadResult r = MustLoad("plain_p4.pkl", "pickle.load", sink);
+  ASSERT_TRUE(r.loaded);
+  int opens = 0;
+  for (const Event* e : OfKind(sink, Event::AUDIT)) {
+    if (e->name() == "open") {
+      ++opens;
+      EXPECT_EQ(Arg(*e, "path"), "model-file");
+      EXPECT_EQ(Arg(*e, "mode"), "rb");
+    }
+  }
+  EXPECT_EQ(opens, 1);
+  size_t n = sink.events().size();
+  // After the load nothing reaches the sink any more.
+  ASSERT_TRUE(SharedInterpreter().Exec("open('/dev/null').close()").ok());
+  EXPECT_EQ(sink.events().size(), n);
+  // No event carries the host directory of the fixtures.
+  for (const Event& e : sink.events()) {
+    for (const auto& a : e.args()) {
+      EXPECT_EQ(a.value().find(FixtureDir()), std::string::npos) << a.value();
+    }
+  }
+}
+
+// Stepping mode emits exactly pickletools.genops' opcodes, in order, at the
+// same offsets (for torch: inside data.pkl / across the legacy streams).
+TEST(EmbedLoaderTest, OpcodeSteppingMatchesGenops) {
+  struct Case {
+    const char* file;
+    const char* loader;
+  } cases[] = {{"plain_p0.pkl", "pickle.load"}, {"plain_p1.pkl", "pickle.load"},
+               {"plain_p2.pkl", "pickle.load"}, {"plain_p3.pkl", "pickle.load"},
+               {"plain_p4.pkl", "pickle.load"}, {"plain_p5.pkl", "pickle.load"},
+               {"inst.pkl", "pickle.load"},     {"obj.pkl", "pickle.load"},
+               {"missing_module.pkl", "pickle.load"},
+               {"state_dict.pt", "torch.load"}, {"legacy.pt", "torch.load"}};
+  for (const Case& c : cases) {
+    hooks::MemoryEventSink sink;
+    LoadOptions o;
+    o.opcodes = true;
+    LoadResult r = MustLoad(c.file, c.loader, sink, o);
+    ASSERT_TRUE(r.loaded) << c.file << ": " << r.error_message;
+    std::vector<std::string> got;
+    for (const Event* e : OfKind(sink, Event::OPCODE)) {
+      got.push_back(std::to_string(e->pickle_offset()) + "\t" + e->name());
+    }
+    std::vector<std::string> want =
+        ReadLines(Fixture(std::string(c.file) + ".genops"));
+    ASSERT_FALSE(want.empty());
+    EXPECT_EQ(got, want) << c.file;
+    // Interleaving: the GLOBAL for an opcode follows its OPCODE event.
+    uint64_t last_opcode_offset = 0;
+    bool seen_opcode = false;
+    for (const Event& e : sink.events()) {
+      if (e.kind() == Event::OPCODE) {
+        last_opcode_offset = e.pickle_offset();
+        seen_opcode = true;
+      } else if (e.kind() == Event::GLOBAL) {
+        EXPECT_TRUE(seen_opcode);
+        EXPECT_EQ(e.pickle_offset(), last_opcode_offset) << e.name();
+      }
+    }
+  }
+}
+
+// Per-file latency of small benign files, in-process (no fork, no sandbox).
+TEST(EmbedLoaderTest, MeasureSmallFileLatency) {
+  for (const auto& [file, loader] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"plain_p4.pkl", "pickle.load"}, {"state_dict.pt", "torch.load"},
+           {"module.pt", "torch.load"}, {"legacy.pt", "torch.load"},
+           {"model.joblib", "joblib.load"}, {"arr.npy", "numpy.load"}}) {
+    hooks::MemoryEventSink warm;
+    MustLoad(file, loader, warm);
+    constexpr int kRuns = 20;
+    double total = 0;
+    size_t events = 0;
+    for (int i = 0; i < kRuns; ++i) {
+      hooks::MemoryEventSink sink;
+      auto t0 = std::chrono::steady_clock::now();
+      LoadResult r = MustLoad(file, loader, sink);
+      total += std::chrono::duration<double, std::milli>(
+                   std::chrono::steady_clock::now() - t0)
+                   .count();
+      ASSERT_TRUE(r.loaded);
+      events = sink.events().size();
+    }
+    printf("%-14s %-12s mean %.2f ms/load (%zu events)\n", file.c_str(),
+           loader.c_str(), total / kRuns, events);
+  }
+}
+
+}  // namespace
+}  // namespace dynahug::runtime
