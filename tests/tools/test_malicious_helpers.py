@@ -159,7 +159,7 @@ def payload_stream(entry: dict, out_dir: pathlib.Path) -> tuple[bytes, str]:
         return raw_member(data, params["pickle_member"]), "raw"
     if container in ("raw", "raw-host", "7z-raw"):
         return data, "raw"
-    if container == "torch-legacy":
+    if container in ("torch-legacy", "torch-legacy-magic"):
         return data, "legacy"
     if container == "npy":
         return data, "npy"

@@ -962,7 +962,7 @@ def plan(small: bool) -> list[Job]:
               "torch-zip-variant:renamed-folder", "joblib:gzip",
               "torch-zip-variant:flags-utf8", "7z-torch", "joblib:bz2",
               "torch-zip-variant:flags-local-enc", "joblib:xz", "7z-raw",
-              "joblib:lzma"]
+              "joblib:lzma", "torch-legacy-magic"]
     for n, tid in enumerate(tids):
         tech = TECHNIQUES[tid]
         want: list[tuple[str, str]] = []
@@ -980,15 +980,21 @@ def plan(small: bool) -> list[Job]:
             for v in ZIP_VARIANTS:
                 want.append(("torch-zip-variant", v))
             want.append(("torch-legacy", TORCH_HOSTS[(n + 2) % len(TORCH_HOSTS)]))
+            want.append(("torch-legacy-magic", TORCH_HOSTS[(n + 3) % len(TORCH_HOSTS)]))
             want.append(("joblib", ""))
             for k in range(2):
                 want.append(("joblib", JOBLIB_COMPRESS[(n + k) % len(JOBLIB_COMPRESS)]))
             for kind in ("npy", "npz", "zip", "7z-torch", "7z-raw"):
                 want.append((kind, ""))
         for i, (kind, var) in enumerate(want):
-            if tech.hosted_only and kind in ("npy", "npz"):
-                continue  # no object with weights to tamper with
-            if kind in ("torch-zip-variant", "torch-legacy", "7z-torch") and \
+            if tech.hosted_only and kind in ("npy", "npz", "torch-legacy",
+                                             "torch-legacy-magic"):
+                # npy: no object with weights; legacy torch reads storage
+                # bytes only after the object pickle, so an in-place change
+                # made while unpickling would be overwritten.
+                continue
+            if kind in ("torch-zip-variant", "torch-legacy", "7z-torch",
+                        "torch-legacy-magic") and \
                     var in ("", None):
                 var = TORCH_HOSTS[(n + 3) % len(TORCH_HOSTS)]
             jobs.append(Job(tid, kind, var, i))
@@ -1045,16 +1051,19 @@ def build(job: Job, seed: int) -> tuple[str, bytes, dict]:
         if tech.library != "pickle":
             library = tech.library
     elif job.container in ("torch-zip", "torch-zip-variant", "torch-legacy",
-                           "7z-torch"):
+                           "torch-legacy-magic", "7z-torch"):
         host_name = job.variant if job.container != "torch-zip-variant" else \
             TORCH_HOSTS[(sorted(TECHNIQUES).index(tid) + ZIP_VARIANTS.index(
                 job.variant)) % len(TORCH_HOSTS)]
         host = torch_host(host_name)
         params["host"] = host_name
         cluster, library = host.cluster, "torch"
-        if job.container == "torch-legacy":
+        if job.container in ("torch-legacy", "torch-legacy-magic"):
+            # The object pickle (segment 3), or the magic-number pickle
+            # (segment 0) that torch.load unpickles before any check.
+            seg = 3 if job.container == "torch-legacy" else 0
             segs = legacy_segments(host.legacy_bytes)
-            s, e = segs[3]
+            s, e = segs[seg]
             newpk, info = inject(host.legacy_bytes[s:e], tech, seed,
                                  host.tamper_path)
             data = host.legacy_bytes[:s] + newpk + host.legacy_bytes[e:]
@@ -1062,9 +1071,12 @@ def build(job: Job, seed: int) -> tuple[str, bytes, dict]:
                                     s + info["payload_span"][1]]
             if "break_offset" in info:
                 info["break_offset"] += s
-            info["pickle_segment"] = 3
+            info["pickle_segment"] = seg
             params.update(info)
-            fmt, name = "torch-legacy", "model.pt"
+            # With the payload in front of the magic number the file no
+            # longer sniffs as legacy torch (torch.load still reads it).
+            fmt = "torch-legacy" if seg == 3 else "raw-pickle"
+            name = "model.pt"
         else:
             member = "archive/data.pkl"
             newpk, info = inject(read_member(host.zip_bytes, member), tech,
@@ -1155,12 +1167,22 @@ def _write_one(args: tuple[Job, int, str]) -> dict:
                              **fields)
 
 
+def _warm() -> None:
+    """Builds every host once (before forking workers, which inherit it)."""
+    for name in TORCH_HOSTS:
+        torch_host(name)
+    pickle_host()
+    joblib_host()
+    npy_host()
+
+
 def generate(out_dir: pathlib.Path, small: bool, seed: int,
              jobs: int = 1) -> list[dict]:
     """Writes ``out_dir/malicious/<technique>/...``; returns manifest
     entries (sorted by path)."""
     out_dir = pathlib.Path(out_dir)
     work = [(j, seed, str(out_dir)) for j in plan(small)]
+    _warm()
     if jobs > 1:
         import multiprocessing
         ctx = multiprocessing.get_context("fork")
