@@ -570,7 +570,16 @@ def _joblib_class():
 
 def _torch_load(path):
     import torch
-    return torch.load(path, map_location='cpu', pickle_module=pickle_module)
+    import torch.serialization as ser
+    # torch 1.13 as packaged by Debian ignores the pickle_module argument
+    # when weights_only is False (it rebinds it to the module-global
+    # `pickle`), so the global is swapped for the duration of the load too.
+    saved = ser.pickle
+    ser.pickle = pickle_module
+    try:
+        return torch.load(path, map_location='cpu', pickle_module=pickle_module)
+    finally:
+        ser.pickle = saved
 
 
 def _joblib_load(path):

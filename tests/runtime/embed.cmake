@@ -1,0 +1,8 @@
+# Tests of the embedded interpreter and loaders (runtime/interpreter.*,
+# runtime/loader.*). Included from tests/runtime/CMakeLists.txt.
+dynahug_add_gtest(embed_interpreter_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_interpreter_test.cc
+  LIBS dynahug::embed)
+dynahug_add_gtest(embed_loader_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_loader_test.cc
+  LIBS dynahug::embed)
