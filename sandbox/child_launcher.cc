@@ -31,6 +31,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -161,6 +162,36 @@ absl::StatusOr<std::vector<sock_filter>> CachedFilter(
     slot = *std::move(program);
   }
   return *slot;
+}
+
+// One empty network namespace shared by the children of this process,
+// created once by a short-lived thread (a thread can unshare its own network
+// namespace without affecting the process). Joining it with setns() is much
+// cheaper than creating and tearing down a namespace per child. Children
+// cannot talk to each other through it: its loopback is down, IP sockets are
+// denied and bind/connect are denied for every family.
+absl::StatusOr<int> SharedEmptyNetns() {
+  static std::mutex mu;
+  static int netns_fd = -1;
+  std::lock_guard<std::mutex> lock(mu);
+  if (netns_fd >= 0) return netns_fd;
+  int fd = -1;
+  int err = 0;
+  std::thread maker([&] {
+    if (unshare(CLONE_NEWNET) != 0) {
+      err = errno;
+      return;
+    }
+    fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) err = errno;
+  });
+  maker.join();
+  if (fd < 0) {
+    errno = err;
+    return Errno("creating the shared empty network namespace");
+  }
+  netns_fd = fd;  // lives as long as the process
+  return netns_fd;
 }
 
 // A per-child scratch directory, removed (recursively, never following
@@ -360,6 +391,7 @@ struct ChildPlan {
   int setup_w;
   int landlock_fd;  // -1 in mount-namespace mode
   int stderr_fd;    // -1 unless inherit_stderr
+  int netns_fd;     // shared empty network namespace, or -1 for a new one
   bool mount_namespace;
   const std::string* scratch;
   const std::vector<std::string>* env;
@@ -410,7 +442,21 @@ namespace {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
 
-  // 2. Descriptors: move the kept ones out of the way, then to their fixed
+  // 2. Namespaces (before the descriptor cleanup closes the netns fd).
+  int flags = CLONE_NEWUTS;
+  if (plan.mount_namespace) flags |= CLONE_NEWNS;
+  if (plan.netns_fd >= 0) {
+    ChildCheck(setns(plan.netns_fd, CLONE_NEWNET) == 0,
+               "setns(shared empty network namespace)");
+  } else {
+    flags |= CLONE_NEWNET;
+  }
+  ChildCheck(unshare(flags) == 0, "unshare(CLONE_NEWNET|CLONE_NEWUTS)");
+  const std::string& hostname = policy.identity.hostname;
+  ChildCheck(sethostname(hostname.data(), hostname.size()) == 0,
+             "sethostname");
+
+  // 3. Descriptors: move the kept ones out of the way, then to their fixed
   // numbers, then close everything else.
   int keep[4] = {plan.event_w, plan.setup_w, plan.landlock_fd, plan.stderr_fd};
   for (int& fd : keep) {
@@ -437,14 +483,6 @@ namespace {
   for (int fd = 0; fd <= (keep[2] >= 0 ? kLandlockFd : kSetupFd); ++fd) {
     fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
-
-  // 3. Namespaces.
-  int flags = CLONE_NEWNET | CLONE_NEWUTS;
-  if (plan.mount_namespace) flags |= CLONE_NEWNS;
-  ChildCheck(unshare(flags) == 0, "unshare(CLONE_NEWNET|CLONE_NEWUTS)");
-  const std::string& hostname = policy.identity.hostname;
-  ChildCheck(sethostname(hostname.data(), hostname.size()) == 0,
-             "sethostname");
 
   // 4. Filesystem (mount-namespace mode; Landlock is applied in step 7).
   if (plan.mount_namespace) {
@@ -505,18 +543,28 @@ namespace {
   g_child_status_word = plan.status_word;
   std::set_new_handler(ChildNewHandler);
 
-  // 8. Seccomp, last. Announce it first: after the filter is installed every
-  // non-hot syscall waits for the parent, which first has to fetch the
-  // listener with pidfd_getfd().
-  ChildCheck(write(kSetupFd, "R", 1) == 1, "write(setup pipe)");
+  // 8. Seccomp, last. The parent fetches the listener with pidfd_getfd()
+  // when the child says "R". With the hot set allowed, write() does not wait
+  // for the supervisor, so "R" is sent once the listener exists. When every
+  // syscall is notified, "R" must go first and the parent retries
+  // pidfd_getfd() until the listener appears.
+  const bool write_is_free = policy.seccomp.allow_hot_syscalls_unrecorded;
+  if (!write_is_free) {
+    ChildCheck(write(kSetupFd, "R", 1) == 1, "write(setup pipe)");
+  }
   sock_fprog prog{static_cast<unsigned short>(plan.filter->size()),
                   const_cast<sock_filter*>(plan.filter->data())};
   const long listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                                 SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
   if (listener < 0) ChildFail("seccomp(SECCOMP_SET_MODE_FILTER)", errno);
-  // From here on, write() may itself wait for the supervisor; a listener at
-  // an unexpected number cannot be reported, only exited on.
-  if (listener != kListenerFd) _exit(kExitSetupFailed);
+  // A listener at an unexpected number cannot be fetched by the parent.
+  if (listener != kListenerFd) {
+    if (write_is_free) ChildFail("seccomp listener descriptor check", 0);
+    _exit(kExitSetupFailed);
+  }
+  if (write_is_free) {
+    ChildCheck(write(kSetupFd, "R", 1) == 1, "write(setup pipe)");
+  }
   // Waits (as a notified syscall) until the parent holds its own copy.
   close(kListenerFd);
   if (write(kSetupFd, "K", 1) != 1) _exit(kExitSetupFailed);
@@ -675,6 +723,13 @@ absl::StatusOr<ChildResult> RunSandboxed(
     if (fcntl(fd, F_SETFL, O_NONBLOCK) != 0) return Errno("fcntl(O_NONBLOCK)");
   }
 
+  int netns_fd = -1;
+  if (!policy.fresh_network_namespace) {
+    absl::StatusOr<int> shared = SharedEmptyNetns();
+    if (!shared.ok()) return shared.status();
+    netns_fd = *shared;
+  }
+
   const std::vector<std::string> env = BuildEnvironment(policy, scratch->path());
   std::vector<char*> envp;
   for (const std::string& kv : env) envp.push_back(const_cast<char*>(kv.c_str()));
@@ -688,6 +743,7 @@ absl::StatusOr<ChildResult> RunSandboxed(
                  setup_w.get(),
                  landlock.get(),
                  policy.inherit_stderr ? STDERR_FILENO : -1,
+                 netns_fd,
                  !use_landlock,
                  &scratch->path(),
                  &env,

@@ -350,6 +350,39 @@ TEST_F(SandboxTest, NetworkIsDeniedAndNothingArrives) {
   close(listener);
 }
 
+// Interfaces visible in the child's network namespace.
+int InterfacesBody(ChildContext& ctx) {
+  std::ifstream in("/proc/self/net/dev");
+  std::string line;
+  std::vector<std::string> names;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);
+    name.erase(0, name.find_first_not_of(' '));
+    names.push_back(name);
+  }
+  Send(ctx, "interfaces", absl::StrJoin(names, ","));
+  const int s = socket(AF_INET, SOCK_DGRAM, 0);
+  Send(ctx, "socket", std::to_string(s));
+  return 0;
+}
+
+TEST_F(SandboxTest, NetworkNamespaceIsEmptyShared) {
+  const ChildResult r = Run(InterfacesBody);
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "interfaces"), "lo");
+  EXPECT_EQ(Value(r, "socket"), "-1");
+}
+
+TEST_F(SandboxTest, NetworkNamespaceIsEmptyFresh) {
+  policy_.fresh_network_namespace = true;
+  const ChildResult r = Run(InterfacesBody);
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "interfaces"), "lo");
+  EXPECT_EQ(Value(r, "socket"), "-1");
+}
+
 TEST_F(SandboxTest, ChildCannotSignalOrTraceTheParent) {
   const ChildResult r = Run([](ChildContext& ctx) {
     const pid_t parent = getppid();
