@@ -107,6 +107,20 @@ class TechniqueCoverage(unittest.TestCase):
         self.assertGreaterEqual(len(got), MIN_TECHNIQUES)
         self.assertEqual(got, set(malicious.TECHNIQUES))
 
+    def test_small_corpus_every_technique_in_three_containers(self):
+        by_tech = collections.defaultdict(set)
+        for e in ENTRIES_A:
+            by_tech[e["technique"]].add(e["params"]["container"])
+        for tid, kinds in by_tech.items():
+            self.assertGreaterEqual(len(kinds), 3, tid)
+
+    def test_readme_lists_every_technique(self):
+        readme = (ROOT / "tools" / "corpus" / "README.md").read_text()
+        self.assertIn("## Malicious techniques", readme)
+        section = readme.split("## Malicious techniques", 1)[1]
+        for tid in malicious.TECHNIQUES:
+            self.assertIn(f"`{tid}`", section)
+
     def test_small_corpus_covers_every_container(self):
         full = {e["params"]["container"] for e in ENTRIES_FULL}
         small = {e["params"]["container"] for e in ENTRIES_A}

@@ -953,6 +953,10 @@ class Job:
     index: int       # variant index (protocol choice etc.)
 
 
+# Containers a hosted-only (suffix) technique cannot use.
+_NEEDS_NO_HOST = ("npy", "npz", "torch-legacy", "torch-legacy-magic")
+
+
 def plan(small: bool) -> list[Job]:
     """Every (technique, container, variant) the corpus holds, in order."""
     jobs: list[Job] = []
@@ -969,7 +973,10 @@ def plan(small: bool) -> list[Job]:
         if small:
             want.append(("raw", RAW_EXTS[n % len(RAW_EXTS)]))
             want.append(("torch-zip", TORCH_HOSTS[n % len(TORCH_HOSTS)]))
-            kind, _, var = others[n % len(others)].partition(":")
+            for k in range(len(others)):
+                kind, _, var = others[(n + k) % len(others)].partition(":")
+                if not (tech.hosted_only and kind in _NEEDS_NO_HOST):
+                    break
             want.append((kind, var))
         else:
             for ext in RAW_EXTS:
@@ -987,8 +994,7 @@ def plan(small: bool) -> list[Job]:
             for kind in ("npy", "npz", "zip", "7z-torch", "7z-raw"):
                 want.append((kind, ""))
         for i, (kind, var) in enumerate(want):
-            if tech.hosted_only and kind in ("npy", "npz", "torch-legacy",
-                                             "torch-legacy-magic"):
+            if tech.hosted_only and kind in _NEEDS_NO_HOST:
                 # npy: no object with weights; legacy torch reads storage
                 # bytes only after the object pickle, so an in-place change
                 # made while unpickling would be overwritten.
@@ -1191,3 +1197,34 @@ def generate(out_dir: pathlib.Path, small: bool, seed: int,
     else:
         entries = [_write_one(w) for w in work]
     return sorted(entries, key=lambda e: e["path"])
+
+
+def technique_table() -> str:
+    """Markdown table of every technique (the README section is made from
+    it: ``/usr/bin/python3 tools/corpus/malicious.py --list``)."""
+    rows = ["| technique | family | effects | loads | what the payload does |",
+            "|---|---|---|---|---|"]
+    for tid in sorted(TECHNIQUES, key=lambda t: (TECHNIQUES[t].family, t)):
+        t = TECHNIQUES[tid]
+        desc = t.description.replace("|", "\\|")
+        rows.append(f"| `{tid}` | {t.family} | {', '.join(t.effects)} | "
+                    f"{'yes' if t.loads else 'no'} | {desc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="malicious corpus techniques")
+    ap.add_argument("--list", action="store_true",
+                    help="print the technique table (markdown)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print the (technique, container, variant) plan")
+    ap.add_argument("--small", action="store_true")
+    a = ap.parse_args()
+    if a.list:
+        print(technique_table())
+    if a.plan:
+        for j in plan(a.small):
+            print(j.technique, j.container, j.variant or "-", j.index)
+    if not (a.list or a.plan):
+        ap.print_help()
