@@ -722,8 +722,13 @@ void ContainerReader::AnalyzeWrapper(Member& m, std::span<const uint8_t> data,
       return absl::Status(d.status().code(),
                           absl::StrCat(d.status().message()));
     }
+    if (!d->hit_limit && !d->complete) {
+      return absl::DataLossError(absl::StrCat(
+          std::string(CodecName(codec)), ": input truncated after ",
+          payload.size(), " bytes (", d->data.size(), " bytes produced)"));
+    }
     Content c;
-    c.truncated = d->hit_limit || !d->complete;
+    c.truncated = d->hit_limit;
     c.owned = std::move(d->data);
     if (!prefix_only && d->consumed < payload.size()) {
       c.notes.push_back(absl::StrCat(

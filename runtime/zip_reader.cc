@@ -406,8 +406,14 @@ absl::StatusOr<ZipEntryData> ReadZipEntry(std::span<const uint8_t> data,
                             absl::StrCat("zip: entry ", Quote(entry.name),
                                          ": ", d.status().message()));
       }
+      if (!d->hit_limit && !d->complete) {
+        return absl::DataLossError(absl::StrCat(
+            "zip: entry ", Quote(entry.name), ": ", std::string(CodecName(codec)),
+            ": input truncated after ", raw.size(), " bytes (",
+            d->data.size(), " bytes produced)"));
+      }
       out.owned = std::move(d->data);
-      out.truncated = d->hit_limit || !d->complete;
+      out.truncated = d->hit_limit;
       if (prefix_only) return out;
       break;
     }

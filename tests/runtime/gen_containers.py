@@ -306,7 +306,7 @@ def zip_bytes(members, method=zipfile.ZIP_DEFLATED):
 
 # High-ratio member with honest sizes, and one whose header understates it.
 write('bomb_ratio.zip', zip_bytes([('a/b.bin', bytes(50 << 20))]))
-lie = zip_bytes([('a/b.pkl', b'\x80\x04' + bytes(50 << 20))])
+lie = zip_bytes([('a/b.pkl', pickle.dumps(bytes(50 << 20), protocol=4))])
 
 
 def understate(buf, lho, cdo, name):
@@ -316,7 +316,7 @@ def understate(buf, lho, cdo, name):
 
 write('bomb_lie.zip', patch_zip(lie, understate))
 # Nested: each level holds 10 copies of the level below.
-inner = zip_bytes([('zeros.pkl', b'\x80\x04' + bytes(900 << 10))])
+inner = zip_bytes([('zeros.pkl', pickle.dumps(bytes(900 << 10), protocol=4))])
 for level in range(3):
     inner = zip_bytes([('l%d_%d.zip' % (level, i), inner) for i in range(10)])
 write('bomb_nested.zip', inner)

@@ -1,0 +1,309 @@
+#include "runtime/container.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "runtime/internal/sha256.h"
+#include "tests/runtime/fixtures.h"
+
+namespace dynahug::runtime {
+namespace {
+
+using testing::FixturePath;
+using testing::ReadFixture;
+
+const Member* Find(const Member& m, const std::string& path) {
+  if (path.empty()) return &m;
+  size_t best = std::string::npos;
+  for (const Member& c : m.children) {
+    if (path == c.name) return &c;
+    if (path.size() > c.name.size() && path.compare(0, c.name.size(), c.name) == 0 &&
+        path[c.name.size()] == '/') {
+      if (const Member* r = Find(c, path.substr(c.name.size() + 1))) return r;
+    }
+  }
+  (void)best;
+  return nullptr;
+}
+
+void Collect(const Member& m, std::vector<std::string>& notes, size_t& pickles) {
+  for (const auto& n : m.notes) notes.push_back(n);
+  pickles += m.pickles.size();
+  for (const Member& c : m.children) Collect(c, notes, pickles);
+}
+
+std::string Tree(const Member& m, int indent = 0) {
+  std::string s = std::string(indent, ' ') + "[" + std::string(FormatName(m.format)) +
+                  "] " + m.name + " pickles=" + std::to_string(m.pickles.size()) +
+                  (m.error.empty() ? "" : " error=" + m.error) + "\n";
+  for (const Member& c : m.children) s += Tree(c, indent + 2);
+  return s;
+}
+
+struct Case {
+  std::string fixture;
+  Format root;
+  std::map<std::string, Format> members;  // path -> format
+  size_t pickles;                          // total streams in the tree
+  std::vector<std::string> notes;          // substrings, anywhere in tree
+  std::vector<std::string> errors;         // substrings of Errors()
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.fixture; }
+
+class ContainerFixtureTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ContainerFixtureTest, Tree) {
+  ASSERT_FALSE(testing::FixtureDir().empty()) << "fixture generation failed";
+  const Case& c = GetParam();
+  auto file = AnalyzeFile(FixturePath(c.fixture));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const Member& root = file->root();
+  SCOPED_TRACE(Tree(root));
+  EXPECT_EQ(FormatName(root.format), FormatName(c.root));
+  for (const auto& [path, format] : c.members) {
+    const Member* m = Find(root, path);
+    ASSERT_NE(m, nullptr) << path;
+    EXPECT_EQ(FormatName(m->format), FormatName(format)) << path;
+  }
+  std::vector<std::string> notes;
+  size_t pickles = 0;
+  Collect(root, notes, pickles);
+  EXPECT_EQ(pickles, c.pickles);
+  std::string all_notes = absl::StrJoin(notes, "\n");
+  for (const auto& n : c.notes) {
+    EXPECT_NE(all_notes.find(n), std::string::npos) << n << "\nin:\n" << all_notes;
+  }
+  std::vector<std::string> errors = file->Errors();
+  std::string all_errors = absl::StrJoin(errors, "\n");
+  EXPECT_EQ(file->HasErrors(), !c.errors.empty()) << all_errors;
+  for (const auto& e : c.errors) {
+    EXPECT_NE(all_errors.find(e), std::string::npos) << e << "\nin:\n" << all_errors;
+  }
+  EXPECT_EQ(file->sha256(), internal::Sha256Hex(ReadFixture(c.fixture)));
+}
+
+using F = Format;
+const Case kCases[] = {
+    {"sd_zip.pt", F::kTorchZip,
+     {{"sd_zip/data.pkl", F::kRawPickle}, {"sd_zip/data/0", F::kData}}, 1,
+     {"tensor storage (not expanded)"}, {}},
+    {"module_zip.pt", F::kTorchZip, {{"module_zip/data.pkl", F::kRawPickle}}, 1, {}, {}},
+    {"legacy.pt", F::kTorchLegacy, {}, 5, {"storage data: 64 bytes at offset 440"}, {}},
+    {"legacy_tar.pt", F::kTorchLegacyTar,
+     {{"pickle", F::kRawPickle}, {"storages", F::kRawPickle},
+      {"tensors", F::kRawPickle}, {"sys_info", F::kRawPickle}},
+     7, {"storage data: 28 bytes in 1 records", "tensor metadata"}, {}},
+    {"script.pt", F::kTorchScriptZip,
+     {{"script/data.pkl", F::kRawPickle}, {"script/constants.pkl", F::kRawPickle},
+      {"script/code/__torch__.py", F::kData}},
+     5, {}, {}},
+    {"plain.joblib", F::kJoblib, {}, 1, {}, {}},
+    {"comp_zlib.joblib", F::kZlib, {{"(zlib)", F::kJoblib}}, 1, {}, {}},
+    {"comp_gzip.joblib", F::kGzip, {{"(gzip)", F::kJoblib}}, 1, {}, {}},
+    {"comp_bz2.joblib", F::kBzip2, {{"(bzip2)", F::kJoblib}}, 1, {}, {}},
+    {"comp_xz.joblib", F::kXz, {{"(xz)", F::kJoblib}}, 1, {}, {}},
+    {"comp_lzma.joblib", F::kLzma, {{"(lzma)", F::kJoblib}}, 1, {}, {}},
+    {"num.npy", F::kNumpyNpy, {}, 0, {"dtype <f8, shape (3, 4)"}, {}},
+    {"num_v2.npy", F::kNumpyNpy, {}, 0, {"dtype <i4, shape (4)"}, {}},
+    {"num_v3.npy", F::kNumpyNpy, {}, 0, {"dtype <i4, shape (4)"}, {}},
+    {"obj.npy", F::kNumpyNpy, {}, 1, {"dtype |O"}, {}},
+    {"plain.npz", F::kNumpyNpz, {{"a.npy", F::kNumpyNpy}, {"b.npy", F::kNumpyNpy}}, 0, {}, {}},
+    {"comp.npz", F::kNumpyNpz, {{"a.npy", F::kNumpyNpy}}, 0, {"shape (1000)"}, {}},
+    {"obj.npz", F::kNumpyNpz, {{"o.npy", F::kNumpyNpy}}, 1, {}, {}},
+    {"p0.pkl", F::kRawPickle, {}, 1, {}, {}},
+    {"p1.pkl", F::kRawPickle, {}, 1, {}, {}},
+    {"p2.pkl", F::kRawPickle, {}, 1, {}, {}},
+    {"p3.pkl", F::kRawPickle, {}, 1, {}, {}},
+    {"p4.pkl", F::kRawPickle, {}, 1, {}, {}},
+    {"p5.pkl", F::kRawPickle, {}, 1, {}, {}},
+    {"stacked.pkl", F::kRawPickle, {}, 3, {"trailing data: 10 bytes at offset 40"}, {}},
+    {"wrap_stored.zip", F::kZip,
+     {{"models/model.pt", F::kTorchZip},
+      {"models/model.pt/sd_zip/data.pkl", F::kRawPickle},
+      {"README.txt", F::kData}},
+     1, {}, {}},
+    {"wrap_deflated.zip", F::kZip,
+     {{"m/model.pt", F::kTorchZip}, {"m/legacy.pt", F::kTorchLegacy},
+      {"m/weights.npy", F::kNumpyNpy}, {"m/big.bin", F::kData}},
+     6, {}, {}},
+    {"wrap.tar", F::kTar,
+     {{"ckpt/model.pt", F::kTorchZip}, {"ckpt/extra.pkl", F::kRawPickle}}, 2, {}, {}},
+    {"wrap.tar.gz", F::kGzip,
+     {{"(gzip)", F::kTar}, {"(gzip)/model.pt", F::kTorchZip}}, 1, {}, {}},
+    {"wrap.7z", F::kSevenZip,
+     {{"sd_zip.pt", F::kTorchZip}, {"plain.joblib", F::kJoblib}}, 2, {}, {}},
+    {"legacy.pt.gz", F::kGzip, {{"(gzip)", F::kTorchLegacy}}, 5, {}, {}},
+    {"p4.pkl.bz2", F::kBzip2, {{"(bzip2)", F::kRawPickle}}, 1, {}, {}},
+    // Tolerated variants of a torch zip.
+    {"bad_crc.pt", F::kTorchZip, {}, 1, {"CRC mismatch: directory says 12345678"}, {}},
+    {"renamed.pt", F::kTorchZip, {{"zz_zip/data.pkl", F::kRawPickle}}, 1, {}, {}},
+    {"flags.pt", F::kTorchZip, {{"sd_zip/data.pkl", F::kRawPickle}}, 1, {}, {}},
+    {"extra_files.pt", F::kTorchZip,
+     {{"sd_zip/extra.pkl", F::kRawPickle}, {"sd_zip/notes.txt", F::kData}}, 2, {}, {}},
+    {"prefix.pt", F::kTorchZip, {}, 1, {"128 bytes of prefix data"}, {}},
+    {"local_name.pt", F::kTorchZip, {}, 1,
+     {"local header name \"sd_zip/versioX\" differs"}, {}},
+    // Broken inputs: errors name the file, the member and the offset.
+    {"trunc_zip_10.pt", F::kZip, {}, 0, {},
+     {"trunc_zip_10.pt: zip: data too short"}},
+    {"trunc_zip_100.pt", F::kTorchZip, {}, 1, {"entries recovered from local headers"},
+     {"zip: no end of central directory record",
+      "member sd_zip/data.pkl: pickle: GLOBAL argument at offset 14"}},
+    {"trunc_zip_497.pt", F::kTorchZip, {{"sd_zip/data.pkl", F::kRawPickle}}, 1, {},
+     {"no end of central directory record"}},
+    {"trunc_zip_985.pt", F::kTorchZip, {}, 1, {}, {"no end of central directory"}},
+    {"trunc.pkl", F::kRawPickle, {}, 1, {},
+     {"trunc.pkl: pickle: FRAME length 91 at offset 2 runs past end of stream"}},
+    {"trunc_legacy.pt", F::kTorchLegacy, {}, 4, {}, {"at offset 151"}},
+    {"trunc_gzip.joblib", F::kGzip, {}, 0, {},
+     {"trunc_gzip.joblib: member (gzip): gzip: input truncated after 238 bytes"}},
+    {"bomb_ratio.zip", F::kZip, {}, 0, {},
+     {"member a/b.bin: zip bomb: member \"a/b.bin\" would expand past 50970000 bytes "
+      "(stored 50970 bytes"}},
+    {"bomb_lie.zip", F::kZip, {}, 0, {},
+     {"zip bomb: member \"a/b.pkl\" would expand past"}},
+    {"bomb_overlap.zip", F::kZip, {}, 0, {},
+     {"zip bomb: member \"x.pkl\" (bytes 0..251) overlaps member \"y.pkl\""}},
+    {"deep.zip", F::kZip, {}, 0, {},
+     {"member d9/d8/d7/d6/d5/d4/d3/d2: archive nesting deeper than 8 levels"}},
+};
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ContainerFixtureTest, ::testing::ValuesIn(kCases),
+                         [](const auto& info) {
+                           std::string n = info.param.fixture;
+                           for (char& ch : n) {
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return n;
+                         });
+
+TEST(ContainerTest, UnknownFormatsAreStatusErrors) {
+  for (const char* name : {"random.bin", "text.txt"}) {
+    auto file = AnalyzeFile(FixturePath(name));
+    ASSERT_FALSE(file.ok()) << name;
+    EXPECT_NE(file.status().message().find(std::string(name) + ": unknown format"),
+              std::string::npos)
+        << file.status();
+    EXPECT_NE(file.status().message().find("first bytes: "), std::string::npos);
+  }
+  auto empty = AnalyzeBytes({}, "empty.bin");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.status().message(), "empty.bin: empty file");
+  auto missing = AnalyzeFile("/nonexistent/model.pt");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+}
+
+// Whatever Python's loader accepts, we analyse without errors.
+TEST(ContainerTest, AcceptsWhatPythonLoadersAccept) {
+  ASSERT_FALSE(testing::FixtureDir().empty());
+  auto rows = testing::ReadTsv("expectations.tsv");
+  ASSERT_GT(rows.size(), 30u);
+  for (const auto& row : rows) {
+    if (row[2] != "1") continue;
+    auto file = AnalyzeFile(FixturePath(row[0]));
+    ASSERT_TRUE(file.ok()) << row[0] << ": " << file.status();
+    EXPECT_FALSE(file->HasErrors())
+        << row[0] << " (" << row[1] << " accepts it): "
+        << absl::StrJoin(file->Errors(), "; ");
+  }
+}
+
+TEST(ContainerTest, NestedZipBombStopsAtExpandedLimit) {
+  AnalyzeOptions options;
+  options.limits.max_expanded_bytes = 8 << 20;
+  auto file = AnalyzeFile(FixturePath("bomb_nested.zip"), options);
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::string errors = absl::StrJoin(file->Errors(), "\n");
+  EXPECT_NE(errors.find("zip bomb: member \"l2_"), std::string::npos) << errors;
+  EXPECT_NE(errors.find("max expanded bytes 8388608 per file"), std::string::npos)
+      << errors;
+}
+
+TEST(ContainerTest, EntryLimit) {
+  AnalyzeOptions options;
+  options.limits.max_entries = 50;
+  auto file = AnalyzeFile(FixturePath("bomb_nested.zip"), options);
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::string errors = absl::StrJoin(file->Errors(), "\n");
+  EXPECT_NE(errors.find("too many archive entries (limit 50 per file)"),
+            std::string::npos)
+      << errors;
+}
+
+TEST(ContainerTest, DepthLimitIsConfigurable) {
+  AnalyzeOptions options;
+  options.limits.max_depth = 2;
+  auto file = AnalyzeFile(FixturePath("wrap.tar.gz"), options);
+  ASSERT_TRUE(file.ok());
+  // gzip (0) -> tar (1) -> torch zip (2): the zip is too deep.
+  std::string errors = absl::StrJoin(file->Errors(), "\n");
+  EXPECT_NE(errors.find("member (gzip)/model.pt: archive nesting deeper than 2"),
+            std::string::npos)
+      << errors;
+}
+
+TEST(ContainerTest, BytesMatchFileAndViewsStayValid) {
+  auto bytes = ReadFixture("wrap_deflated.zip");
+  AnalyzeOptions options;
+  auto from_bytes = AnalyzeBytes(bytes, "mem.zip", options);
+  ASSERT_TRUE(from_bytes.ok());
+  auto from_file = AnalyzeFile(FixturePath("wrap_deflated.zip"), options);
+  ASSERT_TRUE(from_file.ok());
+  EXPECT_EQ(from_bytes->sha256(), from_file->sha256());
+  EXPECT_EQ(Tree(from_bytes->root()), Tree(from_file->root()));
+  // Moving the result keeps member views valid (decompressed buffers).
+  AnalyzedFile moved = std::move(*from_bytes);
+  const Member* legacy = Find(moved.root(), "m/legacy.pt");
+  ASSERT_NE(legacy, nullptr);
+  ASSERT_EQ(legacy->bytes.size(), legacy->size);
+  auto original = ReadFixture("legacy.pt");
+  EXPECT_TRUE(std::equal(legacy->bytes.begin(), legacy->bytes.end(), original.begin()));
+  // Storages and unanalysed data are not expanded.
+  const Member* big = Find(moved.root(), "m/big.bin");
+  ASSERT_NE(big, nullptr);
+  EXPECT_TRUE(big->bytes.empty());
+  EXPECT_EQ(big->size, 16384u);
+}
+
+TEST(ContainerTest, OffsetsAreMemberOffsets) {
+  AnalyzeOptions options;
+  options.decode.keep_ops = true;
+  auto file = AnalyzeFile(FixturePath("stacked.pkl"), options);
+  ASSERT_TRUE(file.ok());
+  const auto& p = file->root().pickles;
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_EQ(p[0].offset, 0u);
+  EXPECT_EQ(p[1].offset, 12u);
+  EXPECT_EQ(p[2].offset, 33u);
+  ASSERT_FALSE(p[1].ops.empty());
+  EXPECT_EQ(p[1].ops.front().offset, 12u);
+  auto npy = AnalyzeFile(FixturePath("obj.npy"), options);
+  ASSERT_TRUE(npy.ok());
+  ASSERT_EQ(npy->root().pickles.size(), 1u);
+  EXPECT_EQ(npy->root().pickles[0].offset, 128u);
+}
+
+// Cutting a file anywhere never crashes, and a cut zip, pickle or gzip is
+// always reported (as a Status error or as errors in the tree).
+TEST(ContainerTest, TruncationSweep) {
+  for (const char* name : {"sd_zip.pt", "p4.pkl", "comp_gzip.joblib", "legacy.pt",
+                           "obj.npy", "wrap.7z", "wrap.tar.gz", "plain.npz"}) {
+    auto data = ReadFixture(name);
+    bool must_fail = std::string(name) == "sd_zip.pt" || std::string(name) == "p4.pkl" ||
+                     std::string(name) == "comp_gzip.joblib";
+    for (size_t cut = 1; cut < data.size(); ++cut) {
+      auto file = AnalyzeBytes(std::span<const uint8_t>(data.data(), cut), name);
+      if (must_fail) {
+        EXPECT_TRUE(!file.ok() || file->HasErrors()) << name << " cut at " << cut;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dynahug::runtime
