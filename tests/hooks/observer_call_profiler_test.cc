@@ -1,0 +1,113 @@
+// Call profiler: caller -> callee counts, C calls, bounds, displacement.
+#include "hooks/call_profiler.h"
+
+#include <map>
+
+#include "gtest/gtest.h"
+#include "tests/runtime/embed_test_util.h"
+
+namespace dynahug::hooks {
+namespace {
+
+using dynahug::testing::SharedInterpreter;
+
+std::map<std::pair<std::string, std::string>, uint64_t> Edges(
+    const MemoryEventSink& sink) {
+  std::map<std::pair<std::string, std::string>, uint64_t> m;
+  for (const auto& e : sink.events()) {
+    if (e.kind() == proto::Event::PYTHON_CALL) {
+      m[{e.args(0).value(), e.name()}] += e.count();
+    }
+  }
+  return m;
+}
+
+TEST(ObserverCallProfilerTest, CountsEdges) {
+  runtime::Interpreter& py = SharedInterpreter();
+  ASSERT_TRUE(py.Exec("import sys\n"
+                      "m = type(sys)('dhprof')\n"
+                      "exec('def g(x):\\n    return len(x)\\n"
+                      "def f():\\n    for i in range(7):\\n        g([i])\\n',"
+                      " m.__dict__)\n"
+                      "sys.modules['dhprof'] = m\n").ok());
+  CallProfiler prof;
+  ASSERT_TRUE(prof.Start().ok());
+  ASSERT_TRUE(py.Exec("import dhprof\ndhprof.f()").ok());
+  EXPECT_TRUE(prof.Stop());
+  MemoryEventSink sink;
+  prof.EmitTo(sink);
+  auto edges = Edges(sink);
+  EXPECT_EQ((edges[{"dhprof.f", "dhprof.g"}]), 7u);
+  EXPECT_EQ((edges[{"dhprof.g", "builtins.len"}]), 7u);
+  EXPECT_EQ((edges[{"__main__.<module>", "dhprof.f"}]), 1u);
+  EXPECT_GE(prof.total_calls(), 15u);
+  EXPECT_EQ(prof.dropped_calls(), 0u);
+  // Not running any more: later calls are not counted.
+  uint64_t total = prof.total_calls();
+  ASSERT_TRUE(py.Exec("import dhprof\ndhprof.f()").ok());
+  EXPECT_EQ(prof.total_calls(), total);
+}
+
+TEST(ObserverCallProfilerTest, BoundedTablesAndEmission) {
+  runtime::Interpreter& py = SharedInterpreter();
+  ProfilerLimits limits;
+  limits.max_functions = 6;
+  limits.max_edges = 4;
+  limits.max_emitted_edges = 2;
+  CallProfiler prof(limits);
+  ASSERT_TRUE(prof.Start().ok());
+  ASSERT_TRUE(py.Exec("fs = []\n"
+                      "for i in range(40):\n"
+                      "    exec('def h%d(): return %d' % (i, i))\n"
+                      "    fs.append(eval('h%d' % i))\n"
+                      "for f in fs: f()\n").ok());
+  prof.Stop();
+  EXPECT_LE(prof.distinct_functions(), 6u);
+  EXPECT_LE(prof.distinct_edges(), 4u);
+  EXPECT_GT(prof.dropped_calls(), 0u);
+  MemoryEventSink sink;
+  prof.EmitTo(sink);
+  size_t calls = 0;
+  bool truncated = false;
+  for (const auto& e : sink.events()) {
+    calls += e.kind() == proto::Event::PYTHON_CALL;
+    truncated |= e.kind() == proto::Event::LOG && e.name() == "profiler.truncated";
+  }
+  EXPECT_EQ(calls, 2u);
+  EXPECT_TRUE(truncated);
+}
+
+TEST(ObserverCallProfilerTest, OnlyOneActiveAndDisplacementReported) {
+  runtime::Interpreter& py = SharedInterpreter();
+  CallProfiler a, b;
+  ASSERT_TRUE(a.Start().ok());
+  EXPECT_EQ(b.Start().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(py.Exec("import sys\nsys.setprofile(None)").ok());
+  EXPECT_FALSE(a.Stop());  // replaced by the code it profiled
+  ASSERT_TRUE(b.Start().ok());
+  EXPECT_TRUE(b.Stop());
+}
+
+TEST(ObserverCallProfilerTest, ExcludedFilenameIsTransparent) {
+  runtime::Interpreter& py = SharedInterpreter();
+  ASSERT_TRUE(py.Exec("import sys\n"
+                      "m = type(sys)('dhprof2')\n"
+                      "exec(compile('def inner():\\n    return 1\\n', 'dh2', 'exec'), m.__dict__)\n"
+                      "exec(compile('def wrapper(f):\\n    return f()\\n', '<hidden>', 'exec'), m.__dict__)\n"
+                      "sys.modules['dhprof2'] = m\n").ok());
+  CallProfiler prof({}, "<hidden>");
+  ASSERT_TRUE(prof.Start().ok());
+  ASSERT_TRUE(py.Exec("import dhprof2\ndhprof2.wrapper(dhprof2.inner)").ok());
+  prof.Stop();
+  MemoryEventSink sink;
+  prof.EmitTo(sink);
+  auto edges = Edges(sink);
+  EXPECT_EQ((edges[{"__main__.<module>", "dhprof2.inner"}]), 1u);
+  for (const auto& [k, v] : edges) {
+    EXPECT_NE(k.second, "dhprof2.wrapper");
+    EXPECT_NE(k.first, "dhprof2.wrapper");
+  }
+}
+
+}  // namespace
+}  // namespace dynahug::hooks
