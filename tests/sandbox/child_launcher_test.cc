@@ -35,6 +35,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 
 namespace dynahug::sandbox {
@@ -407,42 +408,59 @@ TEST_F(SandboxTest, ChildCannotSignalOrTraceTheParent) {
 
 TEST_F(SandboxTest, EnvironmentIsScrubbedAndPlausible) {
   setenv("DYNAHUG_TEST_SECRET", "hunter2-secret-token", 1);
-  const ChildResult r = Run([](ChildContext& ctx) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-    Send(ctx, "environ", absl::StrJoin(env, "\n"));
-    std::ifstream self("/proc/self/environ");
-    std::stringstream self_env;
-    self_env << self.rdbuf();
-    Send(ctx, "proc_self_environ", self_env.str());
-    std::ifstream parent(absl::StrCat("/proc/", getppid(), "/environ"));
-    std::stringstream parent_env;
-    parent_env << parent.rdbuf();
-    Send(ctx, "proc_parent_environ", parent_env.str());
-    char host[256] = {};
-    gethostname(host, sizeof host - 1);
-    Send(ctx, "hostname", host);
-    char cwd[4096] = {};
-    Send(ctx, "cwd", getcwd(cwd, sizeof cwd) ? cwd : "?");
-    Send(ctx, "home", getenv("HOME") ? getenv("HOME") : "");
-    return 0;
-  });
-  unsetenv("DYNAHUG_TEST_SECRET");
-  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
-  for (const char* name :
-       {"environ", "proc_self_environ", "proc_parent_environ"}) {
-    EXPECT_EQ(Value(r, name).find("hunter2"), std::string::npos) << name;
+  for (FsIsolation mode : {FsIsolation::kAuto, FsIsolation::kMountNamespace}) {
+    policy_.fs_isolation = mode;
+    const ChildResult r = Run([](ChildContext& ctx) {
+      std::vector<std::string> env;
+      for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
+      Send(ctx, "environ", absl::StrJoin(env, "\n"));
+      auto slurp = [](const std::string& path) {
+        std::ifstream in(path);
+        std::stringstream out;
+        out << in.rdbuf();
+        return out.str();
+      };
+      Send(ctx, "proc_self_environ", slurp("/proc/self/environ"));
+      // Other processes' environments (the parent's, init's) are out of
+      // reach: the child has no capabilities, they do.
+      Send(ctx, "proc_parent_environ",
+           slurp(absl::StrCat("/proc/", getppid(), "/environ")));
+      Send(ctx, "proc_init_environ", slurp("/proc/1/environ"));
+      char host[256] = {};
+      gethostname(host, sizeof host - 1);
+      Send(ctx, "hostname", host);
+      char cwd[4096] = {};
+      Send(ctx, "cwd", getcwd(cwd, sizeof cwd) ? cwd : "?");
+      Send(ctx, "home", getenv("HOME") ? getenv("HOME") : "");
+      return 0;
+    });
+    SCOPED_TRACE(mode == FsIsolation::kAuto ? "landlock" : "mount namespace");
+    EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+    for (const char* name :
+         {"environ", "proc_self_environ", "proc_parent_environ"}) {
+      EXPECT_EQ(Value(r, name).find("hunter2"), std::string::npos) << name;
+    }
+    EXPECT_EQ(Value(r, "proc_parent_environ"), "");
+    EXPECT_EQ(Value(r, "proc_init_environ"), "");
+    const std::string env = Value(r, "environ");
+    EXPECT_NE(env.find("USER=user"), std::string::npos) << env;
+    EXPECT_NE(env.find("PATH=/usr/local/bin:/usr/bin:/bin"), std::string::npos);
+    EXPECT_NE(env.find("HOSTNAME=workstation"), std::string::npos);
+    EXPECT_EQ(Value(r, "hostname"), "workstation");
+    const std::string scratch = Value(r, "cwd");
+    EXPECT_EQ(scratch.rfind("/tmp/dynahug-", 0), 0u) << scratch;
+    EXPECT_EQ(Value(r, "home"), scratch);
+    // The kernel's copy of the environment the zygote was exec'ed with
+    // (/proc/self/environ) holds exactly the scrubbed environment.
+    std::vector<std::string> kernel_env =
+        absl::StrSplit(Value(r, "proc_self_environ"), '\0',
+                       absl::SkipEmpty());
+    std::vector<std::string> libc_env = absl::StrSplit(env, '\n');
+    std::sort(kernel_env.begin(), kernel_env.end());
+    std::sort(libc_env.begin(), libc_env.end());
+    EXPECT_EQ(kernel_env, libc_env);
   }
-  const std::string env = Value(r, "environ");
-  EXPECT_NE(env.find("USER=user"), std::string::npos) << env;
-  EXPECT_NE(env.find("PATH=/usr/local/bin:/usr/bin:/bin"), std::string::npos);
-  EXPECT_NE(env.find("HOSTNAME=workstation"), std::string::npos);
-  EXPECT_EQ(Value(r, "hostname"), "workstation");
-  const std::string scratch = Value(r, "cwd");
-  EXPECT_EQ(scratch.rfind("/tmp/dynahug-", 0), 0u) << scratch;
-  EXPECT_EQ(Value(r, "home"), scratch);
-  EXPECT_NE(Value(r, "proc_self_environ").find("USER=user"),
-            std::string::npos);
+  unsetenv("DYNAHUG_TEST_SECRET");
 }
 
 TEST_F(SandboxTest, NoDescriptorsLeakIntoTheChild) {
