@@ -668,6 +668,55 @@ TEST_F(SandboxTest, ManyChildrenInARowLeakNothing) {
   EXPECT_EQ(errno, ECHILD);
 }
 
+TEST_F(SandboxTest, ChildDiesWithItsParent) {
+  // A stand-in zygote runs a child that would sleep forever; when the
+  // stand-in is SIGKILLed (no chance to clean up), PR_SET_PDEATHSIG must
+  // kill the child. This process becomes the subreaper that inherits it.
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t zygote = fork();
+  ASSERT_GE(zygote, 0);
+  if (zygote == 0) {
+    close(ready[0]);
+    Policy policy;
+    policy.limits.wall_time = absl::Seconds(60);
+    // The body cannot reach `ready` (descriptors are closed); the stand-in
+    // signals readiness just before blocking in RunSandboxed.
+    ssize_t ignored = write(ready[1], "x", 1);
+    (void)ignored;
+    (void)RunSandboxed(policy, [](ChildContext&) {
+      while (true) pause();
+      return 0;
+    });
+    _exit(0);
+  }
+  close(ready[1]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  usleep(300 * 1000);  // let the sandboxed child finish its setup
+  kill(zygote, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(waitpid(zygote, &status, 0), zygote);
+  // The orphaned sandboxed child is reparented to us and must be dead (or
+  // die promptly) from SIGKILL.
+  int reaped = 0;
+  int child_status = 0;
+  for (int i = 0; i < 500 && reaped == 0; ++i) {
+    const pid_t w = waitpid(-1, &child_status, WNOHANG);
+    if (w > 0) {
+      reaped = 1;
+    } else {
+      usleep(10 * 1000);
+    }
+  }
+  prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+  ASSERT_EQ(reaped, 1) << "sandboxed child outlived its parent";
+  EXPECT_TRUE(WIFSIGNALED(child_status));
+  EXPECT_EQ(WTERMSIG(child_status), SIGKILL);
+}
+
 // Filesystem confinement, in both modes.
 class FilesystemTest : public SandboxTest,
                        public ::testing::WithParamInterface<FsIsolation> {};
