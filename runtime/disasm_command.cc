@@ -489,13 +489,13 @@ int RunDisasm(const std::vector<std::string>& args, std::ostream& out,
     absl::StatusOr<AnalyzedFile> file = AnalyzeFile(path, options.analyze);
     if (!file.ok()) {
       any_error = true;
-      err << "dynahug: " << file.status().message() << "\n";
+      err << "dynahug: " << std::string(file.status().message()) << "\n";
       if (options.format == OutputFormat::kJson) {
         json.BeginObject();
         json.Field("path", path);
         json.Key("errors");
         json.BeginArray();
-        json.String(file.status().message());
+        json.String(std::string(file.status().message()));
         json.EndArray();
         json.EndObject();
       }

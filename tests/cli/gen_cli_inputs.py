@@ -62,15 +62,17 @@ def main():
           b"\x80\x04\x8d" + struct.pack("<Q", 1 << 62) + b"abc")
     write(out, "unknown.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
     write(out, "empty.bin", b"")
-    # Zip bomb: one member of 512 MiB of zeros (about 500 KiB deflated).
-    zeros = b"\x00" * (1 << 20)
-    zbuf = io.BytesIO()
-    with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as z:
-        with z.open(zipfile.ZipInfo("bomb/zeros.bin", (1980, 1, 1, 0, 0, 0)),
-                    "w", force_zip64=True) as f:
-            for _ in range(512):
-                f.write(zeros)
-    write(out, "zip_bomb.zip", zbuf.getvalue())
+    # Zip bomb: 16 inner zips, each holding a "pickle" that expands to
+    # 256 MiB (4 GiB in all, over the default 2 GiB limit) from ~250 KiB.
+    # Members that look like pickles must be expanded to be analysed, so the
+    # limits have to stop this.
+    body = b"\x80\x04\x8e" + struct.pack("<Q", 256 << 20) + b"\x00" * (256 << 20)
+    inner = zip_bytes([("model.pkl", body)])
+    del body
+    write(out, "zip_bomb.zip",
+          zip_bytes([(f"bomb/inner{i:02d}.zip", inner) for i in range(16)],
+                    compression=zipfile.ZIP_STORED))
+    del inner
     # Archives nested deeper than the default depth limit (8).
     data = good
     name = "inner.pkl"
