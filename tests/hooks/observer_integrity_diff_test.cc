@@ -94,6 +94,7 @@ TEST(ObserverIntegrityDiffTest, DetectsSelfInflictedChanges) {
 
 TEST(ObserverIntegrityDiffTest, FindingsAreBounded) {
   runtime::Interpreter& py = SharedInterpreter();
+  ASSERT_TRUE(py.Preimport({"types"}).ok());
   IntegrityOptions options;
   options.max_findings = 3;
   absl::StatusOr<IntegritySnapshot> snap = IntegritySnapshot::Take(options);
