@@ -51,9 +51,9 @@ GENERATORS = {
 
 
 def _task(cluster: str, gen: str, key: str, params: dict, n_files: int,
-          cost: float = 1.0, isolate: bool = False) -> dict:
+          cost: float = 1.0) -> dict:
     return {"cluster": cluster, "gen": gen, "key": f"{cluster}/{key}", "params": params,
-            "n_files": n_files, "cost": cost, "isolate": isolate}
+            "n_files": n_files, "cost": cost}
 
 
 # --- the plan -----------------------------------------------------------------
@@ -158,7 +158,7 @@ def plan_module(small: bool, r: random.Random) -> list[dict]:
                       "name": f"{kind}-{i:02d}"}
             jit = any(s["kind"] in ("script", "trace") for s in saves)
             tasks.append(_task("torch-module", "module", params["name"], params, len(saves),
-                               cost=3.0 if jit else 1.0, isolate=jit))
+                               cost=3.0 if jit else 1.0))
     return tasks
 
 
@@ -319,14 +319,36 @@ def plan(small: bool, seed: int) -> list[dict]:
 # --- execution ------------------------------------------------------------------
 
 _OUT: dict[str, Any] = {}
+WARM_IMPORTS = (
+    "torchvision.models", "torchvision.models.resnet", "torchvision.models.vgg",
+    "torchvision.models.efficientnet", "torchvision.models.regnet",
+    "torchvision.models.densenet", "torchvision.models.vision_transformer",
+    "torchvision.models.convnext", "torchvision.models.swin_transformer",
+    "torch.jit", "torch._sources", "sklearn.calibration", "sklearn.cluster",
+    "sklearn.compose", "sklearn.decomposition", "sklearn.ensemble",
+    "sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection",
+    "sklearn.naive_bayes", "sklearn.neighbors", "sklearn.neural_network",
+    "sklearn.pipeline", "sklearn.preprocessing", "sklearn.svm", "sklearn.tree",
+    "xgboost", "pandas", "joblib", "dill", "cloudpickle", "bz2", "lzma", "gzip",
+)
 
 
 def _init_worker(out_dir: str, seed: int) -> None:
     _OUT["dir"], _OUT["seed"] = out_dir, seed
+    import importlib
     import warnings
     warnings.filterwarnings("ignore")
     import torch
     torch.set_num_threads(1)
+    # Import everything the generators import lazily, once, before forking:
+    # a forked child's imports die with it.
+    for target in sorted(set(GENERATORS.values())):
+        importlib.import_module(target.split(":")[0])
+    for name in WARM_IMPORTS:
+        importlib.import_module(name)
+    import gc
+    gc.collect()
+    gc.freeze()  # children's GC passes then do not touch (copy) inherited pages
 
 
 def _run_task_here(task: dict, out_dir: str, seed: int) -> list[dict]:
@@ -342,21 +364,32 @@ def _run_task_here(task: dict, out_dir: str, seed: int) -> list[dict]:
     return ctx.entries
 
 
-def _run_task_forked(task: dict, out_dir: str, seed: int) -> list[dict]:
-    """Runs ``task`` in a forked child.  TorchScript keeps process-global
-    compilation state (class-name mangling depends on what was scripted
-    before), so scripted/traced saves are only reproducible from a process
-    that has scripted nothing yet: the worker itself never scripts."""
+def _run_batch_here(batch: list[dict], out_dir: str, seed: int) -> list[dict]:
+    entries: list[dict] = []
+    for task in batch:
+        entries.extend(_run_task_here(task, out_dir, seed))
+    return entries
+
+
+def _run_batch_forked(batch: list[dict], out_dir: str, seed: int) -> list[dict]:
+    """Runs a batch of tasks, in order, in a child forked from the (idle)
+    worker, so every batch starts from the same process state whatever ran
+    before it.  Output bytes depend on process history otherwise:
+    TorchScript mangles class names after earlier compilations, and pickle
+    memoises strings by identity, which string interning by earlier work
+    changes (e.g. an LSTM's _flat_weights_names).  Batches are fixed by the
+    plan (see make_batches), not by scheduling, and the worker itself never
+    runs a generator."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         os.close(r)
         code = 0
         try:
-            payload = pickle.dumps(("ok", _run_task_here(task, out_dir, seed)))
+            payload = pickle.dumps(("ok", _run_batch_here(batch, out_dir, seed)))
         except BaseException as e:  # report any failure to the parent
             import traceback
-            payload = pickle.dumps(("error", f"{task['key']}: {e!r}\n"
+            payload = pickle.dumps(("error", f"{batch[0]['key']}..: {e!r}\n"
                                               f"{traceback.format_exc()}"))
             code = 1
         with os.fdopen(w, "wb") as f:
@@ -367,18 +400,30 @@ def _run_task_forked(task: dict, out_dir: str, seed: int) -> list[dict]:
         data = f.read()
     _, status = os.waitpid(pid, 0)
     if not data:
-        raise RuntimeError(f"task {task['key']}: forked child died (status {status})")
+        raise RuntimeError(f"batch {batch[0]['key']}..: forked child died "
+                           f"(status {status})")
     kind, value = pickle.loads(data)
     if kind != "ok":
         raise RuntimeError(value)
     return value
 
 
-def _run_task(task: dict) -> list[dict]:
-    out_dir, seed = _OUT["dir"], _OUT["seed"]
-    if task["isolate"]:
-        return _run_task_forked(task, out_dir, seed)
-    return _run_task_here(task, out_dir, seed)
+def _run_batch(batch: list[dict]) -> list[dict]:
+    return _run_batch_forked(batch, _OUT["dir"], _OUT["seed"])
+
+
+def make_batches(tasks: list[dict], max_tasks: int = 8) -> list[list[dict]]:
+    """Partitions the plan into fixed batches: runs of consecutive tasks of
+    the same generator, at most ``max_tasks`` each.  Depends only on the
+    plan, so outputs do not depend on --jobs or scheduling; batching only
+    amortises the fork (~50 ms for a worker with torch+sklearn loaded)."""
+    batches: list[list[dict]] = []
+    for t in tasks:
+        if batches and batches[-1][0]["gen"] == t["gen"] and len(batches[-1]) < max_tasks:
+            batches[-1].append(t)
+        else:
+            batches.append([t])
+    return batches
 
 
 def generate(out_dir: pathlib.Path, small: bool, seed: int, jobs: int = 1) -> list[dict]:
@@ -389,18 +434,15 @@ def generate(out_dir: pathlib.Path, small: bool, seed: int, jobs: int = 1) -> li
         print("benign.generate: warning: PYTHONHASHSEED is not 0; string-set ordering "
               "(and so some files' bytes) will vary between runs. Use generate.py.",
               file=sys.stderr)
-    tasks = plan(small, seed)
+    batches = make_batches(plan(small, seed))
     # Longest first so the pool finishes evenly; results do not depend on order.
-    order = sorted(tasks, key=lambda t: (-t["cost"], t["key"]))
+    order = sorted(batches, key=lambda b: (-sum(t["cost"] for t in b), b[0]["key"]))
     entries: list[dict] = []
-    if jobs <= 1:
-        _init_worker(str(out_dir), seed)
-        for t in order:
-            entries.extend(_run_task(t))
-    else:
-        import multiprocessing as mp
-        ctx = mp.get_context("fork")
-        with ctx.Pool(jobs, initializer=_init_worker, initargs=(str(out_dir), seed)) as pool:
-            for got in pool.imap_unordered(_run_task, order, chunksize=1):
-                entries.extend(got)
+    # Always a pool (also for jobs=1) so batches fork from identical workers.
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    with ctx.Pool(max(1, jobs), initializer=_init_worker,
+                  initargs=(str(out_dir), seed)) as pool:
+        for got in pool.imap_unordered(_run_batch, order, chunksize=1):
+            entries.extend(got)
     return sorted(entries, key=lambda e: e["path"])

@@ -579,7 +579,8 @@ def make_scheduler(name: str, opt: torch.optim.Optimizer, total: int):
     if name == "cosine":
         return S.CosineAnnealingLR(opt, T_max=total)
     if name == "onecycle":
-        return S.OneCycleLR(opt, max_lr=0.01, total_steps=total + 1)
+        cycle = "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0
+        return S.OneCycleLR(opt, max_lr=0.01, total_steps=total + 1, cycle_momentum=cycle)
     if name == "plateau":
         return S.ReduceLROnPlateau(opt, patience=1)
     if name == "exponential":
