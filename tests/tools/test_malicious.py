@@ -216,6 +216,23 @@ class Determinism(unittest.TestCase):
                                      jobs=2)
         self.assertEqual(got, ENTRIES_A)
 
+    def test_other_process_and_hash_seed_give_identical_bytes(self):
+        # Catches run-dependent bytes (pointer-named legacy storages, hash
+        # ordering) that two runs in one process would share.
+        import subprocess
+        code = ("import sys, pathlib, tempfile, json; "
+                f"sys.path.insert(0, {str(ROOT / 'tools' / 'corpus')!r}); "
+                "import malicious\n"
+                "with tempfile.TemporaryDirectory() as d:\n"
+                "    e = malicious.generate(pathlib.Path(d), True, 0)\n"
+                "print(json.dumps(sorted((x['path'], x['sha256']) for x in e)))")
+        env = dict(os.environ, PYTHONHASHSEED="12345")
+        out = subprocess.run([sys.executable, "-c", code], env=env,
+                             capture_output=True, text=True, check=True)
+        got = [tuple(x) for x in json.loads(out.stdout)]
+        self.assertEqual(got, sorted((e["path"], e["sha256"])
+                                     for e in ENTRIES_A))
+
     def test_files_on_disk_are_exactly_the_manifest(self):
         on_disk = {str(p.relative_to(SMALL_A)) for p in SMALL_A.rglob("*")
                    if p.is_file()}

@@ -733,9 +733,78 @@ def torch_host(name: str) -> TorchHost:
     zb, lb = io.BytesIO(), io.BytesIO()
     torch.save(obj, zb)
     torch.save(obj, lb, _use_new_zipfile_serialization=False)
-    host = TorchHost(name, name, zb.getvalue(), lb.getvalue(), path)
+    host = TorchHost(name, name, zb.getvalue(),
+                     _renumber_legacy_keys(lb.getvalue()), path)
     _HOSTS[name] = host
     return host
+
+
+_STORAGE_ELEMENT_SIZE = {
+    "FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2,
+    "BFloat16Storage": 2, "LongStorage": 8, "IntStorage": 4,
+    "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+    "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16,
+}
+
+
+def _renumber_legacy_keys(data: bytes) -> bytes:
+    """Makes a legacy torch save deterministic.
+
+    Legacy ``torch.save`` names storages by their C pointer
+    (``str(storage._cdata)``) and writes the storages sorted by that name, so
+    names and data order change from run to run.  Rename the storages "0",
+    "1", ... in order of first use in the object pickle, rewrite the
+    storage-key pickle in that order (as torch writes it: ``pickle.dump(keys,
+    protocol=2)``) and reorder the storage blocks (int64 element count +
+    data) to match.  No offsets point into the pickles, so lengths may
+    change."""
+    segs = legacy_segments(data)
+    s3, e3 = segs[3]
+    s4, e4 = segs[4]
+    # Persistent ids are tuples ('storage', torch.<T>Storage, key, location,
+    # numel, view); strings and globals repeat through the memo.
+    memo: dict = {}
+    vals: list = []
+    for op, arg, _ in pb.ops(data, s3):
+        if op.name in ("BINUNICODE", "SHORT_BINUNICODE", "GLOBAL"):
+            vals.append(arg)
+        elif op.name in ("BINPUT", "LONG_BINPUT") and vals:
+            memo[arg] = vals[-1]
+        elif op.name in ("BINGET", "LONG_BINGET"):
+            vals.append(memo.get(arg))
+        elif op.name not in ("BINPUT", "LONG_BINPUT"):
+            vals.append(None)
+    order: list[str] = []
+    elsize: dict[str, int] = {}
+    for i in range(len(vals) - 2):
+        if vals[i] == "storage" and isinstance(vals[i + 1], str) and \
+                vals[i + 1].startswith("torch ") and isinstance(vals[i + 2], str):
+            key = vals[i + 2]
+            if key not in elsize:
+                order.append(key)
+                elsize[key] = _STORAGE_ELEMENT_SIZE[vals[i + 1].split()[1]]
+    old_keys = [arg for op, arg, _ in pb.ops(data, s4) if isinstance(arg, str)]
+    if sorted(old_keys) != sorted(order):
+        raise ValueError("legacy storage keys do not match the object pickle")
+    blocks: dict[str, bytes] = {}
+    pos = e4
+    for key in old_keys:
+        numel = struct.unpack("<q", data[pos:pos + 8])[0]
+        n = 8 + numel * elsize[key]
+        blocks[key] = data[pos:pos + n]
+        pos += n
+    if pos != len(data):
+        raise ValueError("legacy storage blocks do not cover the file")
+    obj = data[s3:e3]
+    for i, key in enumerate(order):
+        old = b"X" + struct.pack("<I", len(key)) + key.encode()
+        new = b"X" + struct.pack("<I", len(str(i))) + str(i).encode()
+        if obj.count(old) != 1:
+            raise ValueError(f"legacy key {key} not found once")
+        obj = obj.replace(old, new)
+    keys_pickle = pickle.dumps([str(i) for i in range(len(order))], protocol=2)
+    return (data[:s3] + obj + keys_pickle +
+            b"".join(blocks[k] for k in order))
 
 
 _MISC: dict[str, Any] = {}
