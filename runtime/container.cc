@@ -201,9 +201,9 @@ struct LazyMember {
 
 class ContainerReader {
  public:
-  ContainerReader(const AnalyzeOptions& options, const std::string& file,
+  ContainerReader(const AnalyzeOptions& options,
                   AnalyzedFile::Storage& storage)
-      : options_(options), file_(file), storage_(storage) {}
+      : options_(options), storage_(storage) {}
 
   void Analyze(Member& m, std::span<const uint8_t> data,
                const std::string& path, int depth,
@@ -249,7 +249,6 @@ class ContainerReader {
                                 const hooks::PickleStream& first);
 
   const AnalyzeOptions& options_;
-  const std::string& file_;
   AnalyzedFile::Storage& storage_;
   uint64_t expanded_ = 0;
   uint64_t entries_ = 0;
@@ -939,7 +938,7 @@ absl::StatusOr<AnalyzedFile> ContainerReader::Run(
   AnalyzedFile file;
   file.path_ = name;
   file.sha256_ = internal::Sha256Hex(data);
-  ContainerReader reader(options, file.path_, *storage);
+  ContainerReader reader(options, *storage);
   reader.Analyze(file.root_, data, "", 0);
   if (file.root_.format == Format::kData) {
     return absl::InvalidArgumentError(

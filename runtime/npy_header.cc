@@ -20,7 +20,8 @@ struct Value {
   bool negative = false;
   bool flag = false;
   std::vector<Value> items;                     // tuple, list
-  std::vector<std::pair<Value, Value>> fields;  // dict
+  std::vector<Value> keys;  // dict, parallel to `values`
+  std::vector<Value> values;
 };
 
 // Recursive-descent parser for the literal subset numpy writes.
@@ -157,7 +158,8 @@ class LiteralParser {
       if (!Consume(':')) return Fail("expected ':'");
       auto value = ParseValue(depth + 1);
       if (!value.ok()) return value.status();
-      v.fields.emplace_back(std::move(*key), std::move(*value));
+      v.keys.push_back(std::move(*key));
+      v.values.push_back(std::move(*value));
       if (Consume(',')) continue;
       if (Consume('}')) return v;
       return Fail("expected ',' or '}'");
@@ -282,7 +284,9 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(std::span<const uint8_t> data) {
     return absl::InvalidArgumentError("npy: header is not a dict");
   }
   bool have_descr = false, have_shape = false;
-  for (const auto& [key, v] : value->fields) {
+  for (size_t i = 0; i < value->keys.size(); ++i) {
+    const Value& key = value->keys[i];
+    const Value& v = value->values[i];
     if (key.kind != Value::Kind::kStr) continue;
     if (key.str == "descr") {
       have_descr = true;

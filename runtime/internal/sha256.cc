@@ -3,6 +3,7 @@
 #include <cstring>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -67,7 +68,7 @@ void PortableBlocks(uint32_t state[8], const uint8_t* p, size_t count) {
 
 #if defined(__x86_64__)
 // The SHA-NI schedule (Intel's reference sequence).
-__attribute__((target("sha,sse4.1"))) void ShaNiBlocks(uint32_t state[8],
+__attribute__((target("sha,sse4.1,ssse3"))) void ShaNiBlocks(uint32_t state[8],
                                                        const uint8_t* data,
                                                        size_t count) {
   const __m128i mask =
@@ -127,8 +128,13 @@ __attribute__((target("sha,sse4.1"))) void ShaNiBlocks(uint32_t state[8],
 }
 
 bool DetectShaNi() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  bool sse41 = (ecx & (1u << 19)) != 0;
+  bool ssse3 = (ecx & (1u << 9)) != 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  bool sha = (ebx & (1u << 29)) != 0;
+  return sha && sse41 && ssse3;
 }
 const bool kHasShaNi = DetectShaNi();
 #else
