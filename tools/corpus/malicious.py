@@ -207,11 +207,15 @@ simple("webbrowser-generic", "process", (E,),
        "webbrowser.GenericBrowser('/bin/true').open('http://127.0.0.1:9/')",
        lambda t: method(call("webbrowser", "GenericBrowser", CMD), "open", URL))
 simple("webbrowser-env", "process", (E, T),
-       "BROWSER=/bin/true in os.environ (DISPLAY unset so only /bin/true can "
-       "be chosen), then webbrowser.open('http://127.0.0.1:9/')",
+       "BROWSER=/bin/true in os.environ (DISPLAY unset and webbrowser's "
+       "browser list reset, so only /bin/true can be chosen), then "
+       "webbrowser.open('http://127.0.0.1:9/')",
        lambda t: Seq((method(G("os", "environ"), "pop", "DISPLAY", None),
                       method(G("os", "environ"), "pop", "WAYLAND_DISPLAY", None),
                       method(G("os", "environ"), "__setitem__", "BROWSER", CMD),
+                      call("builtins", "setattr",
+                           call("importlib", "import_module", "webbrowser"),
+                           "_tryorder", None),
                       call("webbrowser", "open", URL))))
 simple("pydoc-pipepager", "process", (E,),
        "pydoc.pipepager(text, '/bin/true'): shell command as a pager",
