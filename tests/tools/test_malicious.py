@@ -33,7 +33,7 @@ import torch  # noqa: E402
 import joblib  # noqa: E402
 import dill  # noqa: E402
 import cloudpickle  # noqa: E402
-import sklearn.linear_model  # noqa: E402,F401
+import sklearn.linear_model  # noqa: E402,F401  (pre-import before tripwires)
 
 import common  # noqa: E402
 import malicious  # noqa: E402

@@ -26,7 +26,6 @@ writing anything.
 from __future__ import annotations
 
 import base64
-import binascii
 import codecs
 import collections
 import dataclasses
