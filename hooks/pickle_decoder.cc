@@ -423,23 +423,31 @@ struct ObjectRec {
 };
 
 // ---------------------------------------------------------------------------
-// Memo: dense vector for small indices, hash map for sparse huge ones. The
+// Memo: dense table for small indices, hash map for sparse huge ones. The
 // dense part never grows past 2 * entries + 4096 slots, so its size is
-// bounded by the number of PUTs actually present.
+// bounded by the number of PUTs actually present. A dense slot is 4 bytes:
+// 0 = unset, otherwise an index into values_ (values that matter to the
+// symbolic model) or, for values whose contents never matter (None, lists,
+// floats... outside joblib tracking), just their kind.
 class Memo {
  public:
-  // Stores v at idx; returns true when the slot was new.
-  void Put(uint64_t idx, const Value& v) {
+  static constexpr uint32_t kKindTag = 0x80000000u;
+
+  void Put(uint64_t idx, const Value& v, bool keep_value) {
+    const uint32_t slot = Encode(v, keep_value);
     if (idx < dense_.size()) {
-      if (dense_[idx].kind == VKind::kUnset) ++count_;
-      dense_[idx] = v;
+      if (dense_[idx] == 0) ++count_;
+      dense_[idx] = slot;
+      return;
+    }
+    if (idx == dense_.size()) {  // MEMOIZE and sequential PUTs
+      dense_.push_back(slot);
+      ++count_;
       return;
     }
     if (idx < 2 * count_ + 4096) {
-      Value unset;
-      unset.kind = VKind::kUnset;
-      dense_.resize(idx + 1, unset);
-      dense_[idx] = v;
+      dense_.resize(idx + 1, 0);
+      dense_[idx] = slot;
       ++count_;
       return;
     }
@@ -450,19 +458,38 @@ class Memo {
       it->second = v;
     }
   }
-  const Value* Get(uint64_t idx) const {
+  // Copies the value at idx into *out; false when the slot is unset.
+  bool Get(uint64_t idx, Value* out) const {
     if (idx < dense_.size()) {
-      const Value* v = &dense_[idx];
-      return v->kind == VKind::kUnset ? nullptr : v;
+      const uint32_t slot = dense_[idx];
+      if (slot == 0) return false;
+      if (slot & kKindTag) {
+        *out = Value();
+        out->kind = static_cast<VKind>(slot & 0xFF);
+      } else {
+        *out = values_[slot - 1];
+      }
+      return true;
     }
-    if (sparse_.empty()) return nullptr;
+    if (sparse_.empty()) return false;
     auto it = sparse_.find(idx);
-    return it == sparse_.end() ? nullptr : &it->second;
+    if (it == sparse_.end()) return false;
+    *out = it->second;
+    return true;
   }
   uint64_t size() const { return count_; }
 
  private:
-  std::vector<Value> dense_;
+  uint32_t Encode(const Value& v, bool keep_value) {
+    if (!keep_value || values_.size() >= kKindTag - 1) {
+      return kKindTag | static_cast<uint32_t>(v.kind);
+    }
+    values_.push_back(v);
+    return static_cast<uint32_t>(values_.size());
+  }
+
+  std::vector<uint32_t> dense_;
+  std::vector<Value> values_;
   std::unordered_map<uint64_t, Value> sparse_;
   uint64_t count_ = 0;
 };
@@ -663,6 +690,10 @@ class Decoder {
     v.aux = source == GlobalReference::Source::kUnknown
                 ? kSpecialNone
                 : SpecialOf(module, name);
+    if (options_.joblib_arrays &&
+        (v.aux == kSpecialArrayWrapper || v.aux == kSpecialDtype)) {
+      track_ = true;
+    }
     v.payload = out_->globals.size();
     GlobalReference ref;
     ref.module = std::move(module);
@@ -698,6 +729,7 @@ class Decoder {
       return v;
     }
     v.kind = VKind::kTuple;
+    if (!track_) return v;  // contents not recorded: reads as ()
     v.payload = tuple_items_.size();
     v.aux = static_cast<uint32_t>(count);
     tuple_items_.insert(tuple_items_.end(), stack_.begin() + from,
@@ -712,16 +744,22 @@ class Decoder {
   Value MakeDict() {
     Value v;
     v.kind = VKind::kDict;
+    if (!track_ || dicts_.size() >= kNoIndex) {
+      v.payload = kNoIndex;  // contents not recorded
+      return v;
+    }
     v.payload = dicts_.size();
     dicts_.emplace_back();
     return v;
   }
   // Adds key/value pairs stack_[from..] to dict `d` (if it is one we track).
   void DictAdd(const Value& d, size_t from) {
-    if (d.kind != VKind::kDict) return;
+    if (d.kind != VKind::kDict || d.payload == kNoIndex) return;
     DictRec& rec = dicts_[d.payload];
     for (size_t i = from; i + 1 < stack_.size(); i += 2) {
-      if (rec.count >= kMaxTrackedDictItems) return;
+      if (rec.count >= kMaxTrackedDictItems ||
+          dict_items_.size() >= kNoIndex)
+        return;
       const uint32_t idx = static_cast<uint32_t>(dict_items_.size());
       dict_items_.push_back(DictItem{stack_[i], stack_[i + 1], kNoIndex});
       if (rec.tail == kNoIndex) {
@@ -735,13 +773,20 @@ class Decoder {
   }
   // Last value stored under string key `key` in dict `d`, or nullptr.
   const Value* DictLookup(const Value& d, std::string_view key) const {
-    if (d.kind != VKind::kDict) return nullptr;
+    if (d.kind != VKind::kDict || d.payload == kNoIndex) return nullptr;
     const Value* found = nullptr;
     for (uint32_t i = dicts_[d.payload].head; i != kNoIndex;
          i = dict_items_[i].next) {
       if (StrEquals(dict_items_[i].key, key)) found = &dict_items_[i].value;
     }
     return found;
+  }
+
+  // Whether the memo must keep a value's contents, not just its kind:
+  // strings and globals always (STACK_GLOBAL operands, classes), the rest
+  // only while joblib arrays are being tracked.
+  bool KeepInMemo(const Value& v) const {
+    return track_ || v.kind == VKind::kStr || v.kind == VKind::kGlobal;
   }
 
   // joblib: BUILD applied to a NumpyArrayWrapper; `state` is its state.
@@ -769,6 +814,12 @@ class Decoder {
   std::vector<DictItem> dict_items_;
   std::vector<ObjectRec> objects_;
   size_t frame_end_ = 0;  // end of the current FRAME (0: none)
+  // Whether tuple and dict contents are recorded. They only matter for
+  // joblib array wrappers, so recording starts when the stream first
+  // resolves NumpyArrayWrapper or numpy.dtype (both always precede the
+  // tuples and dicts that describe an array); before that, tuples read as
+  // empty and dicts as unknown, which keeps plain pickles cheap.
+  bool track_ = false;
   int protocol_ = 0;
 };
 
@@ -903,19 +954,18 @@ bool Decoder::DecodeNewlineArg(size_t op_pos, uint8_t code, DecodedOp* rec) {
       }
       const uint64_t idx = static_cast<uint64_t>(v);
       if (code == static_cast<uint8_t>(Opcode::kGet)) {
-        const Value* m = memo_.Get(idx);
-        if (m == nullptr) {
+        Value copy;
+        if (!memo_.Get(idx, &copy)) {
           Failf(op_pos, "GET at offset %llu reads memo slot %llu, which was "
                         "never set",
                 U(Abs(op_pos)), U(idx));
           return false;
         }
-        Value copy = *m;
         copy.flags |= kViaMemo;
         Push(copy);
       } else {
         if (!NeedStack(op_pos, code, 1)) return false;
-        memo_.Put(idx, stack_.back());
+        memo_.Put(idx, stack_.back(), KeepInMemo(stack_.back()));
       }
       if constexpr (kKeep) {
         rec->arg.kind = OpArg::Kind::kInt;
@@ -1130,9 +1180,14 @@ bool Decoder::JoblibArray(size_t op_pos, const Value& state) {
 template <bool kKeep>
 void Decoder::Run(uint64_t max_ops) {
   PickleStats& stats = out_->stats;
-  uint64_t decoded = 0;
+  // A local histogram: nothing else can alias it, so it stays cheap to
+  // update in the hot loop.
+  std::array<uint64_t, 256> hist{};
+  // max_ops is only used by LooksLikePickle; a huge limit otherwise.
+  uint64_t budget = max_ops == 0 ? std::numeric_limits<uint64_t>::max()
+                                 : max_ops;
   while (true) {
-    if (max_ops != 0 && decoded >= max_ops) break;
+    if (budget == 0) break;
     if (pos_ >= n_) {
       Failf(pos_, "stream ends at offset %llu without STOP", U(Abs(pos_)));
       break;
@@ -1483,15 +1538,14 @@ void Decoder::Run(uint64_t max_ops) {
           idx = Le32(d_ + pos_);
           pos_ += 4;
         }
-        const Value* m = memo_.Get(idx);
-        if (m == nullptr) {
+        Value copy;
+        if (!memo_.Get(idx, &copy)) {
           Failf(op_pos,
                 "%s at offset %llu reads memo slot %llu, which was never set",
                 CName(code), U(Abs(op_pos)), U(idx));
           ok = false;
           break;
         }
-        Value copy = *m;
         copy.flags |= kViaMemo;
         Push(copy);
         if constexpr (kKeep) {
@@ -1515,7 +1569,7 @@ void Decoder::Run(uint64_t max_ops) {
           pos_ += 4;
         }
         if (!(ok = NeedStack(op_pos, code, 1))) break;
-        memo_.Put(idx, stack_.back());
+        memo_.Put(idx, stack_.back(), KeepInMemo(stack_.back()));
         if constexpr (kKeep) {
           rec->arg.kind = OpArg::Kind::kInt;
           rec->arg.int_value = static_cast<int64_t>(idx);
@@ -1527,7 +1581,7 @@ void Decoder::Run(uint64_t max_ops) {
       case Opcode::kMemoize: {
         if (!(ok = NeedStack(op_pos, code, 1))) break;
         const uint64_t idx = memo_.size();
-        memo_.Put(idx, stack_.back());
+        memo_.Put(idx, stack_.back(), KeepInMemo(stack_.back()));
         if constexpr (kKeep) {
           rec->memo.kind = MemoEffect::Kind::kMemoize;
           rec->memo.index = idx;
@@ -1702,8 +1756,8 @@ void Decoder::Run(uint64_t max_ops) {
       if constexpr (kKeep) out_->ops.pop_back();
       break;
     }
-    ++stats.histogram[code];
-    ++decoded;
+    ++hist[code];
+    --budget;
     if (stop) {
       out_->complete = true;
       out_->length = pos_;
@@ -1711,6 +1765,11 @@ void Decoder::Run(uint64_t max_ops) {
     }
   }
   if (!out_->complete && !out_->error) out_->length = pos_;
+  uint64_t decoded = 0;
+  for (size_t i = 0; i < hist.size(); ++i) {
+    stats.histogram[i] += hist[i];
+    decoded += hist[i];
+  }
   stats.opcode_count = decoded;
   stats.protocol = protocol_;
   stats.memo_size = memo_.size();
