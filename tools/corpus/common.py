@@ -241,7 +241,8 @@ def validate_entry(entry: dict) -> list[str]:
         for eff in entry.get("effects", []):
             if eff not in EFFECTS:
                 problems.append(f"{where}: unknown effect {eff!r}")
-    expected = assign_split(entry["group"], entry["label"])
+    expected = assign_split(entry["group"], entry["label"]) \
+        if entry["label"] in LABELS else entry["split"]
     if entry["split"] != expected:
         problems.append(f"{where}: split {entry['split']!r} != "
                         f"assign_split(group) {expected!r}")
