@@ -67,60 +67,69 @@ void PortableBlocks(uint32_t state[8], const uint8_t* p, size_t count) {
 }
 
 #if defined(__x86_64__)
-// The SHA-NI schedule (Intel's reference sequence).
-__attribute__((target("sha,sse4.1,ssse3"))) void ShaNiBlocks(uint32_t state[8],
-                                                       const uint8_t* data,
-                                                       size_t count) {
+#define DYNAHUG_SHANI __attribute__((target("sha,sse4.1,ssse3")))
+
+// Four rounds of the SHA-NI schedule (Intel's reference sequence), with the
+// message words w[4i..4i+3] in `cur`; `next` and `prev` are the rotating
+// message registers the schedule updates.
+template <int I>
+DYNAHUG_SHANI __attribute__((always_inline)) inline void QuadRound(
+    __m128i& state0, __m128i& state1, __m128i& cur, __m128i& next,
+    __m128i& prev) {
+  __m128i msg = _mm_add_epi32(
+      cur, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kK) + I));
+  state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
+  if constexpr (I >= 3 && I < 15) {
+    next = _mm_add_epi32(next, _mm_alignr_epi8(cur, prev, 4));
+    next = _mm_sha256msg2_epu32(next, cur);
+  }
+  msg = _mm_shuffle_epi32(msg, 0x0E);
+  state0 = _mm_sha256rnds2_epu32(state0, state1, msg);
+  if constexpr (I >= 1 && I < 13) prev = _mm_sha256msg1_epu32(prev, cur);
+}
+
+DYNAHUG_SHANI void ShaNiBlocks(uint32_t state[8], const uint8_t* data,
+                               size_t count) {
   const __m128i mask =
       _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
   __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[0]));
   __m128i state1 =
       _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[4]));
-  tmp = _mm_shuffle_epi32(tmp, 0xB1);        // CDAB
-  state1 = _mm_shuffle_epi32(state1, 0x1B);  // EFGH
+  tmp = _mm_shuffle_epi32(tmp, 0xB1);                // CDAB
+  state1 = _mm_shuffle_epi32(state1, 0x1B);          // EFGH
   __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);  // ABEF
   state1 = _mm_blend_epi16(state1, tmp, 0xF0);       // CDGH
 
   for (; count > 0; --count, data += 64) {
     const __m128i abef_save = state0;
     const __m128i cdgh_save = state1;
-    __m128i msg, msg0, msg1, msg2, msg3;
-    const auto* k = reinterpret_cast<const __m128i*>(kK);
-
-    msg0 = _mm_shuffle_epi8(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + 0)), mask);
-    msg1 = _mm_shuffle_epi8(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + 16)), mask);
-    msg2 = _mm_shuffle_epi8(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + 32)), mask);
-    msg3 = _mm_shuffle_epi8(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + 48)), mask);
-
-    // Rounds in groups of four; w[i..i+3] are in msg0..msg3 rotating.
-    __m128i* m[4] = {&msg0, &msg1, &msg2, &msg3};
-    for (int i = 0; i < 16; ++i) {
-      __m128i& cur = *m[i & 3];
-      msg = _mm_add_epi32(cur, _mm_loadu_si128(k + i));
-      state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
-      if (i >= 3 && i < 15) {
-        __m128i& next = *m[(i + 1) & 3];
-        __m128i t = _mm_alignr_epi8(cur, *m[(i + 3) & 3], 4);
-        next = _mm_add_epi32(next, t);
-        next = _mm_sha256msg2_epu32(next, cur);
-      }
-      msg = _mm_shuffle_epi32(msg, 0x0E);
-      state0 = _mm_sha256rnds2_epu32(state0, state1, msg);
-      if (i >= 1 && i < 13) {
-        __m128i& prev = *m[(i + 3) & 3];
-        prev = _mm_sha256msg1_epu32(prev, cur);
-      }
-    }
+    const auto* in = reinterpret_cast<const __m128i*>(data);
+    __m128i m0 = _mm_shuffle_epi8(_mm_loadu_si128(in + 0), mask);
+    __m128i m1 = _mm_shuffle_epi8(_mm_loadu_si128(in + 1), mask);
+    __m128i m2 = _mm_shuffle_epi8(_mm_loadu_si128(in + 2), mask);
+    __m128i m3 = _mm_shuffle_epi8(_mm_loadu_si128(in + 3), mask);
+    QuadRound<0>(state0, state1, m0, m1, m3);
+    QuadRound<1>(state0, state1, m1, m2, m0);
+    QuadRound<2>(state0, state1, m2, m3, m1);
+    QuadRound<3>(state0, state1, m3, m0, m2);
+    QuadRound<4>(state0, state1, m0, m1, m3);
+    QuadRound<5>(state0, state1, m1, m2, m0);
+    QuadRound<6>(state0, state1, m2, m3, m1);
+    QuadRound<7>(state0, state1, m3, m0, m2);
+    QuadRound<8>(state0, state1, m0, m1, m3);
+    QuadRound<9>(state0, state1, m1, m2, m0);
+    QuadRound<10>(state0, state1, m2, m3, m1);
+    QuadRound<11>(state0, state1, m3, m0, m2);
+    QuadRound<12>(state0, state1, m0, m1, m3);
+    QuadRound<13>(state0, state1, m1, m2, m0);
+    QuadRound<14>(state0, state1, m2, m3, m1);
+    QuadRound<15>(state0, state1, m3, m0, m2);
     state0 = _mm_add_epi32(state0, abef_save);
     state1 = _mm_add_epi32(state1, cdgh_save);
   }
 
-  tmp = _mm_shuffle_epi32(state0, 0x1B);       // FEBA
-  state1 = _mm_shuffle_epi32(state1, 0xB1);    // DCHG
+  tmp = _mm_shuffle_epi32(state0, 0x1B);        // FEBA
+  state1 = _mm_shuffle_epi32(state1, 0xB1);     // DCHG
   state0 = _mm_blend_epi16(tmp, state1, 0xF0);  // DCBA
   state1 = _mm_alignr_epi8(state1, tmp, 8);     // ABEF
   _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[0]), state0);
@@ -145,13 +154,14 @@ constexpr bool kHasShaNi = false;
 
 bool Sha256UsesShaNi() { return kHasShaNi; }
 
-Sha256::Sha256()
+Sha256::Sha256(bool allow_sha_ni)
     : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f,
-             0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+             0x9b05688c, 0x1f83d9ab, 0x5be0cd19},
+      use_sha_ni_(allow_sha_ni && kHasShaNi) {}
 
 void Sha256::Blocks(const uint8_t* data, size_t count) {
 #if defined(__x86_64__)
-  if (kHasShaNi) {
+  if (use_sha_ni_) {
     ShaNiBlocks(state_, data, count);
     return;
   }

@@ -12,7 +12,8 @@ namespace dynahug::runtime::internal {
 
 class Sha256 {
  public:
-  Sha256();
+  // `allow_sha_ni` = false forces the portable code (tests).
+  explicit Sha256(bool allow_sha_ni = true);
   // Feeds more bytes; may be called any number of times before Finish().
   void Update(std::span<const uint8_t> data);
   // Returns the digest. The object must not be used afterwards.
@@ -24,6 +25,7 @@ class Sha256 {
   uint8_t buffer_[64];
   size_t buffered_ = 0;
   uint64_t total_ = 0;
+  bool use_sha_ni_;
 };
 
 // Lowercase hex SHA-256 of `data`.
