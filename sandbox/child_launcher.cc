@@ -273,6 +273,9 @@ class SharedStatus {
 // ---------------------------------------------------------------------------
 
 volatile uint32_t* g_child_status_word = nullptr;
+// Where ChildFail reports: the setup pipe's number as inherited, then
+// kSetupFd once the descriptors are rearranged.
+int g_child_setup_fd = -1;
 
 void MarkOutOfMemory() {
   if (g_child_status_word != nullptr) {
@@ -292,7 +295,8 @@ void ChildNewHandler() {
   const int n = snprintf(buf, sizeof buf, "E%s failed: %s", what,
                          err != 0 ? strerrordesc_np(err) : "unexpected state");
   if (n > 0) {
-    ssize_t ignored = write(kSetupFd, buf, std::min<size_t>(n, sizeof buf - 1));
+    ssize_t ignored =
+        write(g_child_setup_fd, buf, std::min<size_t>(n, sizeof buf - 1));
     (void)ignored;
   }
   _exit(kExitSetupFailed);
@@ -428,6 +432,7 @@ namespace {
                            absl::FunctionRef<int(ChildContext&)> body) {
   const Policy& policy = *plan.policy;
 
+  g_child_setup_fd = plan.setup_w;
   // 1. Session, parent-death signal, signals.
   if (setsid() < 0) _exit(kExitSetupFailed);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) _exit(kExitSetupFailed);
@@ -465,6 +470,7 @@ namespace {
     if (fd < 0) _exit(kExitSetupFailed);
   }
   if (dup2(keep[1], kSetupFd) < 0) _exit(kExitSetupFailed);
+  g_child_setup_fd = kSetupFd;
   ChildCheck(dup2(keep[0], kEventFd) == kEventFd, "dup2(event channel)");
   const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   ChildCheck(devnull >= 0, "open(/dev/null)");
@@ -798,15 +804,28 @@ absl::StatusOr<ChildResult> RunSandboxed(
       sched_yield();
     }
   };
+  // The setup pipe carries one-letter tokens: 'R' (listener ready), 'K'
+  // (setup complete), or 'E' followed by an error message up to EOF.
+  std::string setup_error;
+  bool listener_ready = false;
+  size_t setup_parsed = 0;
   auto process_setup = [&]() -> absl::Status {
-    if (!supervisor && setup_messages.find('R') != std::string::npos &&
-        setup_messages[0] != 'E') {
-      if (auto s = take_listener(); !s.ok()) return s;
+    while (setup_parsed < setup_messages.size() && setup_error.empty()) {
+      const char token = setup_messages[setup_parsed];
+      if (token == 'E') {
+        setup_error = setup_messages.substr(setup_parsed + 1);
+        if (setup_error.empty()) return absl::OkStatus();  // more to come
+        break;
+      }
+      ++setup_parsed;
+      if (token == 'R') listener_ready = true;
+      if (token == 'K') setup_done = true;
     }
-    if (setup_messages.find('K') != std::string::npos &&
-        setup_messages[0] != 'E') {
-      setup_done = true;
+    if (!setup_error.empty()) {
+      setup_error = setup_messages.substr(setup_parsed + 1);
+      return absl::OkStatus();
     }
+    if (listener_ready && !supervisor) return take_listener();
     return absl::OkStatus();
   };
   auto read_setup = [&]() -> bool {  // true at EOF
@@ -895,9 +914,9 @@ absl::StatusOr<ChildResult> RunSandboxed(
   reaper.Disarm();
 
   if (!setup_done) {
-    if (!setup_messages.empty() && setup_messages[0] == 'E') {
-      return absl::InternalError(absl::StrCat(
-          "sandbox setup failed in the child: ", setup_messages.substr(1)));
+    if (!setup_error.empty()) {
+      return absl::InternalError(
+          absl::StrCat("sandbox setup failed in the child: ", setup_error));
     }
     if (timed_out) {
       return absl::DeadlineExceededError(absl::StrCat(
