@@ -4,6 +4,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -237,10 +238,13 @@ class ContainerReader {
                       const Sniffed& sniffed, const std::string& path,
                       int depth);
   void AnalyzeNpy(Member& m, std::span<const uint8_t> data);
+  // `first`, when given, is the already decoded stream at offset 0.
   void AnalyzePickles(Member& m, std::span<const uint8_t> data,
-                      PickleLayout layout);
+                      PickleLayout layout,
+                      std::optional<hooks::PickleStream> first = std::nullopt);
   uint64_t DecodeStacked(Member& m, std::span<const uint8_t> data,
-                         uint64_t start, size_t max_streams);
+                         uint64_t start, size_t max_streams,
+                         std::optional<hooks::PickleStream> first = std::nullopt);
   bool WalkLegacyRecords(Member& m, std::span<const uint8_t> data,
                          PickleLayout layout);
   hooks::PickleStream Decode(std::span<const uint8_t> data, uint64_t offset);
@@ -316,7 +320,7 @@ void ContainerReader::Analyze(Member& m, std::span<const uint8_t> data,
   if (hooks::LooksLikePickle(data)) {
     hooks::PickleStream first = Decode(data, 0);
     if (IsPickleCandidate(data, first)) {
-      AnalyzePickles(m, data, layout);
+      AnalyzePickles(m, data, layout, std::move(first));
       return;
     }
   }
@@ -769,9 +773,9 @@ void ContainerReader::AnalyzeNpy(Member& m, std::span<const uint8_t> data) {
   DecodeStacked(m, data, header->data_offset, kMaxStackedStreams);
 }
 
-uint64_t ContainerReader::DecodeStacked(Member& m,
-                                        std::span<const uint8_t> data,
-                                        uint64_t start, size_t max_streams) {
+uint64_t ContainerReader::DecodeStacked(
+    Member& m, std::span<const uint8_t> data, uint64_t start,
+    size_t max_streams, std::optional<hooks::PickleStream> first) {
   uint64_t pos = start;
   size_t count = 0;
   std::string broken;
@@ -782,7 +786,8 @@ uint64_t ContainerReader::DecodeStacked(Member& m,
       break;
     }
     if (count > 0 && !hooks::LooksLikePickle(data.subspan(pos))) break;
-    hooks::PickleStream s = Decode(data, pos);
+    hooks::PickleStream s = (count == 0 && first) ? std::move(*first)
+                                                  : Decode(data, pos);
     if (count > 0 && !s.complete) {
       broken = s.error ? s.error->message : "incomplete";
       break;
@@ -806,8 +811,9 @@ uint64_t ContainerReader::DecodeStacked(Member& m,
   return pos;
 }
 
-void ContainerReader::AnalyzePickles(Member& m, std::span<const uint8_t> data,
-                                     PickleLayout layout) {
+void ContainerReader::AnalyzePickles(
+    Member& m, std::span<const uint8_t> data, PickleLayout layout,
+    std::optional<hooks::PickleStream> decoded_first) {
   m.format = Format::kRawPickle;
   if (data.empty()) {
     m.error = "pickle: empty member";
@@ -819,7 +825,8 @@ void ContainerReader::AnalyzePickles(Member& m, std::span<const uint8_t> data,
     m.pickles.clear();
     m.notes.clear();
   }
-  hooks::PickleStream first = Decode(data, 0);
+  hooks::PickleStream first =
+      decoded_first ? std::move(*decoded_first) : Decode(data, 0);
   uint64_t first_len = std::min<uint64_t>(first.length, data.size());
   if (layout == PickleLayout::kAuto && first.complete &&
       IsTorchLegacyMagic(data.first(first_len))) {
@@ -849,7 +856,7 @@ void ContainerReader::AnalyzePickles(Member& m, std::span<const uint8_t> data,
     }
     return;
   }
-  DecodeStacked(m, data, 0, kMaxStackedStreams);
+  DecodeStacked(m, data, 0, kMaxStackedStreams, std::move(first));
   if (layout == PickleLayout::kAuto) {
     for (const hooks::PickleStream& s : m.pickles) {
       for (const hooks::GlobalReference& g : s.globals) {
