@@ -305,7 +305,9 @@ class ProbeTargets(unittest.TestCase):
         for entries, out in ((ENTRIES_A, SMALL_A), (ENTRIES_FULL, FULL)):
             for e in entries:
                 sc = self._scan(e, out)
-                self.assertEqual(sc.problems, [], e["path"])
+                with self.subTest(path=e["path"]):
+                    self.assertEqual(sc.problems, [])
+                    self.assertGreater(len(sc.texts), 0)
 
     def test_declared_effects_are_visible_in_the_payload(self):
         for e in ENTRIES_FULL:
