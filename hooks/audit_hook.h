@@ -86,7 +86,14 @@ class AuditHook {
   // library call). `sink` must stay valid until Stop().
   void Start(EventSink* sink, PathContext ctx, AuditLimits limits = {});
   void Stop();
-  void SetRecording(bool on) { recording_ = on && sink_ != nullptr; }
+  void SetRecording(bool on) {
+    recording_ = on && sink_ != nullptr;
+    ++toggles_;
+  }
+  // Number of SetRecording calls so far. The loader switches recording on
+  // and off exactly once per load; any other count means something else
+  // (e.g. the loaded code through the bridge) switched it.
+  uint64_t recording_toggles() const { return toggles_; }
   bool recording() const { return recording_; }
 
   // Offset of the pickle opcode currently executing (set by the loader), or
@@ -102,6 +109,7 @@ class AuditHook {
   uint64_t probe_nonce_ = 0;
   bool probe_seen_ = false;
   bool recording_ = false;
+  uint64_t toggles_ = 0;
   EventSink* sink_ = nullptr;
   PathContext ctx_;
   AuditLimits limits_;

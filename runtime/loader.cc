@@ -124,15 +124,17 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
   }
   hooks::CallProfiler profiler(options.profiler_limits, kLoaderFilename);
   PyRef result;
+  const uint64_t toggles_before = hooks::AuditHook::Instance().recording_toggles();
   {
     LoadPhase phase(&recorder, std::move(paths), options.audit_limits);
     if (options.profile_calls) {
       if (absl::Status s = profiler.Start(); !s.ok()) return s;
     }
     result = PyRef(PyObject_CallFunction(
-        run_.get(), "ssiL", path.c_str(), out.loader.c_str(),
+        run_.get(), "ssiLi", path.c_str(), out.loader.c_str(),
         options.opcodes ? 1 : 0,
-        static_cast<long long>(options.lazy_storage_bytes)));
+        static_cast<long long>(options.lazy_storage_bytes),
+        options.record_calls ? 0 : 1));
     if (options.profile_calls) profiler.Stop();
   }
   if (!result) return StatusFromPyErr("Loader::Load: loader driver");
@@ -148,6 +150,17 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
   PyErr_Clear();
   result = PyRef();
 
+  const uint64_t toggles =
+      hooks::AuditHook::Instance().recording_toggles() - toggles_before;
+  if (toggles != 2) {
+    proto::Event e;
+    e.set_kind(proto::Event::INTEGRITY);
+    e.set_name("loader.recording.tampered");
+    proto::Argument* a = e.add_args();
+    a->set_key("toggles");
+    a->set_value(absl::StrCat(toggles));
+    recorder.Emit(std::move(e));
+  }
   if (options.profile_calls) profiler.EmitTo(recorder);
   if (snapshot.has_value()) {
     absl::StatusOr<size_t> findings = snapshot->DiffAndEmit(recorder);

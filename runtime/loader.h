@@ -47,8 +47,18 @@ struct LoadOptions {
   std::string loader = "auto";
   // Sniffed format name; used when loader == "auto".
   std::string format;
-  // Analyst mode: an OPCODE event before every opcode.
+  // Analyst mode: an OPCODE event before every opcode (implies
+  // record_calls).
   bool opcodes = false;
+  // true: CPython's pure-Python reference unpickler with its dispatch
+  // wrapped: GLOBAL (with offsets), PICKLE_CALL for every REDUCE, NEWOBJ,
+  // NEWOBJ_EX, OBJ, INST, BUILD and persistent id. About 7-9x slower per
+  // opcode than the C unpickler (1-2 us/opcode).
+  // false: the C unpickler (_pickle) with find_class and persistent_load
+  // recorded (no offsets, no call events; the audit hook and the profiler
+  // still see the calls). joblib always uses its own pure-Python unpickler
+  // and is instrumented fully either way.
+  bool record_calls = true;
   // torch zip storages larger than this are created on the meta device
   // instead of being read (-1: always read). Type and structure of the
   // loaded object are unchanged; tensor values are not materialised.

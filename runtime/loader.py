@@ -20,6 +20,7 @@
 import io
 import pickle
 import pickletools
+import _pickle
 import struct
 import sys
 import types
@@ -49,6 +50,7 @@ class _State:
     lazy_threshold = -1      # torch zip storages above this many bytes go
                              # to the meta device (-1: never)
     member = ''
+    fast = False             # C unpickler: globals and persistent ids only
 
 
 _STATE = _State()
@@ -327,6 +329,67 @@ def _instrument_dispatch(dispatch):
     return d
 
 
+def _lazy_storage(self, pid):
+    # torch zip format: ('storage', storage_type, key, location, numel).
+    if (_STATE.lazy_threshold < 0 or type(pid) is not tuple or len(pid) != 5
+            or pid[0] not in ('storage', b'storage')):
+        return None
+    torch = sys.modules.get('torch')
+    if torch is None:
+        return None
+    storage_type, key, _location, numel = pid[1:]
+    if type(numel) is not int:
+        return None
+    if storage_type is torch.UntypedStorage:
+        dtype = torch.uint8
+    else:
+        dtype = getattr(storage_type, 'dtype', None)
+        if dtype is None:
+            return None
+    nbytes = numel * torch._utils._element_size(dtype)
+    if nbytes <= _STATE.lazy_threshold:
+        return None
+    cached = self._dh_meta.get(key)
+    if cached is None:
+        cached = torch.storage.TypedStorage(
+            wrap_storage=torch.UntypedStorage(nbytes, device='meta'),
+            dtype=dtype)
+        self._dh_meta[key] = cached
+    return cached
+
+
+def _record_persistent(self, pid, fn):
+    pairs = [('op', 'PERSID')]
+    if type(pid) is tuple:
+        pairs.extend(_arg_pairs(pid))
+    else:
+        pairs.append(('id', _summary(pid)))
+    lazy = _lazy_storage(self, pid)
+    if lazy is not None:
+        pairs.append(('lazy', 'meta'))
+    _emit(_KIND_PICKLE_CALL, 'persistent_load', tuple(pairs),
+          self._dh_pos, 1, _STATE.member)
+    if lazy is not None:
+        return lazy
+    return fn(pid)
+
+
+def _record_global(self, module, name, obj):
+    stub = _is_stub(obj)
+    if type(module) is str and type(name) is str:
+        qual = '%s.%s' % (module, name)
+    else:
+        qual = '%s.%s' % (_summary(module), _summary(name))
+    names = self.__dict__.get('_dh_names')
+    if names is not None:
+        names[_ident(obj)] = (qual, obj, stub)
+    _emit(_KIND_GLOBAL, qual,
+          (('module', _trunc(str(module))), ('name', _trunc(str(name))),
+           ('resolved', 'stub' if stub else 'real'),
+           ('type', _tname(type(obj)))),
+          self._dh_pos, 1, _STATE.member)
+
+
 class _Instrumentation:
     """Mixin placed before a pure-Python unpickler class."""
 
@@ -341,50 +404,10 @@ class _Instrumentation:
         self.__dict__['_dh_user_persistent_load'] = fn
 
     def _dh_persistent_load(self, pid):
-        pairs = [('op', 'PERSID')]
-        if type(pid) is tuple:
-            pairs.extend(_arg_pairs(pid))
-        else:
-            pairs.append(('id', _summary(pid)))
-        lazy = self._dh_lazy_storage(pid)
-        if lazy is not None:
-            pairs.append(('lazy', 'meta'))
-        _emit(_KIND_PICKLE_CALL, 'persistent_load', tuple(pairs),
-              self._dh_pos, 1, _STATE.member)
-        if lazy is not None:
-            return lazy
         fn = self.__dict__.get('_dh_user_persistent_load')
         if fn is None:
-            return super().persistent_load(pid)
-        return fn(pid)
-
-    def _dh_lazy_storage(self, pid):
-        # torch zip format: ('storage', storage_type, key, location, numel).
-        if (_STATE.lazy_threshold < 0 or type(pid) is not tuple or len(pid) != 5
-                or pid[0] not in ('storage', b'storage')):
-            return None
-        torch = sys.modules.get('torch')
-        if torch is None:
-            return None
-        storage_type, key, _location, numel = pid[1:]
-        if type(numel) is not int:
-            return None
-        if storage_type is torch.UntypedStorage:
-            dtype = torch.uint8
-        else:
-            dtype = getattr(storage_type, 'dtype', None)
-            if dtype is None:
-                return None
-        nbytes = numel * torch._utils._element_size(dtype)
-        if nbytes <= _STATE.lazy_threshold:
-            return None
-        cached = self._dh_meta.get(key)
-        if cached is None:
-            cached = torch.storage.TypedStorage(
-                wrap_storage=torch.UntypedStorage(nbytes, device='meta'),
-                dtype=dtype)
-            self._dh_meta[key] = cached
-        return cached
+            fn = super().persistent_load
+        return _record_persistent(self, pid, fn)
 
     def find_class(self, module, name):
         try:
@@ -416,15 +439,8 @@ class _Instrumentation:
     def _dh_find_recording(self, find, module, name):
         pos = self._dh_pos
         obj = find(module, name)
-        stub = _is_stub(obj)
-        qual = '%s.%s' % (module, name) if type(module) is str and type(name) is str \
-            else '%s.%s' % (_summary(module), _summary(name))
-        self._dh_names[_ident(obj)] = (qual, obj, stub)
-        _emit(_KIND_GLOBAL, qual,
-              (('module', _trunc(str(module))), ('name', _trunc(str(name))),
-               ('resolved', 'stub' if stub else 'real'),
-               ('type', _tname(type(obj)))),
-              pos, 1, _STATE.member)
+        self._dh_pos = pos
+        _record_global(self, module, name, obj)
         return obj
 
     def load(self):
@@ -524,10 +540,52 @@ class Unpickler(_Instrumentation, _PyUnpickler):
     dispatch = _instrument_dispatch(_PyUnpickler.dispatch)
 
 
+class FastUnpickler(_pickle.Unpickler):
+    """The C unpickler with find_class and persistent_load recorded: no
+    per-call or per-opcode events and no offsets, at C speed. Calls are
+    still visible to the audit hook and the call profiler."""
+
+    _dh_pos = -1
+
+    @property
+    def persistent_load(self):
+        # Read once by the C unpickler's __init__: every persistent id goes
+        # through the recording method, which forwards to what was assigned.
+        return self._dh_persistent_load
+
+    @persistent_load.setter
+    def persistent_load(self, fn):
+        self.__dict__['_dh_user_persistent_load'] = fn
+
+    def _dh_persistent_load(self, pid):
+        fn = self.__dict__.get('_dh_user_persistent_load')
+        if fn is None:
+            def fn(pid):
+                raise pickle.UnpicklingError(
+                    'A load persistent id instruction was encountered, '
+                    'but no persistent_load function was specified.')
+        if '_dh_meta' not in self.__dict__:
+            self.__dict__['_dh_meta'] = {}
+        return _record_persistent(self, pid, fn)
+
+    def find_class(self, module, name):
+        try:
+            obj = super().find_class(module, name)
+        except ModuleNotFoundError as e:
+            missing = e.name or ''
+            if not missing or not (module == missing or
+                                   module.startswith(missing + '.')):
+                raise
+            obj = _stub(module, name)
+        _record_global(self, module, name, obj)
+        return obj
+
+
 def load(file, *, fix_imports=True, encoding='ASCII', errors='strict',
          buffers=None):
-    return Unpickler(file, fix_imports=fix_imports, encoding=encoding,
-                     errors=errors, buffers=buffers).load()
+    cls = FastUnpickler if _STATE.fast and not _STATE.opcodes else Unpickler
+    return cls(file, fix_imports=fix_imports, encoding=encoding,
+               errors=errors, buffers=buffers).load()
 
 
 def loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict',
@@ -538,19 +596,24 @@ def loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict',
                 errors=errors, buffers=buffers)
 
 
-def _make_pickle_module():
+def _make_pickle_module(unpickler):
     m = types.ModuleType('dynahug_pickle')
     for k in dir(pickle):
         if not k.startswith('__'):
             setattr(m, k, getattr(pickle, k))
-    m.Unpickler = Unpickler
+    m.Unpickler = unpickler
     m._Unpickler = Unpickler
     m.load = load
     m.loads = loads
     return m
 
 
-pickle_module = _make_pickle_module()
+pickle_module = _make_pickle_module(Unpickler)
+fast_pickle_module = _make_pickle_module(FastUnpickler)
+
+
+def _module():
+    return fast_pickle_module if _STATE.fast and not _STATE.opcodes else pickle_module
 _joblib_unpickler = None
 
 
@@ -575,9 +638,9 @@ def _torch_load(path):
     # when weights_only is False (it rebinds it to the module-global
     # `pickle`), so the global is swapped for the duration of the load too.
     saved = ser.pickle
-    ser.pickle = pickle_module
+    ser.pickle = mod = _module()
     try:
-        return torch.load(path, map_location='cpu', pickle_module=pickle_module)
+        return torch.load(path, map_location='cpu', pickle_module=mod)
     finally:
         ser.pickle = saved
 
@@ -599,7 +662,7 @@ def _numpy_load(path):
     import numpy.lib.format as fmt
     import numpy.lib.npyio as npyio
     saved = fmt.pickle, npyio.pickle
-    fmt.pickle = npyio.pickle = pickle_module
+    fmt.pickle = npyio.pickle = _module()
     try:
         obj = numpy.load(path, allow_pickle=True)
         if isinstance(obj, npyio.NpzFile):
@@ -627,13 +690,14 @@ LOADERS = {
 }
 
 
-def run(path, loader, opcodes, lazy_threshold):
+def run(path, loader, opcodes, lazy_threshold, fast=False):
     """Loads `path` with `loader`. Returns (ok, type_name, is_stub,
     error_type, error_message); never raises for load failures."""
     fn = LOADERS.get(loader)
     if fn is None:
         raise ValueError('unknown loader %r' % (loader,))
     _STATE.opcodes = bool(opcodes)
+    _STATE.fast = bool(fast)
     _STATE.lazy_threshold = lazy_threshold if loader == 'torch.load' else -1
     _STATE.member = ''
     obj = None
@@ -647,6 +711,7 @@ def run(path, loader, opcodes, lazy_threshold):
     finally:
         _dh.set_recording(False)  # noqa: F821
         _STATE.opcodes = False
+        _STATE.fast = False
         _STATE.lazy_threshold = -1
     if not ok:
         try:

@@ -42,6 +42,9 @@ stdlib_obj = {'od': collections.OrderedDict(a=1, b=[1, 2.5, 'x']),
 for proto in range(6):
     with open(P('plain_p%d.pkl' % proto), 'wb') as f:
         pickle.dump(stdlib_obj, f, protocol=proto)
+# Opcode-heavy (about 700k opcodes) for throughput measurements.
+with open(P('many_ops.pkl'), 'wb') as f:
+    pickle.dump([{'a': i, 'b': str(i), 'c': (i, 1.5)} for i in range(50000)], f, protocol=4)
 # INST and OBJ opcodes (protocol 0/1 class instantiation), hand-written.
 with open(P('inst.pkl'), 'wb') as f:
     f.write(b"(S'1/3'\nifractions\nFraction\np0\n.")
@@ -88,6 +91,8 @@ cases = [('plain_p%d.pkl' % i, 'pickle.load') for i in range(6)] + [
     ('model_z.joblib', 'joblib.load'), ('arr.npy', 'numpy.load'),
     ('obj.npy', 'numpy.load'), ('arrs.npz', 'numpy.load'),
     ('plain_p2.pkl', 'numpy.load'), ('plain_p4.pkl', 'torch.load')]
+# (missing_module.* are not here: the plain loaders raise ModuleNotFoundError
+# where dynahug deliberately substitutes stubs; see MissingModuleResolvesToStub.)
 with open(P('reference.tsv'), 'w') as ref:
     for name, loader in cases:
         try:

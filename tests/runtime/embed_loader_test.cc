@@ -113,16 +113,21 @@ TEST(EmbedLoaderTest, SameResultTypeAsPlainLoaderInSeparateProcess) {
     std::string name = line.substr(0, t1);
     std::string loader = line.substr(t1 + 1, t2 - t1 - 1);
     std::string want = line.substr(t2 + 1);
+    for (bool record_calls : {true, false}) {
     hooks::MemoryEventSink sink;
-    LoadResult r = MustLoad(name, loader, sink);
+    LoadOptions options;
+    options.record_calls = record_calls;
+    LoadResult r = MustLoad(name, loader, sink, options);
     std::string got = r.loaded ? r.loaded_type : "!" + r.error_type;
     EXPECT_EQ(got, want) << name << " via " << loader << ": "
-                         << r.error_message;
+                         << r.error_message << " record_calls=" << record_calls;
+    EXPECT_EQ(Find(sink, Event::INTEGRITY, "loader.recording.tampered"), nullptr);
     bool opened_model = false;
     for (const Event* e : OfKind(sink, Event::AUDIT)) {
       opened_model |= e->name() == "open" && Arg(*e, "path") == "model-file";
     }
     EXPECT_TRUE(opened_model) << name << " via " << loader;
+    }
   }
 }
 
@@ -211,6 +216,8 @@ TEST(EmbedLoaderTest, LargeStoragesStayLazy) {
   lazy.lazy_storage_bytes = 1 << 20;
   LoadOptions full;
   full.lazy_storage_bytes = -1;
+  hooks::MemoryEventSink warm;
+  MustLoad("state_dict.pt", "torch.load", warm);  // torch imported, warm
   LoadResult a = MustLoad("big.pt", "torch.load", lazy_sink, lazy);
   LoadResult b = MustLoad("big.pt", "torch.load", full_sink, full);
   ASSERT_TRUE(a.loaded && b.loaded);
@@ -319,6 +326,56 @@ TEST(EmbedLoaderTest, MeasureSmallFileLatency) {
     }
     printf("%-14s %-12s mean %.2f ms/load (%zu events)\n", file.c_str(),
            loader.c_str(), total / kRuns, events);
+  }
+}
+
+}  // namespace
+}  // namespace dynahug::runtime
+
+namespace dynahug::runtime {
+namespace {
+
+TEST(EmbedLoaderFastTest, CUnpicklerRecordsGlobalsAndPersistentIdsOnly) {
+  // As in the zygote, torch is imported before the measured load (otherwise
+  // the bounded profile fills up with torch's import-time calls).
+  hooks::MemoryEventSink warm;
+  MustLoad("state_dict.pt", "torch.load", warm);
+  hooks::MemoryEventSink sink;
+  LoadOptions o;
+  o.record_calls = false;
+  LoadResult r = MustLoad("state_dict.pt", "torch.load", sink, o);
+  ASSERT_TRUE(r.loaded);
+  const Event* g = Find(sink, Event::GLOBAL, "torch._utils._rebuild_tensor_v2");
+  ASSERT_NE(g, nullptr);
+  EXPECT_FALSE(g->has_pickle_offset());
+  EXPECT_NE(Find(sink, Event::PICKLE_CALL, "persistent_load"), nullptr);
+  EXPECT_EQ(Find(sink, Event::PICKLE_CALL, "torch._utils._rebuild_tensor_v2"),
+            nullptr);
+  // The profiler still sees the rebuild calls made by the C unpickler.
+  bool profiled = false;
+  for (const Event* e : OfKind(sink, Event::PYTHON_CALL)) {
+    profiled |= e->name() == "torch._utils._rebuild_tensor_v2";
+  }
+  EXPECT_TRUE(profiled);
+  hooks::MemoryEventSink stub_sink;
+  LoadResult s = MustLoad("missing_module.pkl", "pickle.load", stub_sink, o);
+  ASSERT_TRUE(s.loaded);
+  const Event* stub = Find(stub_sink, Event::GLOBAL,
+                           "transformers.training_args.TrainingArguments");
+  ASSERT_NE(stub, nullptr);
+  EXPECT_EQ(Arg(*stub, "resolved"), "stub");
+}
+
+TEST(EmbedLoaderFastTest, MeasureOpcodeHeavyPickle) {
+  for (bool record_calls : {true, false}) {
+    hooks::MemoryEventSink sink;
+    LoadOptions o;
+    o.record_calls = record_calls;
+    o.profile_calls = false;
+    LoadResult r = MustLoad("many_ops.pkl", "pickle.load", sink, o);
+    ASSERT_TRUE(r.loaded);
+    printf("many_ops.pkl (700k opcodes) record_calls=%d: %.1f ms, %zu events\n",
+           record_calls, r.load_ms, sink.events().size());
   }
 }
 
