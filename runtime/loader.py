@@ -80,7 +80,7 @@ def _summary(v):
         return repr(v) if -(1 << 63) <= v < (1 << 63) else 'int[%d bits]' % v.bit_length()
     if t is tuple or t is list or t is dict or t is set or t is frozenset:
         return '%s[%d]' % (t.__name__, len(v))
-    if t is type or isinstance(v, type):
+    if issubclass(t, type):
         return 'type:' + _tname(v)
     if t is types.FunctionType or t is types.BuiltinFunctionType:
         return 'function:%s.%s' % (getattr(v, '__module__', '?'),
@@ -142,7 +142,7 @@ def _stub(module, name):
 
 
 def _is_stub(obj):
-    return isinstance(obj, type) and issubclass(obj, _StubBase)
+    return issubclass(type(obj), type) and issubclass(obj, _StubBase)
 
 
 # --- position tracking and opcode stepping ----------------------------------
@@ -210,7 +210,7 @@ def _callee_name(self, f):
     e = self._dh_names.get(_ident(f))
     if e is not None and e[1] is f:
         return e[0], e[2]
-    if isinstance(f, type):
+    if issubclass(type(f), type):
         return _tname(f), _is_stub(f)
     t = type(f)
     if t is types.FunctionType or t is types.BuiltinFunctionType:

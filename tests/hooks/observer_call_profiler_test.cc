@@ -111,3 +111,34 @@ TEST(ObserverCallProfilerTest, ExcludedFilenameIsTransparent) {
 
 }  // namespace
 }  // namespace dynahug::hooks
+
+namespace dynahug::hooks {
+namespace {
+
+TEST(ObserverCallProfilerThreadsTest, ThreadsStartedWhileProfilingAreProfiled) {
+  runtime::Interpreter& py = SharedInterpreter();
+  ASSERT_TRUE(py.Exec("import sys, threading\n"
+                      "m = type(sys)('dhprof3')\n"
+                      "exec('def work():\\n    for i in range(5):\\n        leaf()\\n"
+                      "def leaf():\\n    return 0\\n', m.__dict__)\n"
+                      "sys.modules['dhprof3'] = m\n").ok());
+  CallProfiler prof;
+  ASSERT_TRUE(prof.Start().ok());
+  ASSERT_TRUE(py.Exec("import threading, dhprof3\n"
+                      "t = threading.Thread(target=dhprof3.work)\n"
+                      "t.start()\nt.join()\n").ok());
+  EXPECT_TRUE(prof.Stop());
+  MemoryEventSink sink;
+  prof.EmitTo(sink);
+  auto edges = Edges(sink);
+  EXPECT_EQ((edges[{"dhprof3.work", "dhprof3.leaf"}]), 5u);
+  // Threads started after Stop are not profiled.
+  uint64_t total = prof.total_calls();
+  ASSERT_TRUE(py.Exec("import threading, dhprof3\n"
+                      "t = threading.Thread(target=dhprof3.work)\n"
+                      "t.start()\nt.join()\n").ok());
+  EXPECT_EQ(prof.total_calls(), total);
+}
+
+}  // namespace
+}  // namespace dynahug::hooks

@@ -5,7 +5,7 @@
 dynahug_add_gtest(observer_event_sink_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/observer_event_sink_test.cc
   LIBS dynahug::observers)
-foreach(t audit_hook call_profiler integrity_diff)
+foreach(t audit_hook call_profiler integrity_diff unpickler_hooks)
   dynahug_add_gtest(observer_${t}_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/observer_${t}_test.cc
     LIBS dynahug::embed)
