@@ -137,6 +137,26 @@ TEST(EmbedInterpreterDeathTest, BadStdlibPathFailsCleanly) {
       ::testing::ExitedWithCode(3), "Py_InitializeFromConfig");
 }
 
+TEST(EmbedInterpreterDeathTest, MovedGuardFinalizesOnce) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        absl::StatusOr<Interpreter> r = Interpreter::Create();
+        if (!r.ok()) std::_Exit(2);
+        Interpreter moved = std::move(*r);
+        if (r->active() || !moved.active()) std::_Exit(3);
+        if (!moved.Preimport({"json"}).ok()) std::_Exit(4);
+        { Interpreter sink = std::move(moved); }  // finalizes here
+        if (Py_IsInitialized()) std::_Exit(5);
+        // Re-initialising in the same process is refused.
+        std::_Exit(Interpreter::Create().status().code() ==
+                           absl::StatusCode::kFailedPrecondition
+                       ? 0
+                       : 6);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
 // Measurements for the zygote design; printed and recorded as properties.
 TEST(EmbedInterpreterTest, MeasureInitTorchImportAndForkFloor) {
   Interpreter& py = SharedInterpreter();
