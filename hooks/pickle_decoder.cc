@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <unordered_map>
@@ -423,6 +424,49 @@ struct ObjectRec {
 };
 
 // ---------------------------------------------------------------------------
+// A stack of trivially copyable T whose hot operations are always inlined
+// (std::vector's push_back/resize are not, at -O2, in the decoder's large
+// loop). Only ever shrinks through resize().
+template <typename T>
+class RawStack {
+ public:
+  RawStack() = default;
+  RawStack(const RawStack&) = delete;
+  RawStack& operator=(const RawStack&) = delete;
+  ~RawStack() { std::free(data_); }
+
+  [[gnu::always_inline]] size_t size() const { return size_; }
+  [[gnu::always_inline]] bool empty() const { return size_ == 0; }
+  [[gnu::always_inline]] T& back() { return data_[size_ - 1]; }
+  [[gnu::always_inline]] const T& back() const { return data_[size_ - 1]; }
+  [[gnu::always_inline]] T& operator[](size_t i) { return data_[i]; }
+  [[gnu::always_inline]] const T& operator[](size_t i) const {
+    return data_[i];
+  }
+  [[gnu::always_inline]] const T* begin() const { return data_; }
+  [[gnu::always_inline]] const T* end() const { return data_ + size_; }
+  [[gnu::always_inline]] void pop_back() { --size_; }
+  [[gnu::always_inline]] void resize(size_t n) { size_ = n; }  // shrink only
+  [[gnu::always_inline]] void push_back(const T& v) {
+    if (size_ == capacity_) [[unlikely]] Grow();
+    data_[size_++] = v;
+  }
+
+ private:
+  [[gnu::noinline]] void Grow() {
+    const size_t cap = capacity_ == 0 ? 256 : capacity_ * 2;
+    void* p = std::realloc(data_, cap * sizeof(T));
+    if (p == nullptr) std::abort();  // out of memory, like std::vector
+    data_ = static_cast<T*>(p);
+    capacity_ = cap;
+  }
+
+  T* data_ = nullptr;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
+// ---------------------------------------------------------------------------
 // Memo: dense table for small indices, hash map for sparse huge ones. The
 // dense part never grows past 2 * entries + 4096 slots, so its size is
 // bounded by the number of PUTs actually present. A dense slot is 4 bytes:
@@ -433,7 +477,8 @@ class Memo {
  public:
   static constexpr uint32_t kKindTag = 0x80000000u;
 
-  void Put(uint64_t idx, const Value& v, bool keep_value) {
+  [[gnu::always_inline]] void Put(uint64_t idx, const Value& v,
+                                  bool keep_value) {
     const uint32_t slot = Encode(v, keep_value);
     if (idx < dense_.size()) {
       if (dense_[idx] == 0) ++count_;
@@ -507,11 +552,10 @@ class Decoder {
         base_(options.base_offset),
         out_(out) {
     out_->offset = base_;
-    stack_.reserve(64);
   }
 
   // Decodes until STOP, an error, or (max_ops != 0) max_ops opcodes.
-  template <bool kKeep>
+  template <bool kKeep, bool kLimited = false>
   void Run(uint64_t max_ops);
 
  private:
@@ -542,16 +586,27 @@ class Decoder {
     return static_cast<unsigned long long>(v);
   }
 
-  bool Need(size_t op_pos, uint8_t code, size_t bytes) {
-    if (n_ - pos_ >= bytes) return true;
+  [[gnu::always_inline]] bool Need(size_t op_pos, uint8_t code,
+                                   size_t bytes) {
+    if (n_ - pos_ >= bytes) [[likely]] return true;
+    return NeedFail(op_pos, code, bytes);
+  }
+  [[gnu::noinline, gnu::cold]] bool NeedFail(size_t op_pos, uint8_t code,
+                                             size_t bytes) {
     Failf(op_pos,
           "%s argument at offset %llu is truncated (needs %zu bytes, %zu "
           "remain)",
           CName(code), U(Abs(op_pos)), bytes, n_ - pos_);
     return false;
   }
-  bool NeedLength(size_t op_pos, uint8_t code, uint64_t len) {
-    if (len <= n_ - pos_) return true;
+  [[gnu::always_inline]] bool NeedLength(size_t op_pos, uint8_t code,
+                                         uint64_t len) {
+    if (len <= n_ - pos_) [[likely]] return true;
+    return NeedLengthFail(op_pos, code, len);
+  }
+  [[gnu::noinline, gnu::cold]] bool NeedLengthFail(size_t op_pos,
+                                                   uint8_t code,
+                                                   uint64_t len) {
     Failf(op_pos,
           "%s length %llu at offset %llu runs past end of stream (size %llu)",
           CName(code), U(len), U(Abs(op_pos)), U(Abs(n_)));
@@ -574,20 +629,28 @@ class Decoder {
   // Stack helpers. The stack is segmented by marks: like CPython's
   // unpickler, an opcode cannot reach items below the topmost MARK.
   size_t Avail() const { return stack_.size() - fence_; }
-  bool NeedStack(size_t op_pos, uint8_t code, size_t k) {
-    if (Avail() >= k) return true;
+  [[gnu::always_inline]] bool NeedStack(size_t op_pos, uint8_t code,
+                                        size_t k) {
+    if (Avail() >= k) [[likely]] return true;
+    return NeedStackFail(op_pos, code, k);
+  }
+  [[gnu::noinline, gnu::cold]] bool NeedStackFail(size_t op_pos,
+                                                  uint8_t code, size_t k) {
     Failf(op_pos,
           "stack underflow: %s at offset %llu needs %zu item%s above the "
           "mark, found %zu",
           CName(code), U(Abs(op_pos)), k, k == 1 ? "" : "s", Avail());
     return false;
   }
-  void Push(const Value& v) {
-    stack_.push_back(v);
+  // The maximum depth (values + marks) is only sampled where the depth is
+  // about to drop (and at the end), which is where its peaks are: cheaper
+  // than a compare on every push.
+  [[gnu::always_inline]] void NoteDepth() {
     const size_t depth = stack_.size() + marks_.size();
-    if (depth > max_depth_) max_depth_ = depth;
+    max_depth_ = depth > max_depth_ ? depth : max_depth_;
   }
-  void PushKind(VKind k) {
+  [[gnu::always_inline]] void Push(const Value& v) { stack_.push_back(v); }
+  [[gnu::always_inline]] void PushKind(VKind k) {
     Value v;
     v.kind = k;
     Push(v);
@@ -600,6 +663,7 @@ class Decoder {
       return false;
     }
     *mark = marks_.back();
+    NoteDepth();
     marks_.pop_back();
     fence_ = marks_.empty() ? 0 : marks_.back();
     return true;
@@ -804,8 +868,8 @@ class Decoder {
   uint64_t base_;
   PickleStream* out_;
 
-  std::vector<Value> stack_;
-  std::vector<size_t> marks_;
+  RawStack<Value> stack_;
+  RawStack<size_t> marks_;
   size_t fence_ = 0;
   size_t max_depth_ = 0;
   Memo memo_;
@@ -997,6 +1061,7 @@ bool Decoder::DecodeNewlineArg(size_t op_pos, uint8_t code, DecodedOp* rec) {
                           GlobalReference::Source::kInline);
       if (code == static_cast<uint8_t>(Opcode::kInst)) {
         const Value args = MakeTuple(mark);
+        NoteDepth();
         stack_.resize(mark);
         Push(MakeObject(ClassSpecial(g), args));
         ++out_->stats.call_count;
@@ -1177,7 +1242,7 @@ bool Decoder::JoblibArray(size_t op_pos, const Value& state) {
   return true;
 }
 
-template <bool kKeep>
+template <bool kKeep, bool kLimited>
 void Decoder::Run(uint64_t max_ops) {
   PickleStats& stats = out_->stats;
   // A local histogram: nothing else can alias it, so it stays cheap to
@@ -1187,7 +1252,9 @@ void Decoder::Run(uint64_t max_ops) {
   uint64_t budget = max_ops == 0 ? std::numeric_limits<uint64_t>::max()
                                  : max_ops;
   while (true) {
-    if (budget == 0) break;
+    if constexpr (kLimited) {
+      if (budget == 0) break;
+    }
     if (pos_ >= n_) {
       Failf(pos_, "stream ends at offset %llu without STOP", U(Abs(pos_)));
       break;
@@ -1425,6 +1492,7 @@ void Decoder::Run(uint64_t max_ops) {
         if (!(ok = NeedStack(op_pos, code, k))) break;
         const size_t from = stack_.size() - k;
         const Value t = MakeTuple(from);
+        NoteDepth();
         stack_.resize(from);
         Push(t);
         break;
@@ -1433,9 +1501,6 @@ void Decoder::Run(uint64_t max_ops) {
       case Opcode::kList:
       case Opcode::kDict:
       case Opcode::kFrozenset: {
-        if (max_depth_ < stack_.size() + marks_.size()) {
-          max_depth_ = stack_.size() + marks_.size();
-        }
         size_t mark;
         if (!(ok = PopMark(op_pos, code, &mark))) break;
         Value v;
@@ -1456,18 +1521,21 @@ void Decoder::Run(uint64_t max_ops) {
                        ? VKind::kList
                        : VKind::kFrozenSet;
         }
+        NoteDepth();
         stack_.resize(mark);
         Push(v);
         break;
       }
       case Opcode::kAppend:
         if (!(ok = NeedStack(op_pos, code, 2))) break;
+        NoteDepth();
         stack_.pop_back();
         break;
       case Opcode::kSetitem: {
         if (!(ok = NeedStack(op_pos, code, 3))) break;
         const size_t from = stack_.size() - 2;
         DictAdd(stack_[from - 1], from);
+        NoteDepth();
         stack_.resize(from);
         break;
       }
@@ -1495,6 +1563,7 @@ void Decoder::Run(uint64_t max_ops) {
           }
           DictAdd(stack_[mark - 1], mark);
         }
+        NoteDepth();
         stack_.resize(mark);
         break;
       }
@@ -1502,22 +1571,22 @@ void Decoder::Run(uint64_t max_ops) {
       case Opcode::kMark:
         marks_.push_back(stack_.size());
         fence_ = stack_.size();
-        if (stack_.size() + marks_.size() > max_depth_) {
-          max_depth_ = stack_.size() + marks_.size();
-        }
         break;
       case Opcode::kPop:
         if (!marks_.empty() && marks_.back() == stack_.size()) {
+          NoteDepth();
           marks_.pop_back();
           fence_ = marks_.empty() ? 0 : marks_.back();
         } else {
           if (!(ok = NeedStack(op_pos, code, 1))) break;
+          NoteDepth();
           stack_.pop_back();
         }
         break;
       case Opcode::kPopMark: {
         size_t mark;
         if (!(ok = PopMark(op_pos, code, &mark))) break;
+        NoteDepth();
         stack_.resize(mark);
         break;
       }
@@ -1605,6 +1674,7 @@ void Decoder::Run(uint64_t max_ops) {
         }
         const Value g =
             AddGlobal(std::move(module), std::move(name), op_pos, code, source);
+        NoteDepth();
         stack_.resize(stack_.size() - 2);
         Push(g);
         break;
@@ -1649,6 +1719,7 @@ void Decoder::Run(uint64_t max_ops) {
           const Value* cls = TupleItem(args, 0);
           special = cls ? ClassSpecial(*cls) : kSpecialNone;
         }
+        NoteDepth();
         stack_.resize(stack_.size() - 2);
         Push(MakeObject(special, args));
         ++stats.call_count;
@@ -1660,15 +1731,13 @@ void Decoder::Run(uint64_t max_ops) {
         if (!(ok = NeedStack(op_pos, code, k))) break;
         const Value cls = stack_[stack_.size() - k];
         const Value args = stack_[stack_.size() - k + 1];
+        NoteDepth();
         stack_.resize(stack_.size() - k);
         Push(MakeObject(ClassSpecial(cls), args));
         ++stats.call_count;
         break;
       }
       case Opcode::kObj: {
-        if (max_depth_ < stack_.size() + marks_.size()) {
-          max_depth_ = stack_.size() + marks_.size();
-        }
         size_t mark;
         if (!(ok = PopMark(op_pos, code, &mark))) break;
         if (stack_.size() - mark < 1) {
@@ -1680,6 +1749,7 @@ void Decoder::Run(uint64_t max_ops) {
         }
         const Value cls = stack_[mark];
         const Value args = MakeTuple(mark + 1);
+        NoteDepth();
         stack_.resize(mark);
         Push(MakeObject(ClassSpecial(cls), args));
         ++stats.call_count;
@@ -1688,6 +1758,7 @@ void Decoder::Run(uint64_t max_ops) {
       case Opcode::kBuild: {
         if (!(ok = NeedStack(op_pos, code, 2))) break;
         const Value state = stack_.back();
+        NoteDepth();
         stack_.pop_back();
         const Value& obj = stack_.back();
         ++stats.call_count;
@@ -1805,7 +1876,7 @@ bool LooksLikePickle(std::span<const uint8_t> data) {
   DecodeOptions options;
   options.joblib_arrays = false;
   Decoder decoder(data, options, &out);
-  decoder.Run<false>(1);
+  decoder.Run<false, true>(1);
   return !out.error.has_value() && out.stats.opcode_count == 1;
 }
 
