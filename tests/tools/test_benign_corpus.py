@@ -366,12 +366,17 @@ class PlanCounts(unittest.TestCase):
         self.assertNotEqual(benign.plan(False, 7), benign.plan(False, 8))
 
     def test_full_plan_split_proportions(self):
-        groups = {f"benign/{t['cluster']}/{t['key']}" for t in benign.plan(False, 0)}
+        groups = {f"benign/{t['key']}" for t in benign.plan(False, 0)}
         c = collections.Counter(common.assign_split(g, "benign") for g in groups)
         n = sum(c.values())
         self.assertAlmostEqual(c["train"] / n, 0.6, delta=0.08)
         self.assertAlmostEqual(c["val"] / n, 0.2, delta=0.06)
         self.assertAlmostEqual(c["test"] / n, 0.2, delta=0.06)
+        # every cluster can be trained, tuned and evaluated
+        per = collections.defaultdict(set)
+        for t in benign.plan(False, 0):
+            per[t["cluster"]].add(common.assign_split(f"benign/{t['key']}", "benign"))
+        self.assertTrue(all(s == {"train", "val", "test"} for s in per.values()), per)
 
     def test_small_plan_covers_every_cluster_and_generator(self):
         small = benign.plan(True, 0)
@@ -387,11 +392,44 @@ class PlanCounts(unittest.TestCase):
         sk = [k for k, (_, lib) in benign_classic.ESTIMATORS.items() if lib == "sklearn"]
         self.assertGreaterEqual(len(sk), 15)
 
+    def test_classic_serializations_have_distinct_files(self):
+        for small in (True, False):
+            for t in benign.plan(small, 0):
+                if t["gen"] == "classic":
+                    sfx = [s["suffix"] for s in t["params"]["serializations"]]
+                    self.assertEqual(len(sfx), len(set(sfx)), t["key"])
+
     def test_batches_partition_the_plan(self):
         tasks = benign.plan(False, 0)
         batches = benign.make_batches(tasks)
         self.assertEqual([t for b in batches for t in b], tasks)
         self.assertTrue(all(len({t["gen"] for t in b}) == 1 for b in batches))
+
+
+class FullBenignCorpus(unittest.TestCase):
+    """Generates the full benign corpus once: the plan's counts are real and
+    the whole run stays inside the 5-minute budget."""
+
+    FULL_LIMIT_S = 300.0
+
+    def test_full_generation(self):
+        with tempfile.TemporaryDirectory(prefix="dynahug-corpus-full-") as d:
+            out = pathlib.Path(d)
+            proc, secs = run_generate(out, "--only", "benign")
+            print(f"\n[corpus] full --only benign: {secs:.1f}s", file=sys.stderr)
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            self.assertLess(secs, self.FULL_LIMIT_S)
+            m = json.loads((out / "manifest.json").read_text())
+            self.assertIs(m["small"], False)
+            files = m["files"]
+            planned = benign.plan(False, 0)
+            self.assertEqual(len(files), sum(t["n_files"] for t in planned))
+            self.assertGreaterEqual(len(files), 600)
+            self.assertEqual({e["cluster"] for e in files}, set(benign.CLUSTERS))
+            self.assertEqual(common.check_groups(files), [])
+            for e in files:
+                self.assertEqual(common.validate_entry(e), [], e["path"])
+                self.assertEqual((out / e["path"]).stat().st_size, e["size"])
 
 
 class CommonHelpers(unittest.TestCase):

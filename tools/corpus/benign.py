@@ -206,7 +206,7 @@ def plan_checkpoint(small: bool, r: random.Random) -> list[dict]:
 
 
 def plan_classic(small: bool, r: random.Random) -> list[dict]:
-    from benign_classic import ESTIMATORS, SERIALIZATIONS
+    from benign_classic import ESTIMATORS, N_PLAIN_SERIALIZATIONS, SERIALIZATIONS
     tasks = []
     n_ser = len(SERIALIZATIONS)
     k = 0
@@ -215,9 +215,16 @@ def plan_classic(small: bool, r: random.Random) -> list[dict]:
             if small:
                 sers = [SERIALIZATIONS[ei % n_ser]]
             else:
-                count = 2 + (ei + v) % 2
-                sers = [SERIALIZATIONS[(k + j * 7) % n_ser] for j in range(count)]
-                k += count
+                # One plain save (pickle p2/p4/p5 or uncompressed joblib: what
+                # most hubs serve) plus one or two compressed joblib saves.
+                sers = [SERIALIZATIONS[(ei + v) % N_PLAIN_SERIALIZATIONS]]
+                n_comp = n_ser - N_PLAIN_SERIALIZATIONS  # 5 compressors x 3 levels
+                for _ in range(1 + (ei + v) % 2):
+                    # stride 3 so consecutive picks use different compressors
+                    # (hence different file suffixes); all 15 are covered
+                    sers.append(SERIALIZATIONS[N_PLAIN_SERIALIZATIONS +
+                                               (3 * k + k // 5) % n_comp])
+                    k += 1
             params = {"estimator": est, "variant": v, "n_samples": r.choice([60, 120, 200]),
                       "n_features": r.choice([4, 6, 8, 12]), "wrap": (ei + v) % 5 == 4,
                       "serializations": sers, "name": f"{est}-v{v}"}

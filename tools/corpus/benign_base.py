@@ -40,7 +40,7 @@ class Ctx:
         self.cluster = task["cluster"]
         self.params = dict(task["params"])
         self.seed = common.task_seed(seed, task["key"])
-        self.group = f"benign/{self.cluster}/{task['key']}"
+        self.group = f"benign/{task['key']}"  # benign/<cluster>/<name>
         self.entries: list[dict] = []
         self.rng = random.Random(self.seed)
         seed_all(self.seed)

@@ -59,7 +59,8 @@ ESTIMATORS: dict[str, tuple[str, str]] = {
     "xgb-booster": ("clf", "xgboost"),
 }
 
-# (writer, option) serialisations; file suffixes follow common practice.
+# (writer, option) serialisations; file suffixes follow common practice.  The
+# first N_PLAIN_SERIALIZATIONS are uncompressed.
 SERIALIZATIONS: list[dict] = (
     [{"via": "pickle", "protocol": p, "suffix": ".pkl"} for p in (2, 4, 5)]
     + [{"via": "joblib", "compress": None, "suffix": ".joblib"}]
@@ -68,6 +69,8 @@ SERIALIZATIONS: list[dict] = (
                       ("xz", ".joblib.xz"), ("lzma", ".joblib.lzma"))
        for lvl in (1, 3, 9)]
 )
+
+N_PLAIN_SERIALIZATIONS = 4
 
 _WORDS = ("model data train loss layer token graph learn vector matrix tensor "
           "feature label batch epoch sample weight bias gradient kernel tree forest "
