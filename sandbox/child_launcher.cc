@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -367,8 +368,10 @@ void SetLimit(int resource, rlim_t soft, rlim_t hard, const char* what) {
   ChildCheck(setrlimit(resource, &limit) == 0, what);
 }
 
-void DropCapabilities() {
-  // Bounding set first (needs CAP_SETPCAP), then securebits, then the sets.
+// Drops every capability and, with `run_as`, switches to that uid/gid.
+void DropPrivileges(const std::optional<RunAs>& run_as, pid_t parent_pid) {
+  // Bounding set first (needs CAP_SETPCAP), then securebits, then the
+  // identity (needs CAP_SETUID/CAP_SETGID), then the capability sets.
   for (int cap = 0; cap <= 63; ++cap) {
     if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
       ChildFail("prctl(PR_CAPBSET_DROP)", errno);
@@ -383,6 +386,17 @@ void DropCapabilities() {
                        SECBIT_KEEP_CAPS_LOCKED,
                    0, 0, 0) == 0,
              "prctl(PR_SET_SECUREBITS)");
+  if (run_as) {
+    ChildCheck(setgroups(0, nullptr) == 0, "setgroups(0)");
+    ChildCheck(setresgid(run_as->gid, run_as->gid, run_as->gid) == 0,
+               "setresgid");
+    ChildCheck(setresuid(run_as->uid, run_as->uid, run_as->uid) == 0,
+               "setresuid");
+    // A credential change clears the parent-death signal: arm it again.
+    ChildCheck(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0,
+               "prctl(PR_SET_PDEATHSIG)");
+    if (getppid() != parent_pid) _exit(kExitSetupFailed);
+  }
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
   ChildCheck(syscall(SYS_capset, &header, data) == 0, "capset");
@@ -499,9 +513,11 @@ namespace {
     ChildCheck(syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &attr,
                        sizeof attr) == 0,
                "mount_setattr(/, AT_RECURSIVE, MOUNT_ATTR_RDONLY)");
-    char options[64];
-    snprintf(options, sizeof options, "size=%llu,mode=0700",
-             static_cast<unsigned long long>(policy.limits.scratch_bytes));
+    char options[96];
+    snprintf(options, sizeof options, "size=%llu,mode=0700,uid=%u,gid=%u",
+             static_cast<unsigned long long>(policy.limits.scratch_bytes),
+             policy.run_as ? policy.run_as->uid : 0u,
+             policy.run_as ? policy.run_as->gid : 0u);
     ChildCheck(mount("tmpfs", plan.scratch->c_str(), "tmpfs",
                      MS_NOSUID | MS_NODEV, options) == 0,
                "mount(tmpfs on scratch)");
@@ -544,7 +560,7 @@ namespace {
   }
   ChildCheck(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0,
              "prctl(PR_SET_DUMPABLE, 0)");
-  DropCapabilities();
+  DropPrivileges(policy.run_as, plan.parent_pid);
 
   g_child_status_word = plan.status_word;
   std::set_new_handler(ChildNewHandler);
@@ -711,6 +727,11 @@ absl::StatusOr<ChildResult> RunSandboxed(
 
   absl::StatusOr<ScratchDir> scratch = ScratchDir::Create(policy.scratch_parent);
   if (!scratch.ok()) return scratch.status();
+  if (policy.run_as &&
+      chown(scratch->path().c_str(), policy.run_as->uid, policy.run_as->gid) !=
+          0) {
+    return Errno(absl::StrCat("chown(", scratch->path(), ")"));
+  }
   UniqueFd landlock;
   if (use_landlock) {
     absl::StatusOr<UniqueFd> ruleset =

@@ -22,7 +22,8 @@
 //      original environment block the kernel exposes in /proc/self/environ
 //      is overwritten with the scrubbed one (zero-padded).
 //   7. PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE 0, all capabilities dropped
-//      (effective/permitted/inheritable, bounding set, ambient).
+//      (effective/permitted/inheritable, bounding set, ambient), securebits
+//      locked; with Policy::run_as, an unprivileged uid/gid.
 //   8. The seccomp filter (seccomp_policy.h), last, with a user-notification
 //      listener that the parent takes with pidfd_getfd() and supervises.
 // Any failure in 1-8 is a setup error: RunSandboxed returns a non-OK Status
@@ -49,6 +50,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -97,6 +99,12 @@ struct Identity {
   std::string shell = "/bin/bash";
 };
 
+// An unprivileged identity for the child.
+struct RunAs {
+  uid_t uid = 65534;  // nobody
+  gid_t gid = 65534;  // nogroup
+};
+
 struct Policy {
   Limits limits;
   FsIsolation fs_isolation = FsIsolation::kAuto;
@@ -109,6 +117,11 @@ struct Policy {
   // creates once (fast). true: each child unshares a new one (slower: about
   // 0.4 ms more per child here, plus asynchronous teardown work).
   bool fresh_network_namespace = false;
+  // Run the child under this uid/gid (supplementary groups cleared) instead
+  // of uid 0 without capabilities. Then it can read only what that identity
+  // can (the model file must be readable by it) and cannot signal or inspect
+  // any root process. The scratch directory is owned by it.
+  std::optional<RunAs> run_as;
   // Keep the parent's stderr on fd 2 (debugging); /dev/null otherwise.
   bool inherit_stderr = false;
 };

@@ -670,10 +670,15 @@ TEST_F(SandboxTest, ManyChildrenInARowLeakNothing) {
   EXPECT_EQ(errno, ECHILD);
 }
 
-TEST_F(SandboxTest, ChildDiesWithItsParent) {
+class ParentDeathTest : public SandboxTest,
+                        public ::testing::WithParamInterface<bool> {};
+
+TEST_P(ParentDeathTest, ChildDiesWithItsParent) {
   // A stand-in zygote runs a child that would sleep forever; when the
   // stand-in is SIGKILLed (no chance to clean up), PR_SET_PDEATHSIG must
   // kill the child. This process becomes the subreaper that inherits it.
+  // With run_as, the signal must survive the credential change.
+  const bool run_as = GetParam();
   ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
   int ready[2];
   ASSERT_EQ(pipe(ready), 0);
@@ -683,6 +688,7 @@ TEST_F(SandboxTest, ChildDiesWithItsParent) {
     close(ready[0]);
     Policy policy;
     policy.limits.wall_time = absl::Seconds(60);
+    if (run_as) policy.run_as = RunAs{};
     // The body cannot reach `ready` (descriptors are closed); the stand-in
     // signals readiness just before blocking in RunSandboxed.
     ssize_t ignored = write(ready[1], "x", 1);
@@ -713,10 +719,69 @@ TEST_F(SandboxTest, ChildDiesWithItsParent) {
       usleep(10 * 1000);
     }
   }
+  if (reaped == 0) {
+    // Failure: do not leave the escaped child running. It is ours now.
+    DIR* proc = opendir("/proc");
+    while (dirent* e = readdir(proc)) {
+      const pid_t pid = atoi(e->d_name);
+      if (pid <= 0) continue;
+      std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+      std::string line;
+      std::getline(stat, line);
+      const size_t paren = line.rfind(')');
+      if (paren == std::string::npos) continue;
+      std::istringstream fields(line.substr(paren + 2));
+      std::string state;
+      pid_t ppid = 0;
+      fields >> state >> ppid;
+      if (ppid == getpid()) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+    closedir(proc);
+  }
   prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
   ASSERT_EQ(reaped, 1) << "sandboxed child outlived its parent";
   EXPECT_TRUE(WIFSIGNALED(child_status));
   EXPECT_EQ(WTERMSIG(child_status), SIGKILL);
+}
+
+INSTANTIATE_TEST_SUITE_P(Identity, ParentDeathTest, ::testing::Bool(),
+                         [](const auto& info) {
+                           return std::string(info.param ? "RunAs" : "Root");
+                         });
+
+TEST_F(SandboxTest, RunAsUnprivilegedIdentity) {
+  // A root-only file: uid 0 without capabilities can still read it (owner
+  // permission); an unprivileged identity cannot.
+  const std::string secret = absl::StrCat("/tmp/dynahug-secret-", getpid());
+  {
+    std::ofstream out(secret);
+    out << "topsecret";
+  }
+  ASSERT_EQ(chmod(secret.c_str(), 0600), 0);
+  auto body = [&secret](ChildContext& ctx) {
+    Send(ctx, "uid", absl::StrCat(getuid(), ":", getgid()));
+    const int fd = open(secret.c_str(), O_RDONLY);
+    Send(ctx, "secret", fd >= 0 ? "readable" : ErrnoName(errno));
+    const int w = open("file", O_WRONLY | O_CREAT, 0600);
+    Send(ctx, "scratch_write", w >= 0 ? "ok" : ErrnoName(errno));
+    return 0;
+  };
+  const ChildResult as_root = Run(body);
+  EXPECT_EQ(Value(as_root, "uid"), "0:0");
+  EXPECT_EQ(Value(as_root, "secret"), "readable");
+  for (FsIsolation mode : {FsIsolation::kAuto, FsIsolation::kMountNamespace}) {
+    policy_.fs_isolation = mode;
+    policy_.run_as = RunAs{65534, 65534};
+    const ChildResult r = Run(body);
+    EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+    EXPECT_EQ(Value(r, "uid"), "65534:65534");
+    EXPECT_EQ(Value(r, "secret"), "EACCES");
+    EXPECT_EQ(Value(r, "scratch_write"), "ok");
+  }
+  unlink(secret.c_str());
 }
 
 // Filesystem confinement, in both modes.
