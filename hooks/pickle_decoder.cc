@@ -1251,16 +1251,21 @@ void Decoder::Run(uint64_t max_ops) {
   // max_ops is only used by LooksLikePickle; a huge limit otherwise.
   uint64_t budget = max_ops == 0 ? std::numeric_limits<uint64_t>::max()
                                  : max_ops;
+  // Locals: stores into the value stack may alias members of the same
+  // integer type, which would force reloads on every opcode.
+  const uint8_t* const data = d_;
+  const size_t end = n_;
   while (true) {
     if constexpr (kLimited) {
       if (budget == 0) break;
     }
-    if (pos_ >= n_) {
+    const size_t op_pos = pos_;
+    if (op_pos >= end) [[unlikely]] {
       Failf(pos_, "stream ends at offset %llu without STOP", U(Abs(pos_)));
       break;
     }
-    const size_t op_pos = pos_;
-    const uint8_t code = d_[pos_++];
+    const uint8_t code = data[op_pos];
+    pos_ = op_pos + 1;
     DecodedOp* rec = nullptr;
     if constexpr (kKeep) {
       rec = &out_->ops.emplace_back();
