@@ -139,7 +139,8 @@ class SmallBenignCorpus(unittest.TestCase):
 
     def test_container_variety(self):
         formats = {e["format"] for e in self.entries}
-        for fmt in ("raw-pickle", "torch-zip", "torchscript-zip", "torch-legacy", "joblib",
+        for fmt in ("raw-pickle", "torch-zip", "torchscript-zip", "torch-legacy",
+                    "torch-legacy-tar", "joblib",
                     "npy", "npz", "zip", "gzip", "bzip2", "xz", "lzma", "zlib"):
             self.assertIn(fmt, formats)
         libraries = {e["library"] for e in self.entries}

@@ -102,6 +102,7 @@ VISION_SAVE_PATTERNS = [
     [{"kind": "state_dict_legacy", "file": "weights.pth"},
      {"kind": "module_legacy", "file": "model_legacy.pt"}],
     [{"kind": "module", "file": "model.pt"}],
+    [{"kind": "state_dict_tar", "file": "model_best.pth.tar"}],
 ]
 VISION_ARCHS = ["resnet-basic", "resnet-bottleneck", "vgg", "mobilenet_v2",
                 "mobilenet_v3_small", "mobilenet_v3_large", "squeezenet", "shufflenet_v2",
@@ -119,7 +120,7 @@ def plan_vision(small: bool, r: random.Random) -> list[dict]:
             saves = VISION_SAVE_PATTERNS[pattern]
             if arch in NODE_ARCHS:
                 saves = [s for s in saves if s["kind"] in ("state_dict", "state_dict_legacy",
-                                                           "wrapped")] or \
+                                                           "state_dict_tar", "wrapped")] or \
                     [{"kind": "state_dict", "file": "model.pth"}]
             params = {"arch": arch, "width": 1 + (i + ai) % 3, "num_classes":
                       r.choice([2, 10, 10, 100]), "warm_bn": i % 2 == 0, "saves": saves,
@@ -182,7 +183,8 @@ def plan_checkpoint(small: bool, r: random.Random) -> list[dict]:
                   "size": 1 + r.randrange(3), "optimizer": optimizers[i % len(optimizers)],
                   "scheduler": schedulers[i % len(schedulers)],
                   "lr": r.choice([1e-3, 3e-4, 1e-4, 0.01, 0.1]), "steps": 2 + r.randrange(4),
-                  "rng": i % 2 == 0, "legacy": i % 4 == 3, "name": f"{style}-{i:02d}"}
+                  "rng": i % 2 == 0, "legacy": i % 4 == 3, "tar": i % 8 == 5,
+                  "name": f"{style}-{i:02d}"}
         tasks.append(_task("checkpoint", "checkpoint", params["name"], params, 1, cost=1.5))
     args_kinds = [("trainer", "torch"), ("seq2seq", "torch"), ("sft", "torch"),
                   ("trainer", "pickle")]

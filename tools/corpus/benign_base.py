@@ -155,6 +155,85 @@ def legacy_save(obj: Any, path: pathlib.Path, key_base: int = 94_180_000_000_000
                                 torch._utils._element_size(dtype))
 
 
+def legacy_tar_save(obj: Any, path: pathlib.Path, pickle_protocol: int = 2) -> None:
+    """Writes ``obj`` (a state dict or plain container of tensors) in the
+    oldest torch format: a tar with ``sys_info``, ``pickle``, ``tensors`` and
+    ``storages`` members, the layout ``torch.load``'s ``legacy_load`` still
+    reads (torch 1.13 no longer writes it).  Tensors are persistent ids
+    (string keys) into ``tensors``; each tensor record names its storage in
+    ``storages``, which holds raw data.  Member headers have fixed
+    timestamps and owners, so the bytes are reproducible.  Tensors must be
+    plain (not nn.Parameter); modules are not supported."""
+    import pickle
+    import struct
+    import tarfile
+    import torch
+    from torch import serialization as ser
+
+    storages: dict[int, tuple[int, Any, Any]] = {}   # cdata -> (key, storage, type)
+    tensors: list[tuple[int, int, Any, torch.Tensor]] = []
+    tensor_keys: dict[int, int] = {}
+
+    def persistent_id(o):
+        if isinstance(o, nn_parameter_type()):
+            raise TypeError("legacy_tar_save: nn.Parameter is not supported")
+        if isinstance(o, torch.Tensor):
+            if id(o) not in tensor_keys:
+                st = o.storage()
+                cdata = st._cdata
+                if cdata not in storages:
+                    storages[cdata] = (len(storages), st,
+                                       getattr(torch, st.pickle_storage_type()))
+                tensor_keys[id(o)] = len(tensors)
+                tensors.append((len(tensors), storages[cdata][0],
+                                getattr(torch, o.type().rsplit(".", 1)[-1]), o))
+            return str(tensor_keys[id(o)])
+        return None
+
+    def member(name: str, data: bytes, tf: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 0, 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tf.addfile(info, io.BytesIO(data))
+
+    body = io.BytesIO()
+    pickler = pickle.Pickler(body, protocol=pickle_protocol)
+    pickler.persistent_id = persistent_id
+    pickler.dump(obj)
+
+    st_buf = io.BytesIO()
+    pickle.dump(len(storages), st_buf, protocol=pickle_protocol)
+    for key, st, st_type in sorted(storages.values(), key=lambda v: v[0]):
+        pickle.dump((key, "cpu", st_type), st_buf, protocol=pickle_protocol)
+        st._storage._write_file(st_buf, False, True, st.element_size())
+    pickle.dump([], st_buf, protocol=pickle_protocol)  # no storage views
+
+    t_buf = io.BytesIO()
+    pickle.dump(len(tensors), t_buf, protocol=pickle_protocol)
+    for key, storage_key, ttype, t in tensors:
+        pickle.dump((key, storage_key, ttype), t_buf, protocol=pickle_protocol)
+        t_buf.write(struct.pack("<i", t.dim()) + b"\0\0\0\0")
+        t_buf.write(struct.pack(f"<{t.dim()}q", *t.size()))
+        t_buf.write(struct.pack(f"<{t.dim()}q", *t.stride()))
+        t_buf.write(struct.pack("<q", t.storage_offset()))
+
+    sys_info = dict(protocol_version=ser.PROTOCOL_VERSION,
+                    little_endian=sys.byteorder == "little",
+                    type_sizes=dict(short=ser.SHORT_SIZE, int=ser.INT_SIZE,
+                                    long=ser.LONG_SIZE))
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        member("sys_info", pickle.dumps(sys_info, protocol=pickle_protocol), tf)
+        member("pickle", body.getvalue(), tf)
+        member("tensors", t_buf.getvalue(), tf)
+        member("storages", st_buf.getvalue(), tf)
+
+
+def nn_parameter_type() -> type:
+    import torch.nn as nn
+    return nn.Parameter
+
+
 # --- fake third-party modules ----------------------------------------------
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from benign_base import Ctx, fake_modules, legacy_save, place
+from benign_base import Ctx, fake_modules, legacy_save, legacy_tar_save, place
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -434,6 +434,9 @@ def gen_vision(ctx: Ctx) -> None:
         elif kind == "state_dict_legacy":
             out = ctx.path(f"{name}/{save['file']}")
             legacy_save(m.state_dict(), out)
+        elif kind == "state_dict_tar":  # the pre-zip, pre-legacy-stream tar format
+            out = ctx.path(f"{name}/{save['file']}")
+            legacy_tar_save(m.state_dict(), out)
         elif kind == "wrapped":  # {'state_dict': ..., 'arch': ...} as hub repos ship
             out = ctx.path(f"{name}/{save['file']}")
             torch.save({"arch": p["arch"], "state_dict": m.state_dict(),
@@ -805,6 +808,8 @@ def gen_checkpoint(ctx: Ctx) -> None:
     out = ctx.path(f"{name}/{p['file']}")
     if p.get("legacy"):
         legacy_save(obj, out)
+    elif p.get("tar"):
+        legacy_tar_save(obj, out)
     else:
         torch.save(obj, out)
     ctx.emit(out, "torch")
