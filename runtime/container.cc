@@ -269,6 +269,10 @@ bool ContainerReader::IsPickleCandidate(std::span<const uint8_t> data,
                                         const hooks::PickleStream& first) {
   if (first.complete) return true;
   if (data.size() >= 2 && data[0] == 0x80 && data[1] <= 5) return true;
+  // A protocol-0/1 stream that breaks early is still a pickle when it got as
+  // far as resolving a global and calling something: the real unpickler has
+  // run that call before it fails (a payload before a broken stream).
+  if (!first.globals.empty() && first.stats.call_count > 0) return true;
   return first.stats.opcode_count >= 8;
 }
 

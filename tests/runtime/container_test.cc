@@ -198,6 +198,32 @@ TEST(ContainerTest, UnknownFormatsAreStatusErrors) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
 }
 
+// A protocol-0 stream that calls a global and then breaks after a few
+// opcodes is still a pickle (the unpickler ran the call before failing), not
+// an unknown format: its globals must be reported.
+TEST(ContainerTest, ShortBrokenProtocol0StreamWithCallIsAPickle) {
+  const std::string bytes =
+      std::string("cos\nsystem\n(X\x09\x00\x00\x00/bin/truetR", 28) +
+      std::string("X\xf0\xff\xff\xff" "dyna", 9);
+  auto file = AnalyzeBytes(
+      {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()},
+      "short.npy");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->root().format, Format::kRawPickle);
+  ASSERT_EQ(file->root().pickles.size(), 1u);
+  const auto& stream = file->root().pickles[0];
+  EXPECT_FALSE(stream.complete);
+  ASSERT_EQ(stream.globals.size(), 1u);
+  EXPECT_EQ(stream.globals[0].module, "os");
+  EXPECT_EQ(stream.globals[0].name, "system");
+  EXPECT_TRUE(file->HasErrors());
+  // Text that merely starts like a GLOBAL and makes no call stays unknown.
+  const std::string text = "class Foo:\n  pass\n  x = 1\n";
+  auto text_file = AnalyzeBytes(
+      {reinterpret_cast<const uint8_t*>(text.data()), text.size()}, "t.py");
+  EXPECT_FALSE(text_file.ok());
+}
+
 // Whatever Python's loader accepts, we analyse without errors.
 TEST(ContainerTest, AcceptsWhatPythonLoadersAccept) {
   ASSERT_FALSE(testing::FixtureDir().empty());
