@@ -67,7 +67,12 @@ struct DecodedOp {
   MemoEffect memo;
 };
 
-// A global the stream references.
+// A global the stream references. GLOBAL and INST are kInline; STACK_GLOBAL
+// is kStack when both operands are string literals on the stack, kMemo when
+// at least one came through GET/BINGET/LONG_BINGET, kUnknown when either is
+// not a known string (module and name are then empty). EXT1/EXT2/EXT4
+// (copyreg extension registry) are recorded as kUnknown with an empty module
+// and name "ext:<code>".
 struct GlobalReference {
   enum class Source : uint8_t { kInline, kStack, kMemo, kUnknown };
   std::string module;  // empty when Source::kUnknown
