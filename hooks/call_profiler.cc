@@ -28,8 +28,11 @@ PyMethodDef kBootstrapDef = {
 
 }  // namespace
 
-CallProfiler::CallProfiler(ProfilerLimits limits, std::string excluded_filename)
-    : limits_(limits), excluded_filename_(std::move(excluded_filename)) {}
+CallProfiler::CallProfiler(ProfilerLimits limits, std::string hidden_filename,
+                           std::vector<TransparentCode> transparent)
+    : limits_(limits),
+      hidden_filename_(std::move(hidden_filename)),
+      transparent_(std::move(transparent)) {}
 
 CallProfiler::~CallProfiler() {
   if (running_) Stop();
@@ -100,7 +103,15 @@ int CallProfiler::CodeIndex(PyCodeObject* code, PyFrameObject* frame) {
   if (functions_.size() >= limits_.max_functions) return -1;
   Function f;
   f.keep_alive = PyRef::Borrow(reinterpret_cast<PyObject*>(code));
-  f.excluded = Utf8(code->co_filename) == excluded_filename_;
+  const std::string filename = Utf8(code->co_filename);
+  const std::string qualname = Utf8(code->co_qualname);
+  f.hidden = filename == hidden_filename_;
+  for (const TransparentCode& t : transparent_) {
+    if (filename != t.filename) continue;
+    for (const std::string& prefix : t.qualname_prefixes) {
+      f.hidden |= qualname.starts_with(prefix);
+    }
+  }
   std::string module = "?";
   if (frame != nullptr) {
     PyRef globals(PyFrame_GetGlobals(frame));
@@ -109,7 +120,7 @@ int CallProfiler::CodeIndex(PyCodeObject* code, PyFrameObject* frame) {
       if (n != nullptr) module = Utf8(n);
     }
   }
-  f.name = absl::StrCat(module, ".", Utf8(code->co_qualname));
+  f.name = absl::StrCat(module, ".", qualname);
   int idx = static_cast<int>(functions_.size());
   functions_.push_back(std::move(f));
   index_.emplace(code, idx);
@@ -144,14 +155,14 @@ int CallProfiler::CFunctionIndex(PyObject* func) {
   return idx;
 }
 
-int CallProfiler::CallerIndex(PyFrameObject* frame) {
+int CallProfiler::VisibleCaller(PyFrameObject* frame) {
   PyRef current = PyRef::Borrow(reinterpret_cast<PyObject*>(frame));
-  for (int depth = 0; depth < 8 && current; ++depth) {
+  for (int depth = 0; depth < 32 && current; ++depth) {
     auto* f = reinterpret_cast<PyFrameObject*>(current.get());
     PyRef code(reinterpret_cast<PyObject*>(PyFrame_GetCode(f)));
     int idx = CodeIndex(reinterpret_cast<PyCodeObject*>(code.get()), f);
     if (idx < 0) return -1;
-    if (!functions_[idx].excluded) return idx;
+    if (!functions_[idx].hidden) return idx;
     current = PyRef(reinterpret_cast<PyObject*>(PyFrame_GetBack(f)));
   }
   return kRootCaller;
@@ -182,16 +193,19 @@ int CallProfiler::Callback(PyObject*, PyFrameObject* frame, int what,
     PyRef code(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
     int callee = self->CodeIndex(reinterpret_cast<PyCodeObject*>(code.get()),
                                  frame);
-    if (callee >= 0 && self->functions_[callee].excluded) return 0;
+    if (callee >= 0 && self->functions_[callee].hidden) return 0;
     PyRef back(reinterpret_cast<PyObject*>(PyFrame_GetBack(frame)));
-    int caller = back ? self->CallerIndex(
+    int caller = back ? self->VisibleCaller(
                             reinterpret_cast<PyFrameObject*>(back.get()))
                       : kRootCaller;
     self->Count(caller, callee);
   } else if (what == PyTrace_C_CALL) {
-    int callee = self->CFunctionIndex(arg);
-    if (callee < 0 && !PyCFunction_Check(arg)) return 0;
-    self->Count(self->CallerIndex(frame), callee);
+    if (!PyCFunction_Check(arg)) return 0;
+    PyRef code(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
+    int caller =
+        self->CodeIndex(reinterpret_cast<PyCodeObject*>(code.get()), frame);
+    if (caller >= 0 && self->functions_[caller].hidden) return 0;
+    self->Count(caller, self->CFunctionIndex(arg));
   }
   return 0;
 }

@@ -4,9 +4,17 @@
 //
 // Installed with PyEval_SetProfile on the calling thread and, through
 // threading.setprofile, on threads started during the load (CPython 3.11
-// has no all-threads API). Frames of code compiled from `excluded_filename`
-// (the loader's own code) are transparent: they are neither callees nor
-// callers (the nearest non-excluded frame is the caller).
+// has no all-threads API).
+//
+// Hidden code: functions compiled from `hidden_filename` (the loader's own
+// instrumentation) and functions matching `transparent` (the pure-Python
+// unpickler's machinery, so that profiles look the same whichever unpickler
+// ran) are never callees; C functions they call directly are not counted;
+// Python functions they call are counted with the nearest visible frame up
+// the stack as caller ("<root>" when there is none). E.g. a REDUCE in the
+// pure-Python unpickler that calls torch._utils._rebuild_tensor_v2 yields
+// the edge torch.serialization._load -> torch._utils._rebuild_tensor_v2,
+// as the C unpickler does.
 //
 // Bounded: at most max_functions distinct functions and max_edges edges are
 // tracked (calls beyond are counted in dropped_calls()); at most
@@ -38,10 +46,18 @@ struct ProfilerLimits {
   size_t max_emitted_edges = 2000;
 };
 
+// Code that is hidden because of where it comes from: co_filename equal to
+// `filename` and co_qualname starting with one of `qualname_prefixes`.
+struct TransparentCode {
+  std::string filename;
+  std::vector<std::string> qualname_prefixes;
+};
+
 class CallProfiler {
  public:
   explicit CallProfiler(ProfilerLimits limits = {},
-                        std::string excluded_filename = "<dynahug-loader>");
+                        std::string hidden_filename = "<dynahug-loader>",
+                        std::vector<TransparentCode> transparent = {});
   ~CallProfiler();  // Stops if still running.
   CallProfiler(const CallProfiler&) = delete;
   CallProfiler& operator=(const CallProfiler&) = delete;
@@ -66,7 +82,7 @@ class CallProfiler {
  private:
   struct Function {
     std::string name;
-    bool excluded = false;
+    bool hidden = false;
     runtime::PyRef keep_alive;  // the code object, so its address stays ours
   };
   static int Callback(PyObject* obj, PyFrameObject* frame, int what,
@@ -75,11 +91,15 @@ class CallProfiler {
   // Index into functions_ for a code object / C function, or -1 when full.
   int CodeIndex(PyCodeObject* code, PyFrameObject* frame);
   int CFunctionIndex(PyObject* func);
-  int CallerIndex(PyFrameObject* frame);
   void Count(int caller, int callee);
 
+  // Nearest visible caller of `frame` (inclusive), -1 when the table is
+  // full, kRoot when none.
+  int VisibleCaller(PyFrameObject* frame);
+
   ProfilerLimits limits_;
-  std::string excluded_filename_;
+  std::string hidden_filename_;
+  std::vector<TransparentCode> transparent_;
   bool running_ = false;
   absl::flat_hash_map<const void*, int> index_;
   std::vector<Function> functions_;

@@ -83,6 +83,12 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   }
   PyRef result(PyEval_EvalCode(code.get(), globals, globals));
   if (!result) return StatusFromPyErr("Loader::Create: run loader code");
+  // The pure-Python unpickler's own frames are transparent to the profiler.
+  PyRef pickle(PyImport_ImportModule("pickle"));
+  if (!pickle) return StatusFromPyErr("Loader::Create: import pickle");
+  PyRef file(PyObject_GetAttrString(pickle.get(), "__file__"));
+  if (!file) return StatusFromPyErr("Loader::Create: pickle.__file__");
+  loader.pickle_file_ = Utf8(file.get());
   loader.run_ = PyRef::Borrow(PyDict_GetItemString(globals, "run"));
   if (!loader.run_) {
     return absl::InternalError("Loader::Create: loader code defines no run()");
@@ -114,6 +120,14 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
   if (paths.model_path.empty()) paths.model_path = path;
 
   auto start = std::chrono::steady_clock::now();
+  // Member name for events of torch zips, found before observers start.
+  std::string member;
+  if (out.loader == "torch.load") {
+    PyRef name(PyObject_CallMethod(module_.get(), "torch_zip_member", "s",
+                                   path.c_str()));
+    if (!name) return StatusFromPyErr("Loader::Load: torch_zip_member");
+    member = Utf8(name.get());
+  }
   hooks::EventRecorder recorder(&sink, options.recorder_limits);
   std::optional<hooks::IntegritySnapshot> snapshot;
   if (options.integrity_diff) {
@@ -122,7 +136,8 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
     if (!s.ok()) return s.status();
     snapshot = std::move(*s);
   }
-  hooks::CallProfiler profiler(options.profiler_limits, kLoaderFilename);
+  hooks::CallProfiler profiler(options.profiler_limits, kLoaderFilename,
+                               {{pickle_file_, {"_Unpickler.", "_Unframer."}}});
   PyRef result;
   const uint64_t toggles_before = hooks::AuditHook::Instance().recording_toggles();
   {
@@ -131,10 +146,10 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
       if (absl::Status s = profiler.Start(); !s.ok()) return s;
     }
     result = PyRef(PyObject_CallFunction(
-        run_.get(), "ssiLi", path.c_str(), out.loader.c_str(),
+        run_.get(), "ssiLis", path.c_str(), out.loader.c_str(),
         options.opcodes ? 1 : 0,
         static_cast<long long>(options.lazy_storage_bytes),
-        options.record_calls ? 0 : 1));
+        options.record_calls ? 0 : 1, member.c_str()));
     if (options.profile_calls) profiler.Stop();
   }
   if (!result) return StatusFromPyErr("Loader::Load: loader driver");

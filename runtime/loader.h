@@ -113,6 +113,7 @@ class Loader {
   PyRef module_;  // the loader namespace
   PyRef run_;     // its run() function
   PyRef bridge_;
+  std::string pickle_file_;  // pickle.py, whose unpickler is transparent
 };
 
 }  // namespace dynahug::runtime

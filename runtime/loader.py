@@ -624,7 +624,6 @@ def _joblib_class():
 
         class NumpyUnpickler(_Instrumentation, jnp.NumpyUnpickler):
             dispatch = _instrument_dispatch(jnp.NumpyUnpickler.dispatch)
-        NumpyUnpickler.__qualname__ = 'NumpyUnpickler'
         _joblib_unpickler = NumpyUnpickler
     return _joblib_unpickler
 
@@ -669,7 +668,7 @@ def _numpy_load(path):
             # numpy.load is lazy for .npz: read every member as a user would.
             with obj:
                 for k in obj.files:
-                    _STATE.member = k
+                    _STATE.member = k if k in obj.zip.namelist() else k + '.npy'
                     obj[k]
             _STATE.member = ''
         return obj
@@ -682,6 +681,21 @@ def _pickle_load(path):
         return load(f)
 
 
+def torch_zip_member(path):
+    """Name of the pickle torch.load will read from a torch zip
+    ("<folder>/data.pkl"), or ''. Called by the C++ side before any
+    observer starts."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            for n in z.namelist():
+                if n.endswith('/data.pkl') and n.count('/') == 1:
+                    return n
+    except Exception:
+        pass
+    return ''
+
+
 LOADERS = {
     'torch.load': _torch_load,
     'joblib.load': _joblib_load,
@@ -690,7 +704,7 @@ LOADERS = {
 }
 
 
-def run(path, loader, opcodes, lazy_threshold, fast=False):
+def run(path, loader, opcodes, lazy_threshold, fast=False, member=''):
     """Loads `path` with `loader`. Returns (ok, type_name, is_stub,
     error_type, error_message); never raises for load failures."""
     fn = LOADERS.get(loader)
@@ -699,7 +713,9 @@ def run(path, loader, opcodes, lazy_threshold, fast=False):
     _STATE.opcodes = bool(opcodes)
     _STATE.fast = bool(fast)
     _STATE.lazy_threshold = lazy_threshold if loader == 'torch.load' else -1
-    _STATE.member = ''
+    _STATE.member = member
+    if loader == 'joblib.load':
+        _joblib_class()  # built outside the recording window
     obj = None
     _dh.set_recording(True)  # noqa: F821
     try:

@@ -92,8 +92,8 @@ TEST(ObserverCallProfilerTest, ExcludedFilenameIsTransparent) {
   runtime::Interpreter& py = SharedInterpreter();
   ASSERT_TRUE(py.Exec("import sys\n"
                       "m = type(sys)('dhprof2')\n"
-                      "exec(compile('def inner():\\n    return 1\\n', 'dh2', 'exec'), m.__dict__)\n"
-                      "exec(compile('def wrapper(f):\\n    return f()\\n', '<hidden>', 'exec'), m.__dict__)\n"
+                      "exec(compile('def inner():\\n    return len([])\\n', 'dh2', 'exec'), m.__dict__)\n"
+                      "exec(compile('def wrapper(f):\\n    len([])\\n    return f()\\n', '<hidden>', 'exec'), m.__dict__)\n"
                       "sys.modules['dhprof2'] = m\n").ok());
   CallProfiler prof({}, "<hidden>");
   ASSERT_TRUE(prof.Start().ok());
@@ -102,11 +102,17 @@ TEST(ObserverCallProfilerTest, ExcludedFilenameIsTransparent) {
   MemoryEventSink sink;
   prof.EmitTo(sink);
   auto edges = Edges(sink);
+  // wrapper is invisible and so is its own C call (len); inner is
+  // attributed to wrapper's caller.
   EXPECT_EQ((edges[{"__main__.<module>", "dhprof2.inner"}]), 1u);
+  EXPECT_EQ((edges[{"dhprof2.inner", "builtins.len"}]), 1u);
+  int len_edges = 0;
   for (const auto& [k, v] : edges) {
     EXPECT_NE(k.second, "dhprof2.wrapper");
     EXPECT_NE(k.first, "dhprof2.wrapper");
+    len_edges += k.second == "builtins.len";
   }
+  EXPECT_EQ(len_edges, 1);
 }
 
 }  // namespace

@@ -140,6 +140,7 @@ TEST(EmbedLoaderTest, TorchZipRecordsGlobalsCallsPersistentIdsAndAudit) {
   ASSERT_NE(g, nullptr);
   EXPECT_EQ(Arg(*g, "resolved"), "real");
   EXPECT_TRUE(g->has_pickle_offset());
+  EXPECT_EQ(g->member(), "state_dict/data.pkl");
   const Event* call = Find(sink, Event::PICKLE_CALL, "torch._utils._rebuild_tensor_v2");
   ASSERT_NE(call, nullptr);
   EXPECT_EQ(Arg(*call, "op"), "REDUCE");
@@ -199,6 +200,27 @@ TEST(EmbedLoaderTest, InstAndObjCallsRecorded) {
     ASSERT_NE(c, nullptr) << file;
     EXPECT_EQ(Arg(*c, "op"), op);
     EXPECT_TRUE(Arg(*c, "0").starts_with("str:")) << Arg(*c, "0");
+  }
+}
+
+// Once the libraries are imported (as in the zygote), the loader's own
+// set-up raises no audit events: the first one is the library opening the
+// model file.
+TEST(EmbedLoaderTest, NoLoaderNoiseInAuditEvents) {
+  for (const auto& [file, loader] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"plain_p4.pkl", "pickle.load"}, {"state_dict.pt", "torch.load"},
+           {"model.joblib", "joblib.load"}, {"obj.npy", "numpy.load"}}) {
+    hooks::MemoryEventSink warm, sink;
+    MustLoad(file, loader, warm);
+    MustLoad(file, loader, sink);
+    std::vector<const Event*> audit = OfKind(sink, Event::AUDIT);
+    ASSERT_FALSE(audit.empty()) << file;
+    EXPECT_EQ(audit[0]->name(), "open") << file;
+    EXPECT_EQ(Arg(*audit[0], "path"), "model-file") << file;
+    for (const Event* e : audit) {
+      EXPECT_NE(e->name(), "object.__setattr__") << file;
+    }
   }
 }
 
