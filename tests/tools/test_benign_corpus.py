@@ -36,9 +36,10 @@ import common  # noqa: E402
 SMALL_LIMIT_S = 60.0
 
 
-def run_generate(out: pathlib.Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+def run_generate(out: pathlib.Path, *args: str,
+                 corpus: pathlib.Path = CORPUS) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
-    proc = subprocess.run([PYTHON, str(CORPUS / "generate.py"), "--out", str(out), *args],
+    proc = subprocess.run([PYTHON, str(corpus / "generate.py"), "--out", str(out), *args],
                           capture_output=True, text=True, timeout=600)
     return proc, time.monotonic() - t0
 
@@ -79,8 +80,14 @@ class SmallBenignCorpus(unittest.TestCase):
         base = pathlib.Path(cls.tmp.name)
         cls.out, cls.out2 = base / "run1", base / "run2"
         cls.proc1, cls.t1 = run_generate(cls.out, "--small", "--only", "benign", "--seed", "0")
+        # The second run uses another --jobs and a copy of the tool in another
+        # directory: neither may change a byte.
+        copy = base / "tool-copy"
+        copy.mkdir()
+        for src in CORPUS.glob("*.py"):
+            shutil.copy(src, copy / src.name)
         cls.proc2, cls.t2 = run_generate(cls.out2, "--small", "--only", "benign", "--seed", "0",
-                                         "--jobs", "1")
+                                         "--jobs", "1", corpus=copy)
         print(f"\n[corpus] --small --only benign: {cls.t1:.1f}s (jobs=2), "
               f"{cls.t2:.1f}s (jobs=1)", file=sys.stderr)
         if cls.proc1.returncode == 0:
