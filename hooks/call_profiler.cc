@@ -45,16 +45,9 @@ absl::Status CallProfiler::Start() {
   kBootstrapDef.ml_meth = &CallProfiler::Bootstrap;
   bootstrap_ = PyRef(PyCFunction_New(&kBootstrapDef, nullptr));
   if (!bootstrap_) return runtime::StatusFromPyErr("CallProfiler: bootstrap");
-  g_active = this;
-  running_ = true;
-  PyEval_SetProfile(&CallProfiler::Callback, nullptr);
-  if (PyErr_Occurred()) {
-    g_active = nullptr;
-    running_ = false;
-    return runtime::StatusFromPyErr("CallProfiler: PyEval_SetProfile");
-  }
   // Threads started during the load install the profiler on their first
-  // event (threading.setprofile takes a Python callable).
+  // event (threading.setprofile takes a Python callable). Done before the
+  // profile function is installed so that it does not profile itself.
   PyRef name(PyUnicode_FromString("threading"));
   PyRef module(name ? PyImport_GetModule(name.get()) : nullptr);
   if (module) {
@@ -63,18 +56,19 @@ absl::Status CallProfiler::Start() {
     if (!r) PyErr_Clear();
   }
   PyErr_Clear();
+  g_active = this;
+  running_ = true;
+  PyEval_SetProfile(&CallProfiler::Callback, nullptr);
+  if (PyErr_Occurred()) {
+    g_active = nullptr;
+    running_ = false;
+    return runtime::StatusFromPyErr("CallProfiler: PyEval_SetProfile");
+  }
   return absl::OkStatus();
 }
 
 bool CallProfiler::Stop() {
   if (!running_) return true;
-  PyRef name(PyUnicode_FromString("threading"));
-  PyRef module(name ? PyImport_GetModule(name.get()) : nullptr);
-  if (module) {
-    PyRef r(PyObject_CallMethod(module.get(), "setprofile", "O", Py_None));
-    if (!r) PyErr_Clear();
-  }
-  PyErr_Clear();
   PyThreadState* self = PyThreadState_Get();
   bool intact = self->c_profilefunc == &CallProfiler::Callback;
   for (PyThreadState* t = PyInterpreterState_ThreadHead(self->interp);
@@ -86,6 +80,13 @@ bool CallProfiler::Stop() {
   PyErr_Clear();
   running_ = false;
   if (g_active == this) g_active = nullptr;
+  PyRef name(PyUnicode_FromString("threading"));
+  PyRef module(name ? PyImport_GetModule(name.get()) : nullptr);
+  if (module) {
+    PyRef r(PyObject_CallMethod(module.get(), "setprofile", "O", Py_None));
+    if (!r) PyErr_Clear();
+  }
+  PyErr_Clear();
   return intact;
 }
 

@@ -329,6 +329,9 @@ def _instrument_dispatch(dispatch):
     return d
 
 
+_ELEMENT_SIZE = {}
+
+
 def _lazy_storage(self, pid):
     # torch zip format: ('storage', storage_type, key, location, numel).
     if (_STATE.lazy_threshold < 0 or type(pid) is not tuple or len(pid) != 5
@@ -346,7 +349,13 @@ def _lazy_storage(self, pid):
         dtype = getattr(storage_type, 'dtype', None)
         if dtype is None:
             return None
-    nbytes = numel * torch._utils._element_size(dtype)
+    size = _ELEMENT_SIZE.get(dtype)
+    if size is None:
+        # C calls only: invisible to the call profiler, unlike
+        # torch._utils._element_size.
+        size = _ELEMENT_SIZE[dtype] = torch.empty((), dtype=dtype,
+                                                  device='meta').element_size()
+    nbytes = numel * size
     if nbytes <= _STATE.lazy_threshold:
         return None
     cached = self._dh_meta.get(key)

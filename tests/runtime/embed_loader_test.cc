@@ -5,7 +5,12 @@
 // only, and, in stepping mode, exactly pickletools.genops' opcodes.
 #include "runtime/loader.h"
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstring>
 #include <map>
 
 #include "gtest/gtest.h"
@@ -398,6 +403,91 @@ TEST(EmbedLoaderFastTest, MeasureOpcodeHeavyPickle) {
     ASSERT_TRUE(r.loaded);
     printf("many_ops.pkl (700k opcodes) record_calls=%d: %.1f ms, %zu events\n",
            record_calls, r.load_ms, sink.events().size());
+  }
+}
+
+}  // namespace
+}  // namespace dynahug::runtime
+
+namespace dynahug::runtime {
+namespace {
+
+// Writes each event as a length-prefixed serialized proto to a pipe (what
+// the sandbox's channel will do, minimally).
+class PipeSink final : public hooks::EventSink {
+ public:
+  explicit PipeSink(int fd) : fd_(fd) {}
+  void Emit(proto::Event event) override {
+    std::string bytes = event.SerializeAsString();
+    uint32_t n = static_cast<uint32_t>(bytes.size());
+    if (write(fd_, &n, sizeof(n)) != sizeof(n)) return;
+    if (write(fd_, bytes.data(), n) != static_cast<ssize_t>(n)) return;
+  }
+
+ private:
+  int fd_;
+};
+
+// The zygote shape: interpreter, libraries and loader initialised once in
+// the parent, one forked child per file runs the load and exits. Measures
+// the per-file cost of fork + load + exit (no sandbox yet).
+TEST(EmbedLoaderForkTest, LoadInForkedChildStreamsEvents) {
+  hooks::MemoryEventSink warm;
+  MustLoad("state_dict.pt", "torch.load", warm);  // warm, as the zygote
+  MustLoad("model.joblib", "joblib.load", warm);
+  for (const auto& [file, loader] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"state_dict.pt", "torch.load"}, {"model.joblib", "joblib.load"},
+           {"plain_p4.pkl", "pickle.load"}}) {
+    constexpr int kRuns = 10;
+    double total_ms = 0;
+    for (int run = 0; run < kRuns; ++run) {
+      int fds[2];
+      ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+      auto t0 = std::chrono::steady_clock::now();
+      Interpreter::BeforeFork();
+      pid_t pid = fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        Interpreter::AfterForkChild();
+        close(fds[0]);
+        PipeSink sink(fds[1]);
+        LoadOptions o;
+        o.loader = loader;
+        absl::StatusOr<LoadResult> r = SharedLoader().Load(Fixture(file), o, sink);
+        _exit(r.ok() && r->loaded ? 0 : 1);
+      }
+      Interpreter::AfterForkParent();
+      close(fds[1]);
+      std::string data;
+      char buf[65536];
+      ssize_t n;
+      while ((n = read(fds[0], buf, sizeof(buf))) > 0) data.append(buf, n);
+      close(fds[0]);
+      int status = 0;
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+      total_ms += std::chrono::duration<double, std::milli>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count();
+      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << file;
+      // Parse the stream back.
+      size_t pos = 0, events = 0, globals = 0;
+      while (pos + 4 <= data.size()) {
+        uint32_t len;
+        memcpy(&len, data.data() + pos, 4);
+        ASSERT_LE(pos + 4 + len, data.size());
+        proto::Event e;
+        ASSERT_TRUE(e.ParseFromArray(data.data() + pos + 4, len));
+        EXPECT_EQ(e.sequence() >= events, true);
+        globals += e.kind() == Event::GLOBAL;
+        ++events;
+        pos += 4 + len;
+      }
+      EXPECT_EQ(pos, data.size());
+      EXPECT_GT(globals, 0u) << file;
+    }
+    printf("forked child: %-14s %-12s mean %.2f ms per file (fork+load+exit)\n",
+           file.c_str(), loader.c_str(), total_ms / kRuns);
   }
 }
 
