@@ -74,6 +74,7 @@ joblib.dump({'clf': clf, 'arr': X}, P('model_z.joblib'), compress=3)
 np.save(P('arr.npy'), X)
 np.save(P('obj.npy'), np.array([{'a': 1}, [1, 2], 'x'], dtype=object), allow_pickle=True)
 np.savez(P('arrs.npz'), a=X, b=np.arange(5))
+np.savez(P('objs.npz'), plain=np.arange(3), o=np.array([{'a': 1}, fractions.Fraction(1, 2)], dtype=object))
 
 del sys.modules['transformers.training_args'], sys.modules['transformers']
 
@@ -89,7 +90,7 @@ cases = [('plain_p%d.pkl' % i, 'pickle.load') for i in range(6)] + [
     ('module.pt', 'torch.load'), ('legacy.pt', 'torch.load'),
     ('big.pt', 'torch.load'), ('model.joblib', 'joblib.load'),
     ('model_z.joblib', 'joblib.load'), ('arr.npy', 'numpy.load'),
-    ('obj.npy', 'numpy.load'), ('arrs.npz', 'numpy.load'),
+    ('obj.npy', 'numpy.load'), ('arrs.npz', 'numpy.load'), ('objs.npz', 'numpy.load'),
     ('plain_p2.pkl', 'numpy.load'), ('plain_p4.pkl', 'torch.load')]
 # (missing_module.* are not here: the plain loaders raise ModuleNotFoundError
 # where dynahug deliberately substitutes stubs; see MissingModuleResolvesToStub.)

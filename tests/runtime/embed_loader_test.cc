@@ -229,6 +229,36 @@ TEST(EmbedLoaderTest, NoLoaderNoiseInAuditEvents) {
   }
 }
 
+TEST(EmbedLoaderTest, NpzMembersNamedOnEvents) {
+  hooks::MemoryEventSink sink;
+  LoadResult r = MustLoad("objs.npz", "numpy.load", sink);
+  ASSERT_TRUE(r.loaded) << r.error_message;
+  const Event* g = Find(sink, Event::GLOBAL, "fractions.Fraction");
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(g->member(), "o.npy");
+  EXPECT_TRUE(g->has_pickle_offset());
+}
+
+TEST(EmbedLoaderTest, JoblibSteppingLoadsAndInterleaves) {
+  hooks::MemoryEventSink sink;
+  LoadOptions o;
+  o.opcodes = true;
+  LoadResult r = MustLoad("model.joblib", "joblib.load", sink, o);
+  ASSERT_TRUE(r.loaded) << r.error_message;
+  EXPECT_EQ(r.loaded_type, "sklearn.linear_model._logistic.LogisticRegression");
+  std::vector<const Event*> ops = OfKind(sink, Event::OPCODE);
+  ASSERT_GT(ops.size(), 10u);
+  EXPECT_EQ(ops.front()->name(), "PROTO");
+  EXPECT_EQ(ops.back()->name(), "STOP");
+  // Offsets strictly increase (array bytes read by joblib in between).
+  for (size_t i = 1; i < ops.size(); ++i) {
+    EXPECT_GT(ops[i]->pickle_offset(), ops[i - 1]->pickle_offset());
+  }
+  const Event* build = Find(sink, Event::PICKLE_CALL,
+                            "joblib.numpy_pickle.NumpyArrayWrapper.__dict__");
+  EXPECT_NE(build, nullptr);
+}
+
 TEST(EmbedLoaderTest, RawPickleThroughTorchLoadRunsThenFails) {
   hooks::MemoryEventSink sink;
   LoadResult r = MustLoad("raw_model.bin", "torch.load", sink);

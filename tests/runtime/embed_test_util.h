@@ -60,8 +60,13 @@ inline const std::string& FixtureDir() {
     std::string lock_path = std::string(DYNAHUG_TEST_DATA_DIR) + "/embed_fixtures.lock";
     int lock = open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
     if (lock >= 0) flock(lock, LOCK_EX);
-    struct stat st;
-    if (stat((d + "/reference.tsv").c_str(), &st) != 0) {
+    // Regenerated when missing or older than the generator script.
+    struct stat st, script;
+    std::string script_path =
+        std::string(DYNAHUG_SOURCE_DIR) + "/tests/runtime/embed_fixtures.py";
+    if (stat((d + "/reference.tsv").c_str(), &st) != 0 ||
+        (stat(script_path.c_str(), &script) == 0 &&
+         script.st_mtime > st.st_mtime)) {
       std::string tmp = d + ".tmp";
       std::string out;
       int rc = RunCommand("rm -rf '" + tmp + "' && " DYNAHUG_PYTHON " '" +
