@@ -133,7 +133,7 @@ class SmallBenignCorpus(unittest.TestCase):
                 self.assertTrue(e["path"].startswith(f"benign/{e['cluster']}/"))
                 self.assertIn(e["params"]["loader"], {
                     "torch.load", "joblib.load", "numpy.load", "pandas.read_pickle",
-                    "pickle.load", "dill.load"})
+                    "pickle.load", "dill.load", "archive"})
 
     def test_sha256_size_and_format_match_the_files(self):
         for e in self.entries:
@@ -143,6 +143,13 @@ class SmallBenignCorpus(unittest.TestCase):
                 self.assertEqual(len(data), e["size"])
                 self.assertEqual(hashlib.sha256(data).hexdigest(), e["sha256"])
                 self.assertEqual(common.sniff_format(f), e["format"])
+
+    def test_archives_cover_the_malicious_side_containers(self):
+        # zip and 7z wrappers exist on the malicious side; benign ones must
+        # too, or the container would give the label away.
+        arch = [e for e in self.entries if e["params"]["loader"] == "archive"]
+        self.assertEqual({e["format"] for e in arch}, {"zip", "tar", "gzip", "7z"})
+        self.assertGreaterEqual(len({e["cluster"] for e in arch}), 4)
 
     def test_container_variety(self):
         formats = {e["format"] for e in self.entries}
@@ -180,13 +187,50 @@ class SmallBenignCorpus(unittest.TestCase):
     # --- loading and content ------------------------------------------------
 
     def _load(self, e: dict):
+        return self._load_file(self.out / e["path"], e["format"], e["params"]["loader"],
+                               e["params"])
+
+    def _load_archive(self, f: pathlib.Path, fmt: str, params: dict) -> dict:
+        """Unpacks a benign archive and loads every member model with its
+        own loader; the member list must match what is inside."""
+        import tarfile
+        with tempfile.TemporaryDirectory() as d:
+            root = pathlib.Path(d)
+            if fmt == "zip":
+                with zipfile.ZipFile(f) as zf:
+                    zf.extractall(root)
+            elif fmt in ("tar", "gzip"):
+                with tarfile.open(f) as tf:  # regular files only, no path tricks
+                    for m in tf.getmembers():
+                        self.assertTrue(m.isfile(), m.name)
+                        self.assertFalse(m.name.startswith("/") or ".." in m.name.split("/"))
+                        (root / m.name).parent.mkdir(parents=True, exist_ok=True)
+                        (root / m.name).write_bytes(tf.extractfile(m).read())
+            elif fmt == "7z":
+                subprocess.run(["7z", "x", "-bd", "-bso0", "-bsp0", f"-o{root}", str(f)],
+                               check=True, stdin=subprocess.DEVNULL)
+            else:
+                self.fail(f"unexpected archive format {fmt}")
+            inside = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                            if p.is_file())
+            self.assertEqual(inside, params["archive_files"])
+            out = {}
+            for m in params["members"]:
+                member = root / m["name"]
+                self.assertEqual(hashlib.sha256(member.read_bytes()).hexdigest(), m["sha256"])
+                self.assertEqual(common.sniff_format(member), m["format"])
+                out[m["name"]] = self._load_file(member, m["format"], m["loader"], {})
+            self.assertTrue(out)
+            return out
+
+    def _load_file(self, f: pathlib.Path, fmt: str, loader: str, params: dict):
         import joblib
         import numpy as np
         import pandas as pd
         import torch
-        f = self.out / e["path"]
-        loader = e["params"]["loader"]
-        if e["format"] == "torchscript-zip":
+        if loader == "archive":
+            return self._load_archive(f, fmt, params)
+        if fmt == "torchscript-zip":
             return torch.jit.load(str(f))
         if loader == "torch.load":
             return torch.load(f)
@@ -227,7 +271,7 @@ class SmallBenignCorpus(unittest.TestCase):
         seen_tied = seen_meta = 0
         dtypes = set()
         for e in self.entries:
-            if e["cluster"] != "transformer":
+            if e["cluster"] != "transformer" or e["params"]["loader"] == "archive":
                 continue
             sd = self._load(e)
             keys = list(sd)
@@ -315,7 +359,7 @@ class SmallBenignCorpus(unittest.TestCase):
         from sklearn.utils.validation import check_is_fitted
         kinds = set()
         for e in self.entries:
-            if e["cluster"] != "classic-ml":
+            if e["cluster"] != "classic-ml" or e["params"]["loader"] == "archive":
                 continue
             obj = self._load(e)
             if isinstance(obj, dict):
@@ -327,7 +371,8 @@ class SmallBenignCorpus(unittest.TestCase):
                 self.assertGreater(obj.num_boosted_rounds(), 0)
         self.assertGreaterEqual(len(kinds), 15)
         sers = {json.dumps(s, sort_keys=True) for e in self.entries
-                if e["cluster"] == "classic-ml" for s in [e["params"]["serialization"]]}
+                if e["cluster"] == "classic-ml" and "serialization" in e["params"]
+                for s in [e["params"]["serialization"]]}
         protocols = {json.loads(s).get("protocol") for s in sers}
         self.assertLessEqual({2, 4, 5}, protocols)
 

@@ -47,6 +47,7 @@ GENERATORS = {
     "pandas": "benign_data:gen_pandas",
     "joblib-data": "benign_data:gen_joblib_data",
     "serialized": "benign_data:gen_serialized",
+    "archive": "benign_archive:gen_archive",
 }
 
 
@@ -311,6 +312,49 @@ def plan_python_objects(small: bool, r: random.Random) -> list[dict]:
     return tasks
 
 
+ARCHIVE_WRAPPERS = [("zip", "model.zip"), ("tar", "model.tar"), ("tar.gz", "model.tar.gz"),
+                    ("7z", "model.7z")]
+
+
+def plan_archives(small: bool, r: random.Random) -> list[dict]:
+    """Model folders packed into zip/tar/tar.gz/7z; each archive belongs to
+    the cluster of the model inside it."""
+    inner_kinds = [
+        ("vision", "vision", lambda i: {
+            "arch": ["mobilenet_v2", "resnet-basic", "squeezenet", "convnext"][i % 4],
+            "width": 1 + i % 2, "num_classes": 10, "warm_bn": False,
+            "saves": [{"kind": "state_dict", "file": "model.pth"}], "name": "model"}),
+        ("transformer", "transformer", lambda i: {
+            "family": TRANSFORMER_FAMILIES[i % len(TRANSFORMER_FAMILIES)],
+            "vocab": r.choice([500, 1000]), "hidden": 32, "layers": 2, "variant": i,
+            "saves": [{"kind": "sharded", "dtype": "fp32", "shards": 2}] if i % 2 else
+                     [{"kind": "zip", "dtype": "fp32"}], "name": "model"}),
+        ("classic-ml", "classic", lambda i: {
+            "estimator": ["random-forest-classifier", "pipeline-scaler-logreg", "svc",
+                          "xgb-classifier"][i % 4], "variant": 0, "n_samples": 100,
+            "n_features": 6, "wrap": False,
+            "serializations": [{"via": "pickle", "protocol": 4, "suffix": ".pkl"}] if i % 2 else
+                              [{"via": "joblib", "compress": None, "suffix": ".joblib"}],
+            "name": "model"}),
+        ("torch-module", "module", lambda i: {
+            "kind": ["mlp", "cnn", "lstm"][i % 3], "size": 2,
+            "saves": [{"kind": "module", "file": "model.pt"}], "name": "model"}),
+        ("checkpoint", "checkpoint", lambda i: {
+            "style": "plain", "file": "checkpoint.pt", "model": "mlp", "size": 1,
+            "optimizer": "adam", "scheduler": "step", "lr": 1e-3, "steps": 2, "rng": True,
+            "legacy": False, "tar": False, "name": "model"}),
+    ]
+    tasks = []
+    n = 5 if small else 30
+    for i in range(n):
+        wrapper, fname = ARCHIVE_WRAPPERS[i % len(ARCHIVE_WRAPPERS)]
+        cluster, gen, make = inner_kinds[i % len(inner_kinds)]
+        params = {"wrapper": wrapper, "file": f"archive-{i:02d}/{fname}", "inner_gen": gen,
+                  "inner_params": make(i // len(inner_kinds))}
+        tasks.append(_task(cluster, "archive", f"archive-{i:02d}", params, 1, cost=2.0))
+    return tasks
+
+
 def plan(small: bool, seed: int) -> list[dict]:
     """Every task ``generate`` would run, in a fixed order; cheap (no model
     libraries are imported beyond sklearn/numpy metadata).  The planned file
@@ -318,7 +362,7 @@ def plan(small: bool, seed: int) -> list[dict]:
     r = random.Random(f"plan:{seed}:{small}")
     tasks: list[dict] = []
     for fn in (plan_transformer, plan_vision, plan_module, plan_checkpoint, plan_classic,
-               plan_numpy_pandas, plan_python_objects):
+               plan_numpy_pandas, plan_python_objects, plan_archives):
         tasks.extend(fn(small, r))
     keys = [t["key"] for t in tasks]
     assert len(keys) == len(set(keys)), "duplicate task keys"

@@ -39,6 +39,7 @@ class Ctx:
         self.task = task
         self.cluster = task["cluster"]
         self.params = dict(task["params"])
+        self.corpus_seed = seed
         self.seed = common.task_seed(seed, task["key"])
         self.group = f"benign/{task['key']}"  # benign/<cluster>/<name>
         self.entries: list[dict] = []
