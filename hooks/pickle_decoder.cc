@@ -509,8 +509,11 @@ class Memo {
       const uint32_t slot = dense_[idx];
       if (slot == 0) return false;
       if (slot & kKindTag) {
+        // Kind only: no contents. payload must not look like an index into
+        // any side table (dicts_, objects_, ...), aux like a length.
         *out = Value();
         out->kind = static_cast<VKind>(slot & 0xFF);
+        out->payload = kNoIndex;
       } else {
         *out = values_[slot - 1];
       }
@@ -793,7 +796,10 @@ class Decoder {
       return v;
     }
     v.kind = VKind::kTuple;
-    if (!track_) return v;  // contents not recorded: reads as ()
+    if (!track_) {  // contents not recorded: no items, not an index
+      v.payload = kNoIndex;
+      return v;
+    }
     v.payload = tuple_items_.size();
     v.aux = static_cast<uint32_t>(count);
     tuple_items_.insert(tuple_items_.end(), stack_.begin() + from,
@@ -1098,7 +1104,8 @@ bool Decoder::JoblibArray(size_t op_pos, const Value& state) {
   const Value* dtype = DictLookup(state, "dtype");
   const Value* order = DictLookup(state, "order");
   const Value* align = DictLookup(state, "numpy_array_alignment_bytes");
-  if (shape == nullptr || shape->kind != VKind::kTuple) {
+  if (shape == nullptr || shape->kind != VKind::kTuple ||
+      shape->payload == kNoIndex) {
     return fail("cannot determine the array shape");
   }
   InlineArray array;
@@ -1121,6 +1128,7 @@ bool Decoder::JoblibArray(size_t op_pos, const Value& state) {
     return fail("array order is neither 'C' nor 'F'");
   }
   if (dtype == nullptr || dtype->kind != VKind::kObject ||
+      dtype->payload >= objects_.size() ||
       objects_[dtype->payload].special != kSpecialDtype) {
     return fail("cannot determine the array dtype");
   }
@@ -1177,6 +1185,7 @@ bool Decoder::JoblibArray(size_t op_pos, const Value& state) {
     const Value* unit_tuple = meta ? TupleItem(*meta, 1) : nullptr;
     const Value* unit = unit_tuple ? TupleItem(*unit_tuple, 0) : nullptr;
     if (unit != nullptr && unit->kind == VKind::kObject &&
+        unit->payload < objects_.size() &&
         objects_[unit->payload].special == kSpecialCodecsEncode) {
       // Protocol 2 writes bytes as _codecs.encode('ns', 'latin1').
       unit = TupleItem(objects_[unit->payload].args, 0);
@@ -1767,7 +1776,7 @@ void Decoder::Run(uint64_t max_ops) {
         stack_.pop_back();
         const Value& obj = stack_.back();
         ++stats.call_count;
-        if (obj.kind == VKind::kObject) {
+        if (obj.kind == VKind::kObject && obj.payload < objects_.size()) {
           ObjectRec& rec_obj = objects_[obj.payload];
           rec_obj.state = state;
           rec_obj.has_state = true;

@@ -44,6 +44,9 @@ warnings.filterwarnings("ignore")
 OUT = sys.argv[1]
 os.makedirs(OUT, exist_ok=True)
 os.makedirs(os.path.join(OUT, "joblib"), exist_ok=True)
+# index.txt is written last: remove a stale one so a failed run shows.
+if os.path.exists(os.path.join(OUT, "index.txt")):
+    os.remove(os.path.join(OUT, "index.txt"))
 INDEX = []
 COUNTER = [0]
 

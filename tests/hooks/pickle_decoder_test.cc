@@ -894,6 +894,31 @@ TEST(PickleDecoderTest, JoblibArraysOffTreatsDataAsOpcodes) {
   EXPECT_TRUE(s.arrays.empty());
 }
 
+// Containers memoised before contents tracking starts (tracking begins
+// at the first numpy.dtype / NumpyArrayWrapper global) are kept by kind
+// only. Fetching one afterwards and filling it must not index the side
+// tables with a stale index (this crashed on a dill pickle).
+TEST(PickleDecoderTest, ContainerMemoisedBeforeTrackingIsSafeToFill) {
+  struct Case {
+    const char* name;
+    std::string bytes;
+  };
+  using namespace std::string_view_literals;
+  const Case cases[] = {
+      {"dict", std::string("\x80\x02}q\x00" "0cnumpy\ndtype\n0h\x00"
+                           "X\x01\x00\x00\x00" "aK\x01s."sv)},
+      {"object", std::string("\x80\x02" "cos\nstat_result\n)\x81q\x00" "0"
+                             "cnumpy\ndtype\n0h\x00}b."sv)},
+      {"tuple-as-shape",
+       std::string("\x80\x02K\x01\x85q\x00" "0cnumpy\ndtype\n0h\x00."sv)},
+  };
+  for (const Case& c : cases) {
+    const PickleStream s = Decode(B(c.bytes));
+    EXPECT_TRUE(s.complete) << c.name << ": "
+                            << (s.error ? s.error->message : "");
+  }
+}
+
 TEST(PickleDecoderTest, JoblibErrors) {
   struct Case {
     const char* name;
