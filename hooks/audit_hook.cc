@@ -49,8 +49,8 @@ void Sha256Block(std::array<uint32_t, 8>& h, const uint8_t* p) {
     uint32_t s1 = Rotr(w[i - 2], 17) ^ Rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
     w[i] = w[i - 16] + s0 + w[i - 7] + s1;
   }
-  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5],
-           g = h[6], hh = h[7];
+  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6],
+           hh = h[7];
   for (int i = 0; i < 64; ++i) {
     uint32_t t1 = hh + (Rotr(e, 6) ^ Rotr(e, 11) ^ Rotr(e, 25)) +
                   ((e & f) ^ (~e & g)) + kK[i] + w[i];
@@ -166,8 +166,7 @@ std::string Scalar(PyObject* obj) {
     return absl::StrCat("bytes[", PyBytes_GET_SIZE(obj), "]");
   }
   if (PyTuple_CheckExact(obj) || PyList_CheckExact(obj)) {
-    return absl::StrCat(TypeName(obj), "[", PySequence_Fast_GET_SIZE(obj),
-                        "]");
+    return absl::StrCat(TypeName(obj), "[", PySequence_Fast_GET_SIZE(obj), "]");
   }
   if (PyDict_CheckExact(obj)) {
     return absl::StrCat("dict[", PyDict_GET_SIZE(obj), "]");
@@ -195,9 +194,8 @@ std::string Extension(std::string_view path) {
 bool Under(std::string_view path, std::string_view dir) {
   if (dir.empty()) return false;
   if (dir == "/") return true;
-  return path == dir ||
-         (path.starts_with(dir) && path.size() > dir.size() &&
-          path[dir.size()] == '/');
+  return path == dir || (path.starts_with(dir) && path.size() > dir.size() &&
+                         path[dir.size()] == '/');
 }
 
 std::string Cwd(const PathContext& ctx) {
@@ -265,9 +263,15 @@ std::string ModeFromFlags(PyObject* flags_obj) {
   }
   std::string mode;
   switch (flags & O_ACCMODE) {
-    case O_RDONLY: mode = "r"; break;
-    case O_WRONLY: mode = "w"; break;
-    default: mode = "rw"; break;
+    case O_RDONLY:
+      mode = "r";
+      break;
+    case O_WRONLY:
+      mode = "w";
+      break;
+    default:
+      mode = "rw";
+      break;
   }
   if (flags & O_CREAT) mode += "c";
   if (flags & O_TRUNC) mode += "t";
@@ -304,8 +308,7 @@ std::string Address(PyObject* addr, std::string* family,
   if (PyTuple_Check(addr) && PyTuple_GET_SIZE(addr) >= 2) {
     std::string host = RawString(PyTuple_GET_ITEM(addr, 0)).value_or("?");
     *family = host.find(':') != std::string::npos ? "AF_INET6" : "AF_INET";
-    return absl::StrCat(host, ":",
-                        Scalar(PyTuple_GET_ITEM(addr, 1)));
+    return absl::StrCat(host, ":", Scalar(PyTuple_GET_ITEM(addr, 1)));
   }
   if (PyUnicode_Check(addr) || PyBytes_Check(addr)) {
     *family = "AF_UNIX";
@@ -322,12 +325,18 @@ std::string FamilyName(PyObject* obj) {
   long f = PyLong_AsLong(obj);
   if (f == -1 && PyErr_Occurred()) PyErr_Clear();
   switch (f) {
-    case 1: return "AF_UNIX";
-    case 2: return "AF_INET";
-    case 10: return "AF_INET6";
-    case 16: return "AF_NETLINK";
-    case 17: return "AF_PACKET";
-    default: return absl::StrCat("AF_", f);
+    case 1:
+      return "AF_UNIX";
+    case 2:
+      return "AF_INET";
+    case 10:
+      return "AF_INET6";
+    case 16:
+      return "AF_NETLINK";
+    case 17:
+      return "AF_PACKET";
+    default:
+      return absl::StrCat("AF_", f);
   }
 }
 
@@ -340,229 +349,229 @@ void PathArgs(PyObject* args, ArgBuilder& b, std::initializer_list<int> idx,
 }
 
 const absl::flat_hash_map<std::string_view, Handler>& Handlers() {
-  static const auto* handlers = new absl::flat_hash_map<std::string_view,
-                                                        Handler>{
-      {"open",
-       [](PyObject* a, ArgBuilder& b) {
-         AddPath(b, "path", Arg(a, 0));
-         PyObject* mode = Arg(a, 1);
-         b.Add("mode", mode != nullptr && PyUnicode_Check(mode)
-                           ? RawString(mode).value_or("?")
-                           : ModeFromFlags(Arg(a, 2)));
-       }},
-      {"import",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("module", RawString(Arg(a, 0)).value_or("?"));
-       }},
-      {"exec",
-       [](PyObject* a, ArgBuilder& b) {
-         PyObject* code = Arg(a, 0);
-         if (code == nullptr || !PyCode_Check(code)) {
-           b.Add("code", TypeName(code));
-           return;
-         }
-         auto* co = reinterpret_cast<PyCodeObject*>(code);
-         PyRef bytecode(PyCode_GetCode(co));
-         if (!bytecode) {
-           PyErr_Clear();
-         } else {
-           AddCode(b, RawString(bytecode.get()).value_or(""));
-         }
-         b.Add("name", RawString(co->co_name).value_or("?"));
-         std::string file = RawString(co->co_filename).value_or("?");
-         if (file.starts_with("<")) {
-           b.Add("filename", file);
-         } else {
-           AddPath(b, "filename", co->co_filename);
-         }
-       }},
-      {"compile",
-       [](PyObject* a, ArgBuilder& b) {
-         PyObject* src = Arg(a, 0);
-         std::optional<std::string> raw = RawString(src);
-         if (raw.has_value()) {
-           AddCode(b, *raw);
-         } else {
-           b.Add("source", TypeName(src));
-         }
-         std::string file = RawString(Arg(a, 1)).value_or("?");
-         if (file.starts_with("<") || file == "?") {
-           b.Add("filename", file);
-         } else {
-           AddPath(b, "filename", Arg(a, 1));
-         }
-       }},
-      {"marshal.loads",
-       [](PyObject* a, ArgBuilder& b) {
-         AddCode(b, RawString(Arg(a, 0)).value_or(""));
-       }},
-      {"subprocess.Popen",
-       [](PyObject* a, ArgBuilder& b) {
-         PyObject* exe = Arg(a, 0);
-         b.Add("executable", exe != nullptr && exe != Py_None
-                                 ? RawString(exe).value_or("<object>")
-                                 : FirstArgv(Arg(a, 1)));
-         b.Add("argc", ArgCount(Arg(a, 1)));
-         PyObject* env = Arg(a, 3);
-         b.Add("env", env == nullptr || env == Py_None ? "inherit" : "set");
-       }},
-      {"os.system",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("executable", FirstArgv(Arg(a, 0)));
-         AddCode(b, RawString(Arg(a, 0)).value_or(""));
-       }},
-      {"os.exec",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("executable", RawString(Arg(a, 0)).value_or("<object>"));
-         b.Add("argc", ArgCount(Arg(a, 1)));
-       }},
-      {"os.posix_spawn",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("executable", RawString(Arg(a, 0)).value_or("<object>"));
-         b.Add("argc", ArgCount(Arg(a, 1)));
-       }},
-      {"os.spawn",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("executable", RawString(Arg(a, 1)).value_or("<object>"));
-         b.Add("argc", ArgCount(Arg(a, 2)));
-       }},
-      {"os.kill",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("pid", Scalar(Arg(a, 0)));
-         b.Add("signal", Scalar(Arg(a, 1)));
-       }},
-      {"os.putenv",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("key", RawString(Arg(a, 0)).value_or("?"));
-       }},
-      {"os.unsetenv",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("key", RawString(Arg(a, 0)).value_or("?"));
-       }},
-      {"socket.__new__",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("family", FamilyName(Arg(a, 1)));
-         b.Add("type", Scalar(Arg(a, 2)));
-       }},
-      {"socket.connect",
-       [](PyObject* a, ArgBuilder& b) {
-         std::string family;
-         std::string address = Address(Arg(a, 1), &family, b.ctx());
-         b.Add("family", family);
-         b.Add("address", address);
-       }},
-      {"socket.bind",
-       [](PyObject* a, ArgBuilder& b) {
-         std::string family;
-         std::string address = Address(Arg(a, 1), &family, b.ctx());
-         b.Add("family", family);
-         b.Add("address", address);
-       }},
-      {"socket.sendto",
-       [](PyObject* a, ArgBuilder& b) {
-         std::string family;
-         std::string address = Address(Arg(a, 1), &family, b.ctx());
-         b.Add("family", family);
-         b.Add("address", address);
-       }},
-      {"socket.getaddrinfo",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("host", RawString(Arg(a, 0)).value_or(Scalar(Arg(a, 0))));
-         b.Add("port", Scalar(Arg(a, 1)));
-       }},
-      {"socket.gethostbyname",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("host", RawString(Arg(a, 0)).value_or("?"));
-       }},
-      {"ctypes.dlopen",
-       [](PyObject* a, ArgBuilder& b) {
-         PyObject* name = Arg(a, 0);
-         std::optional<std::string> raw = RawString(name);
-         if (!raw.has_value()) {
-           b.Add("library", Scalar(name));
-         } else if (raw->find('/') == std::string::npos) {
-           b.Add("library", *raw);
-         } else {
-           b.Add("library", std::string(Basename(*raw)));
-           AddPath(b, "path", name);
-         }
-       }},
-      {"ctypes.dlsym",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("symbol", RawString(Arg(a, 1)).value_or(Scalar(Arg(a, 1))));
-       }},
-      {"ctypes.dlsym/handle",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("symbol", RawString(Arg(a, 1)).value_or(Scalar(Arg(a, 1))));
-       }},
-      {"ctypes.call_function",
-       [](PyObject* a, ArgBuilder& b) {
-         PyObject* ptr = Arg(a, 0);
-         if (ptr != nullptr && PyLong_Check(ptr)) {
-           unsigned long long v = PyLong_AsUnsignedLongLongMask(ptr);
-           b.Add("function", absl::StrCat("0x", absl::Hex(v)));
-         }
-         b.Add("argc", ArgCount(Arg(a, 1)));
-       }},
-      {"pickle.find_class",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("module", RawString(Arg(a, 0)).value_or(Scalar(Arg(a, 0))));
-         b.Add("name", RawString(Arg(a, 1)).value_or(Scalar(Arg(a, 1))));
-       }},
-      {"object.__setattr__",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("object", TypeName(Arg(a, 0)));
-         b.Add("attribute", RawString(Arg(a, 1)).value_or("?"));
-         b.Add("value", TypeName(Arg(a, 2)));
-       }},
-      {"object.__delattr__",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("object", TypeName(Arg(a, 0)));
-         b.Add("attribute", RawString(Arg(a, 1)).value_or("?"));
-       }},
-      {"object.__getattr__",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("object", TypeName(Arg(a, 0)));
-         b.Add("attribute", RawString(Arg(a, 1)).value_or("?"));
-       }},
-      // Arguments carry no information worth keeping (ids, frames).
-      {"builtins.id", [](PyObject*, ArgBuilder&) {}},
-      {"sys._getframe", [](PyObject*, ArgBuilder&) {}},
-      {"urllib.Request",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("url", RawString(Arg(a, 0)).value_or("?"));
-         b.Add("method", Scalar(Arg(a, 3)));
-       }},
-      {"http.client.connect",
-       [](PyObject* a, ArgBuilder& b) {
-         b.Add("host", RawString(Arg(a, 1)).value_or("?"));
-         b.Add("port", Scalar(Arg(a, 2)));
-       }},
-      {"os.rename",
-       [](PyObject* a, ArgBuilder& b) {
-         PathArgs(a, b, {0, 1}, {"src", "dst"});
-       }},
-      {"os.replace",
-       [](PyObject* a, ArgBuilder& b) {
-         PathArgs(a, b, {0, 1}, {"src", "dst"});
-       }},
-      {"os.link",
-       [](PyObject* a, ArgBuilder& b) {
-         PathArgs(a, b, {0, 1}, {"src", "dst"});
-       }},
-      {"os.symlink",
-       [](PyObject* a, ArgBuilder& b) {
-         PathArgs(a, b, {0, 1}, {"src", "dst"});
-       }},
-      {"shutil.copyfile",
-       [](PyObject* a, ArgBuilder& b) {
-         PathArgs(a, b, {0, 1}, {"src", "dst"});
-       }},
-      {"shutil.move",
-       [](PyObject* a, ArgBuilder& b) {
-         PathArgs(a, b, {0, 1}, {"src", "dst"});
-       }},
-  };
+  static const auto* handlers =
+      new absl::flat_hash_map<std::string_view, Handler>{
+          {"open",
+           [](PyObject* a, ArgBuilder& b) {
+             AddPath(b, "path", Arg(a, 0));
+             PyObject* mode = Arg(a, 1);
+             b.Add("mode", mode != nullptr && PyUnicode_Check(mode)
+                               ? RawString(mode).value_or("?")
+                               : ModeFromFlags(Arg(a, 2)));
+           }},
+          {"import",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("module", RawString(Arg(a, 0)).value_or("?"));
+           }},
+          {"exec",
+           [](PyObject* a, ArgBuilder& b) {
+             PyObject* code = Arg(a, 0);
+             if (code == nullptr || !PyCode_Check(code)) {
+               b.Add("code", TypeName(code));
+               return;
+             }
+             auto* co = reinterpret_cast<PyCodeObject*>(code);
+             PyRef bytecode(PyCode_GetCode(co));
+             if (!bytecode) {
+               PyErr_Clear();
+             } else {
+               AddCode(b, RawString(bytecode.get()).value_or(""));
+             }
+             b.Add("name", RawString(co->co_name).value_or("?"));
+             std::string file = RawString(co->co_filename).value_or("?");
+             if (file.starts_with("<")) {
+               b.Add("filename", file);
+             } else {
+               AddPath(b, "filename", co->co_filename);
+             }
+           }},
+          {"compile",
+           [](PyObject* a, ArgBuilder& b) {
+             PyObject* src = Arg(a, 0);
+             std::optional<std::string> raw = RawString(src);
+             if (raw.has_value()) {
+               AddCode(b, *raw);
+             } else {
+               b.Add("source", TypeName(src));
+             }
+             std::string file = RawString(Arg(a, 1)).value_or("?");
+             if (file.starts_with("<") || file == "?") {
+               b.Add("filename", file);
+             } else {
+               AddPath(b, "filename", Arg(a, 1));
+             }
+           }},
+          {"marshal.loads",
+           [](PyObject* a, ArgBuilder& b) {
+             AddCode(b, RawString(Arg(a, 0)).value_or(""));
+           }},
+          {"subprocess.Popen",
+           [](PyObject* a, ArgBuilder& b) {
+             PyObject* exe = Arg(a, 0);
+             b.Add("executable", exe != nullptr && exe != Py_None
+                                     ? RawString(exe).value_or("<object>")
+                                     : FirstArgv(Arg(a, 1)));
+             b.Add("argc", ArgCount(Arg(a, 1)));
+             PyObject* env = Arg(a, 3);
+             b.Add("env", env == nullptr || env == Py_None ? "inherit" : "set");
+           }},
+          {"os.system",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("executable", FirstArgv(Arg(a, 0)));
+             AddCode(b, RawString(Arg(a, 0)).value_or(""));
+           }},
+          {"os.exec",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("executable", RawString(Arg(a, 0)).value_or("<object>"));
+             b.Add("argc", ArgCount(Arg(a, 1)));
+           }},
+          {"os.posix_spawn",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("executable", RawString(Arg(a, 0)).value_or("<object>"));
+             b.Add("argc", ArgCount(Arg(a, 1)));
+           }},
+          {"os.spawn",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("executable", RawString(Arg(a, 1)).value_or("<object>"));
+             b.Add("argc", ArgCount(Arg(a, 2)));
+           }},
+          {"os.kill",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("pid", Scalar(Arg(a, 0)));
+             b.Add("signal", Scalar(Arg(a, 1)));
+           }},
+          {"os.putenv",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("key", RawString(Arg(a, 0)).value_or("?"));
+           }},
+          {"os.unsetenv",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("key", RawString(Arg(a, 0)).value_or("?"));
+           }},
+          {"socket.__new__",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("family", FamilyName(Arg(a, 1)));
+             b.Add("type", Scalar(Arg(a, 2)));
+           }},
+          {"socket.connect",
+           [](PyObject* a, ArgBuilder& b) {
+             std::string family;
+             std::string address = Address(Arg(a, 1), &family, b.ctx());
+             b.Add("family", family);
+             b.Add("address", address);
+           }},
+          {"socket.bind",
+           [](PyObject* a, ArgBuilder& b) {
+             std::string family;
+             std::string address = Address(Arg(a, 1), &family, b.ctx());
+             b.Add("family", family);
+             b.Add("address", address);
+           }},
+          {"socket.sendto",
+           [](PyObject* a, ArgBuilder& b) {
+             std::string family;
+             std::string address = Address(Arg(a, 1), &family, b.ctx());
+             b.Add("family", family);
+             b.Add("address", address);
+           }},
+          {"socket.getaddrinfo",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("host", RawString(Arg(a, 0)).value_or(Scalar(Arg(a, 0))));
+             b.Add("port", Scalar(Arg(a, 1)));
+           }},
+          {"socket.gethostbyname",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("host", RawString(Arg(a, 0)).value_or("?"));
+           }},
+          {"ctypes.dlopen",
+           [](PyObject* a, ArgBuilder& b) {
+             PyObject* name = Arg(a, 0);
+             std::optional<std::string> raw = RawString(name);
+             if (!raw.has_value()) {
+               b.Add("library", Scalar(name));
+             } else if (raw->find('/') == std::string::npos) {
+               b.Add("library", *raw);
+             } else {
+               b.Add("library", std::string(Basename(*raw)));
+               AddPath(b, "path", name);
+             }
+           }},
+          {"ctypes.dlsym",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("symbol", RawString(Arg(a, 1)).value_or(Scalar(Arg(a, 1))));
+           }},
+          {"ctypes.dlsym/handle",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("symbol", RawString(Arg(a, 1)).value_or(Scalar(Arg(a, 1))));
+           }},
+          {"ctypes.call_function",
+           [](PyObject* a, ArgBuilder& b) {
+             PyObject* ptr = Arg(a, 0);
+             if (ptr != nullptr && PyLong_Check(ptr)) {
+               unsigned long long v = PyLong_AsUnsignedLongLongMask(ptr);
+               b.Add("function", absl::StrCat("0x", absl::Hex(v)));
+             }
+             b.Add("argc", ArgCount(Arg(a, 1)));
+           }},
+          {"pickle.find_class",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("module", RawString(Arg(a, 0)).value_or(Scalar(Arg(a, 0))));
+             b.Add("name", RawString(Arg(a, 1)).value_or(Scalar(Arg(a, 1))));
+           }},
+          {"object.__setattr__",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("object", TypeName(Arg(a, 0)));
+             b.Add("attribute", RawString(Arg(a, 1)).value_or("?"));
+             b.Add("value", TypeName(Arg(a, 2)));
+           }},
+          {"object.__delattr__",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("object", TypeName(Arg(a, 0)));
+             b.Add("attribute", RawString(Arg(a, 1)).value_or("?"));
+           }},
+          {"object.__getattr__",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("object", TypeName(Arg(a, 0)));
+             b.Add("attribute", RawString(Arg(a, 1)).value_or("?"));
+           }},
+          // Arguments carry no information worth keeping (ids, frames).
+          {"builtins.id", [](PyObject*, ArgBuilder&) {}},
+          {"sys._getframe", [](PyObject*, ArgBuilder&) {}},
+          {"urllib.Request",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("url", RawString(Arg(a, 0)).value_or("?"));
+             b.Add("method", Scalar(Arg(a, 3)));
+           }},
+          {"http.client.connect",
+           [](PyObject* a, ArgBuilder& b) {
+             b.Add("host", RawString(Arg(a, 1)).value_or("?"));
+             b.Add("port", Scalar(Arg(a, 2)));
+           }},
+          {"os.rename",
+           [](PyObject* a, ArgBuilder& b) {
+             PathArgs(a, b, {0, 1}, {"src", "dst"});
+           }},
+          {"os.replace",
+           [](PyObject* a, ArgBuilder& b) {
+             PathArgs(a, b, {0, 1}, {"src", "dst"});
+           }},
+          {"os.link",
+           [](PyObject* a, ArgBuilder& b) {
+             PathArgs(a, b, {0, 1}, {"src", "dst"});
+           }},
+          {"os.symlink",
+           [](PyObject* a, ArgBuilder& b) {
+             PathArgs(a, b, {0, 1}, {"src", "dst"});
+           }},
+          {"shutil.copyfile",
+           [](PyObject* a, ArgBuilder& b) {
+             PathArgs(a, b, {0, 1}, {"src", "dst"});
+           }},
+          {"shutil.move",
+           [](PyObject* a, ArgBuilder& b) {
+             PathArgs(a, b, {0, 1}, {"src", "dst"});
+           }},
+      };
   return *handlers;
 }
 
@@ -589,9 +598,8 @@ void GenericArgs(PyObject* args, ArgBuilder& b) {
 }  // namespace
 
 std::string Sha256Prefix(std::string_view data) {
-  std::array<uint32_t, 8> h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372,
-                               0xa54ff53a, 0x510e527f, 0x9b05688c,
-                               0x1f83d9ab, 0x5be0cd19};
+  std::array<uint32_t, 8> h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                               0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
   const auto* p = reinterpret_cast<const uint8_t*>(data.data());
   size_t n = data.size();
   size_t full = n / 64;

@@ -40,7 +40,8 @@ CallProfiler::~CallProfiler() {
 
 absl::Status CallProfiler::Start() {
   if (g_active != nullptr) {
-    return absl::FailedPreconditionError("CallProfiler: another profiler is active");
+    return absl::FailedPreconditionError(
+        "CallProfiler: another profiler is active");
   }
   kBootstrapDef.ml_meth = &CallProfiler::Bootstrap;
   bootstrap_ = PyRef(PyCFunction_New(&kBootstrapDef, nullptr));
@@ -51,8 +52,8 @@ absl::Status CallProfiler::Start() {
   PyRef name(PyUnicode_FromString("threading"));
   PyRef module(name ? PyImport_GetModule(name.get()) : nullptr);
   if (module) {
-    PyRef r(PyObject_CallMethod(module.get(), "setprofile", "O",
-                                bootstrap_.get()));
+    PyRef r(
+        PyObject_CallMethod(module.get(), "setprofile", "O", bootstrap_.get()));
     if (!r) PyErr_Clear();
   }
   PyErr_Clear();
@@ -192,13 +193,13 @@ int CallProfiler::Callback(PyObject*, PyFrameObject* frame, int what,
   if (self == nullptr || frame == nullptr) return 0;
   if (what == PyTrace_CALL) {
     PyRef code(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
-    int callee = self->CodeIndex(reinterpret_cast<PyCodeObject*>(code.get()),
-                                 frame);
+    int callee =
+        self->CodeIndex(reinterpret_cast<PyCodeObject*>(code.get()), frame);
     if (callee >= 0 && self->functions_[callee].hidden) return 0;
     PyRef back(reinterpret_cast<PyObject*>(PyFrame_GetBack(frame)));
-    int caller = back ? self->VisibleCaller(
-                            reinterpret_cast<PyFrameObject*>(back.get()))
-                      : kRootCaller;
+    int caller =
+        back ? self->VisibleCaller(reinterpret_cast<PyFrameObject*>(back.get()))
+             : kRootCaller;
     self->Count(caller, callee);
   } else if (what == PyTrace_C_CALL) {
     if (!PyCFunction_Check(arg)) return 0;

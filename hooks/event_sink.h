@@ -30,8 +30,7 @@ class EventSink {
 // counted in dropped() (the switch that forces the "sink full" path).
 class MemoryEventSink final : public EventSink {
  public:
-  explicit MemoryEventSink(
-      size_t capacity = std::numeric_limits<size_t>::max())
+  explicit MemoryEventSink(size_t capacity = std::numeric_limits<size_t>::max())
       : capacity_(capacity) {}
   void Emit(proto::Event event) override {
     if (events_.size() >= capacity_) {

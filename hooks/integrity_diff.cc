@@ -31,12 +31,12 @@ std::string Describe(PyObject* obj) {
     return absl::StrCat(type, ":", Utf8(mod), ".", Utf8(qual));
   }
   if (PyCFunction_Check(obj)) {
-    return absl::StrCat(type, ":",
-                        reinterpret_cast<PyCFunctionObject*>(obj)->m_ml->ml_name);
+    return absl::StrCat(
+        type, ":", reinterpret_cast<PyCFunctionObject*>(obj)->m_ml->ml_name);
   }
   if (PyType_Check(obj)) {
-    return absl::StrCat("type:",
-                        runtime::PyTypeName(reinterpret_cast<PyTypeObject*>(obj)));
+    return absl::StrCat(
+        "type:", runtime::PyTypeName(reinterpret_cast<PyTypeObject*>(obj)));
   }
   return type;
 }
@@ -71,7 +71,8 @@ PyRef ListCopy(PyObject* list) {
 
 bool SameList(PyObject* a, PyObject* b) {
   if (a == nullptr || b == nullptr) return a == b;
-  if (!PyList_Check(b) || PyList_GET_SIZE(a) != PyList_GET_SIZE(b)) return false;
+  if (!PyList_Check(b) || PyList_GET_SIZE(a) != PyList_GET_SIZE(b))
+    return false;
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(a); ++i) {
     if (PyList_GET_ITEM(a, i) != PyList_GET_ITEM(b, i)) return false;
   }
@@ -89,9 +90,9 @@ PyRef SysCall(const char* func) {
 class Emitter {
  public:
   Emitter(EventSink& sink, size_t max) : sink_(sink), max_(max) {}
-  void Finding(std::string name,
-               std::initializer_list<std::pair<std::string_view, std::string>>
-                   args) {
+  void Finding(
+      std::string name,
+      std::initializer_list<std::pair<std::string_view, std::string>> args) {
     ++count_;
     if (count_ > max_) return;
     proto::Event e;
@@ -126,8 +127,8 @@ class Emitter {
 std::string ModuleOrigin(PyObject* value) {
   if (!PyModule_Check(value)) return "non-module:" + Describe(value);
   PyObject* dict = PyModule_GetDict(value);  // borrowed
-  PyObject* spec = dict != nullptr ? PyDict_GetItemString(dict, "__spec__")
-                                   : nullptr;
+  PyObject* spec =
+      dict != nullptr ? PyDict_GetItemString(dict, "__spec__") : nullptr;
   return spec != nullptr && spec != Py_None ? "import" : "no-spec";
 }
 
@@ -138,9 +139,11 @@ absl::StatusOr<IntegritySnapshot> IntegritySnapshot::Take(
   IntegritySnapshot snap;
   snap.options_ = options;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
-  if (modules == nullptr) return runtime::StatusFromPyErr("integrity: sys.modules");
+  if (modules == nullptr)
+    return runtime::StatusFromPyErr("integrity: sys.modules");
   snap.modules_ = PyRef(PyDict_Copy(modules));
-  if (!snap.modules_) return runtime::StatusFromPyErr("integrity: copy sys.modules");
+  if (!snap.modules_)
+    return runtime::StatusFromPyErr("integrity: copy sys.modules");
   for (const std::string& name : options.watched_modules) {
     PyObject* mod = PyDict_GetItemString(modules, name.c_str());  // borrowed
     if (mod == nullptr || !PyModule_Check(mod)) continue;
@@ -202,13 +205,14 @@ absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
       PyObject* cur = PyDict_GetItemWithError(now, key);
       if (cur == nullptr) {
         PyErr_Clear();
-        out.Finding("module.attr.removed",
-                    {{"module", w.name}, {"attr", Utf8(key)},
-                     {"old", Describe(value)}});
+        out.Finding("module.attr.removed", {{"module", w.name},
+                                            {"attr", Utf8(key)},
+                                            {"old", Describe(value)}});
       } else if (cur != value) {
-        out.Finding("module.attr.rebound",
-                    {{"module", w.name}, {"attr", Utf8(key)},
-                     {"old", Describe(value)}, {"new", Describe(cur)}});
+        out.Finding("module.attr.rebound", {{"module", w.name},
+                                            {"attr", Utf8(key)},
+                                            {"old", Describe(value)},
+                                            {"new", Describe(cur)}});
       }
     }
     pos = 0;
@@ -224,9 +228,9 @@ absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
           continue;  // submodule bound by its import
         }
       }
-      out.Finding("module.attr.added", {{"module", w.name},
-                                        {"attr", attr},
-                                        {"new", Describe(value)}});
+      out.Finding(
+          "module.attr.added",
+          {{"module", w.name}, {"attr", attr}, {"new", Describe(value)}});
     }
   }
   // sys hooks not stored as attributes.
@@ -251,16 +255,18 @@ absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
     const char* name;
     const PyRef& before;
   };
-  for (const ListCheck& c : {ListCheck{"meta_path", meta_path_},
-                             ListCheck{"path_hooks", path_hooks_},
-                             ListCheck{"path", path_}}) {
+  for (const ListCheck& c :
+       {ListCheck{"meta_path", meta_path_},
+        ListCheck{"path_hooks", path_hooks_}, ListCheck{"path", path_}}) {
     PyObject* now = PySys_GetObject(c.name);
     if (!SameList(c.before.get(), now)) {
-      out.Finding(absl::StrCat("sys.", c.name, ".changed"),
-                  {{"before", absl::StrCat(c.before ? PyList_GET_SIZE(c.before.get()) : -1)},
-                   {"after", absl::StrCat(now != nullptr && PyList_Check(now)
-                                              ? PyList_GET_SIZE(now)
-                                              : -1)}});
+      out.Finding(
+          absl::StrCat("sys.", c.name, ".changed"),
+          {{"before",
+            absl::StrCat(c.before ? PyList_GET_SIZE(c.before.get()) : -1)},
+           {"after", absl::StrCat(now != nullptr && PyList_Check(now)
+                                      ? PyList_GET_SIZE(now)
+                                      : -1)}});
     }
   }
   struct CountCheck {

@@ -33,13 +33,37 @@ namespace dynahug::hooks {
 struct IntegrityOptions {
   // Modules whose attributes are compared; those not imported at snapshot
   // time are skipped.
-  std::vector<std::string> watched_modules = {
-      "builtins", "sys", "os", "posix", "io", "_io", "subprocess", "socket",
-      "pickle", "_pickle", "copyreg", "marshal", "importlib", "types",
-      "functools", "operator", "threading", "atexit", "gc", "ctypes",
-      "torch", "torch.nn.functional", "torch.serialization", "torch._utils",
-      "torch.nn.modules.module", "numpy", "numpy.lib.format",
-      "numpy.lib.npyio", "joblib", "joblib.numpy_pickle", "sklearn"};
+  std::vector<std::string> watched_modules = {"builtins",
+                                              "sys",
+                                              "os",
+                                              "posix",
+                                              "io",
+                                              "_io",
+                                              "subprocess",
+                                              "socket",
+                                              "pickle",
+                                              "_pickle",
+                                              "copyreg",
+                                              "marshal",
+                                              "importlib",
+                                              "types",
+                                              "functools",
+                                              "operator",
+                                              "threading",
+                                              "atexit",
+                                              "gc",
+                                              "ctypes",
+                                              "torch",
+                                              "torch.nn.functional",
+                                              "torch.serialization",
+                                              "torch._utils",
+                                              "torch.nn.modules.module",
+                                              "numpy",
+                                              "numpy.lib.format",
+                                              "numpy.lib.npyio",
+                                              "joblib",
+                                              "joblib.numpy_pickle",
+                                              "sklearn"};
   // Findings emitted at most; the rest are counted in one
   // "integrity.truncated" event.
   size_t max_findings = 256;
@@ -66,7 +90,7 @@ class IntegritySnapshot {
     runtime::PyRef dict;  // shallow copy of module.__dict__
   };
   IntegrityOptions options_;
-  runtime::PyRef modules_;     // shallow copy of sys.modules
+  runtime::PyRef modules_;  // shallow copy of sys.modules
   std::vector<Watched> watched_;
   runtime::PyRef meta_path_, path_hooks_, path_;  // list copies
   runtime::PyRef trace_, profile_;                // sys.gettrace/getprofile

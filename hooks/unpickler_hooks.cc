@@ -52,8 +52,8 @@ PyObject* Emit(PyObject*, PyObject* args) {
   proto::Event event;
   event.set_kind(static_cast<proto::Event::Kind>(kind));
   event.set_name(Utf8(name, kBridgeMaxValueBytes));
-  for (Py_ssize_t i = 0;
-       i < PyTuple_GET_SIZE(pairs) && i < kBridgeMaxArgs; ++i) {
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pairs) && i < kBridgeMaxArgs;
+       ++i) {
     PyObject* pair = PyTuple_GET_ITEM(pairs, i);
     if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) continue;
     proto::Argument* arg = event.add_args();
@@ -82,9 +82,7 @@ PyObject* SetRecording(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
-PyObject* Ident(PyObject*, PyObject* arg) {
-  return PyLong_FromVoidPtr(arg);
-}
+PyObject* Ident(PyObject*, PyObject* arg) { return PyLong_FromVoidPtr(arg); }
 
 PyMethodDef kMethods[] = {
     {"emit", Emit, METH_VARARGS, "Report one event to the current sink."},
@@ -97,9 +95,15 @@ PyMethodDef kMethods[] = {
 };
 
 PyModuleDef kModule = {
-    PyModuleDef_HEAD_INIT, "_dynahug_bridge",
-    "dynahug loader bridge (not importable)", -1, kMethods,
-    nullptr, nullptr, nullptr, nullptr,
+    PyModuleDef_HEAD_INIT,
+    "_dynahug_bridge",
+    "dynahug loader bridge (not importable)",
+    -1,
+    kMethods,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
 };
 
 }  // namespace

@@ -40,7 +40,8 @@ absl::Status SetString(PyConfig* config, wchar_t** field,
                        const std::string& value, std::string_view name) {
   PyStatus status = PyConfig_SetBytesString(config, field, value.c_str());
   if (PyStatus_Exception(status)) {
-    return StatusFromPyStatus(absl::StrCat("PyConfig ", std::string(name)), status);
+    return StatusFromPyStatus(absl::StrCat("PyConfig ", std::string(name)),
+                              status);
   }
   return absl::OkStatus();
 }
@@ -83,8 +84,7 @@ absl::StatusOr<Interpreter> Interpreter::Create(
   config.interactive = 0;
   config.buffered_stdio = 1;
   for (auto [field, value, name] :
-       {std::tuple{&config.program_name, &options.program_name,
-                   "program_name"},
+       {std::tuple{&config.program_name, &options.program_name, "program_name"},
         std::tuple{&config.executable, &options.program_name, "executable"},
         std::tuple{&config.home, &options.home, "home"}}) {
     if (absl::Status s = SetString(&config, field, *value, name); !s.ok()) {
@@ -152,7 +152,8 @@ Interpreter::~Interpreter() {
 }
 
 absl::Status Interpreter::Preimport(const std::vector<std::string>& modules) {
-  if (!active_) return absl::FailedPreconditionError("Preimport: no interpreter");
+  if (!active_)
+    return absl::FailedPreconditionError("Preimport: no interpreter");
   for (const std::string& name : modules) {
     PyRef module(PyImport_ImportModule(name.c_str()));
     if (!module) {

@@ -45,16 +45,22 @@ class LoadPhase {
 }  // namespace
 
 absl::StatusOr<std::string> DefaultLoaderFor(std::string_view format) {
-  static const auto* table = new absl::flat_hash_map<std::string_view,
-                                                     std::string_view>{
-      {"torch-zip", "torch.load"},   {"torch-legacy", "torch.load"},
-      {"torch-legacy-tar", "torch.load"}, {"torchscript-zip", "torch.load"},
-      {"joblib", "joblib.load"},     {"gzip", "joblib.load"},
-      {"zlib", "joblib.load"},       {"bzip2", "joblib.load"},
-      {"xz", "joblib.load"},         {"lzma", "joblib.load"},
-      {"npy", "numpy.load"},         {"npz", "numpy.load"},
-      {"raw-pickle", "pickle.load"},
-  };
+  static const auto* table =
+      new absl::flat_hash_map<std::string_view, std::string_view>{
+          {"torch-zip", "torch.load"},
+          {"torch-legacy", "torch.load"},
+          {"torch-legacy-tar", "torch.load"},
+          {"torchscript-zip", "torch.load"},
+          {"joblib", "joblib.load"},
+          {"gzip", "joblib.load"},
+          {"zlib", "joblib.load"},
+          {"bzip2", "joblib.load"},
+          {"xz", "joblib.load"},
+          {"lzma", "joblib.load"},
+          {"npy", "numpy.load"},
+          {"npz", "numpy.load"},
+          {"raw-pickle", "pickle.load"},
+      };
   auto it = table->find(format);
   if (it == table->end()) {
     return absl::InvalidArgumentError(
@@ -77,7 +83,8 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   loader.module_ = PyRef(PyModule_New("dynahug_loader"));
   if (!loader.module_) return StatusFromPyErr("Loader::Create: module");
   PyObject* globals = PyModule_GetDict(loader.module_.get());  // borrowed
-  if (PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) != 0 ||
+  if (PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) !=
+          0 ||
       PyDict_SetItemString(globals, "_dh", loader.bridge_.get()) != 0) {
     return StatusFromPyErr("Loader::Create: globals");
   }
@@ -139,7 +146,8 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
   hooks::CallProfiler profiler(options.profiler_limits, kLoaderFilename,
                                {{pickle_file_, {"_Unpickler.", "_Unframer."}}});
   PyRef result;
-  const uint64_t toggles_before = hooks::AuditHook::Instance().recording_toggles();
+  const uint64_t toggles_before =
+      hooks::AuditHook::Instance().recording_toggles();
   {
     LoadPhase phase(&recorder, std::move(paths), options.audit_limits);
     if (options.profile_calls) {

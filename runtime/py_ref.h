@@ -74,8 +74,8 @@ inline std::string PyStr(PyObject* obj, std::string_view fallback = "<?>") {
 // builtin types is NOT applied: "builtins.dict").
 inline std::string PyTypeName(PyTypeObject* type) {
   PyRef qual(PyType_GetQualName(type));
-  PyRef mod(PyObject_GetAttrString(reinterpret_cast<PyObject*>(type),
-                                   "__module__"));
+  PyRef mod(
+      PyObject_GetAttrString(reinterpret_cast<PyObject*>(type), "__module__"));
   if (!qual || !mod) PyErr_Clear();
   std::string q = qual ? PyStr(qual.get()) : std::string(type->tp_name);
   if (mod && PyUnicode_Check(mod.get())) return PyStr(mod.get()) + "." + q;
@@ -93,17 +93,18 @@ inline absl::Status StatusFromPyErr(
   PyObject* tb_raw = nullptr;
   PyErr_Fetch(&type_raw, &value_raw, &tb_raw);
   if (type_raw == nullptr) {
-    return absl::Status(code, absl::StrCat(std::string(context), ": unknown error"));
+    return absl::Status(code,
+                        absl::StrCat(std::string(context), ": unknown error"));
   }
   PyErr_NormalizeException(&type_raw, &value_raw, &tb_raw);
   PyRef type_ref(type_raw), value(value_raw), tb(tb_raw);
-  std::string type =
-      PyType_Check(type_raw)
-          ? PyTypeName(reinterpret_cast<PyTypeObject*>(type_raw))
-          : std::string("<exception>");
+  std::string type = PyType_Check(type_raw)
+                         ? PyTypeName(reinterpret_cast<PyTypeObject*>(type_raw))
+                         : std::string("<exception>");
   std::string message = PyStr(value.get());
   PyErr_Clear();
-  return absl::Status(code, absl::StrCat(std::string(context), ": ", type, ": ", message));
+  return absl::Status(
+      code, absl::StrCat(std::string(context), ": ", type, ": ", message));
 }
 
 }  // namespace dynahug::runtime

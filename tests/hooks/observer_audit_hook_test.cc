@@ -1,12 +1,10 @@
 // Audit hook: path classification and normalisation tables, live recording
 // gated by the load-phase flag.
-#include "hooks/audit_hook.h"
-
 #include <map>
 
-#include "runtime/py_ref.h"
-
 #include "gtest/gtest.h"
+#include "hooks/audit_hook.h"
+#include "runtime/py_ref.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::hooks {
@@ -76,56 +74,87 @@ TEST(ObserverAuditHookTest, NormalizeTable) {
     const char* args_expr;
     std::map<std::string, std::string> want;
   } cases[] = {
-      {"open", "('/tmp/x/y.txt', 'w', 577)",
+      {"open",
+       "('/tmp/x/y.txt', 'w', 577)",
        {{"path", "tmp"}, {"path_ext", ".txt"}, {"mode", "w"}}},
-      {"open", "('/data/models/m1/sub/a.json', None, 0)",
-       {{"path", "model-dir"}, {"path_ext", ".json"},
-        {"path_rel", "sub/a.json"}, {"mode", "r"}}},
-      {"open", "(b'/home/alice/.ssh/id_rsa', None, 0o1101)",
+      {"open",
+       "('/data/models/m1/sub/a.json', None, 0)",
+       {{"path", "model-dir"},
+        {"path_ext", ".json"},
+        {"path_rel", "sub/a.json"},
+        {"mode", "r"}}},
+      {"open",
+       "(b'/home/alice/.ssh/id_rsa', None, 0o1101)",
        {{"path", "home"}, {"mode", "wct"}}},
       {"open", "(3, 'rb', 0)", {{"path", "fd"}, {"mode", "rb"}}},
-      {"socket.connect", "(None, ('127.0.0.1', 9))",
+      {"socket.connect",
+       "(None, ('127.0.0.1', 9))",
        {{"family", "AF_INET"}, {"address", "127.0.0.1:9"}}},
-      {"socket.connect", "(None, '/tmp/dh-scratch-1/s')",
+      {"socket.connect",
+       "(None, '/tmp/dh-scratch-1/s')",
        {{"family", "AF_UNIX"}, {"address", "scratch"}}},
-      {"socket.__new__", "(None, 10, 1, 0)",
+      {"socket.__new__",
+       "(None, 10, 1, 0)",
        {{"family", "AF_INET6"}, {"type", "1"}}},
-      {"subprocess.Popen", "('/bin/true', ['/bin/true', '-x'], None, None)",
+      {"subprocess.Popen",
+       "('/bin/true', ['/bin/true', '-x'], None, None)",
        {{"executable", "/bin/true"}, {"argc", "2"}, {"env", "inherit"}}},
-      {"subprocess.Popen", "(None, 'ls -l', None, {})",
+      {"subprocess.Popen",
+       "(None, 'ls -l', None, {})",
        {{"executable", "ls"}, {"argc", "?"}, {"env", "set"}}},
-      {"os.system", "(b'/bin/true --flag',)",
-       {{"executable", "/bin/true"}, {"sha256", Sha256Prefix("/bin/true --flag")},
+      {"os.system",
+       "(b'/bin/true --flag',)",
+       {{"executable", "/bin/true"},
+        {"sha256", Sha256Prefix("/bin/true --flag")},
         {"size", "16"}}},
-      {"os.exec", "('/bin/true', ('/bin/true',), {})",
+      {"os.exec",
+       "('/bin/true', ('/bin/true',), {})",
        {{"executable", "/bin/true"}, {"argc", "1"}}},
-      {"os.posix_spawn", "('/bin/true', ['/bin/true'], {})",
+      {"os.posix_spawn",
+       "('/bin/true', ['/bin/true'], {})",
        {{"executable", "/bin/true"}, {"argc", "1"}}},
-      {"compile", "('print(1)', '<string>')",
-       {{"sha256", Sha256Prefix("print(1)")}, {"size", "8"},
+      {"compile",
+       "('print(1)', '<string>')",
+       {{"sha256", Sha256Prefix("print(1)")},
+        {"size", "8"},
         {"filename", "<string>"}}},
-      {"compile", "(b'x=1', '/home/alice/evil.py')",
-       {{"sha256", Sha256Prefix("x=1")}, {"size", "3"},
-        {"filename", "home"}, {"filename_ext", ".py"}}},
-      {"marshal.loads", "(b'abc',)",
+      {"compile",
+       "(b'x=1', '/home/alice/evil.py')",
+       {{"sha256", Sha256Prefix("x=1")},
+        {"size", "3"},
+        {"filename", "home"},
+        {"filename_ext", ".py"}}},
+      {"marshal.loads",
+       "(b'abc',)",
        {{"sha256", "ba7816bf8f01cfea"}, {"size", "3"}}},
       {"import", "('json', None, [], [], [])", {{"module", "json"}}},
       {"ctypes.dlopen", "('libc.so.6',)", {{"library", "libc.so.6"}}},
-      {"ctypes.dlopen", "('/home/alice/x.so',)",
+      {"ctypes.dlopen",
+       "('/home/alice/x.so',)",
        {{"library", "x.so"}, {"path", "home"}, {"path_ext", ".so"}}},
       {"ctypes.dlsym", "(None, 'system')", {{"symbol", "system"}}},
-      {"pickle.find_class", "('posix', 'system')",
+      {"pickle.find_class",
+       "('posix', 'system')",
        {{"module", "posix"}, {"name", "system"}}},
       {"os.putenv", "(b'LD_PRELOAD', b'/x')", {{"key", "LD_PRELOAD"}}},
-      {"object.__setattr__", "(object(), 'f', len)",
-       {{"object", "builtins.object"}, {"attribute", "f"},
+      {"object.__setattr__",
+       "(object(), 'f', len)",
+       {{"object", "builtins.object"},
+        {"attribute", "f"},
         {"value", "builtins.builtin_function_or_method"}}},
       {"builtins.id", "(12345,)", {}},
-      {"os.rename", "('/tmp/dh-scratch-1/a', '/etc/b')",
+      {"os.rename",
+       "('/tmp/dh-scratch-1/a', '/etc/b')",
        {{"src", "scratch"}, {"src_rel", "a"}, {"dst", "etc"}}},
-      {"some.unknown", "('/home/alice/secret.txt', 5, 2.5, b'xy', [1, 2], None)",
-       {{"0", "home"}, {"0_ext", ".txt"}, {"1", "5"}, {"2", "2.5"},
-        {"3", "bytes[2]"}, {"4", "builtins.list[2]"}, {"5", "None"}}},
+      {"some.unknown",
+       "('/home/alice/secret.txt', 5, 2.5, b'xy', [1, 2], None)",
+       {{"0", "home"},
+        {"0_ext", ".txt"},
+        {"1", "5"},
+        {"2", "2.5"},
+        {"3", "bytes[2]"},
+        {"4", "builtins.list[2]"},
+        {"5", "None"}}},
   };
   for (const Case& c : cases) {
     PyRef main = PyRef::Borrow(PyImport_AddModule("__main__"));
@@ -165,7 +194,8 @@ TEST(ObserverAuditHookTest, RecordsOnlyWhileRecordingIsOn) {
   hook.SetRecording(true);
   hook.SetPickleOffset(42);
   ASSERT_TRUE(py.Exec("open('/dev/null').close()\n"
-                      "import sys\nsys.audit('dynahug.test.event', 'v')").ok());
+                      "import sys\nsys.audit('dynahug.test.event', 'v')")
+                  .ok());
   hook.SetRecording(false);
   ASSERT_TRUE(py.Exec("open('/dev/null').close()").ok());
   hook.Stop();

@@ -1,9 +1,8 @@
 // Call profiler: caller -> callee counts, C calls, bounds, displacement.
-#include "hooks/call_profiler.h"
-
 #include <map>
 
 #include "gtest/gtest.h"
+#include "hooks/call_profiler.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::hooks {
@@ -29,7 +28,8 @@ TEST(ObserverCallProfilerTest, CountsEdges) {
                       "exec('def g(x):\\n    return len(x)\\n"
                       "def f():\\n    for i in range(7):\\n        g([i])\\n',"
                       " m.__dict__)\n"
-                      "sys.modules['dhprof'] = m\n").ok());
+                      "sys.modules['dhprof'] = m\n")
+                  .ok());
   CallProfiler prof;
   ASSERT_TRUE(prof.Start().ok());
   ASSERT_TRUE(py.Exec("import dhprof\ndhprof.f()").ok());
@@ -60,7 +60,8 @@ TEST(ObserverCallProfilerTest, BoundedTablesAndEmission) {
                       "for i in range(40):\n"
                       "    exec('def h%d(): return %d' % (i, i))\n"
                       "    fs.append(eval('h%d' % i))\n"
-                      "for f in fs: f()\n").ok());
+                      "for f in fs: f()\n")
+                  .ok());
   prof.Stop();
   EXPECT_LE(prof.distinct_functions(), 6u);
   EXPECT_LE(prof.distinct_edges(), 4u);
@@ -71,7 +72,8 @@ TEST(ObserverCallProfilerTest, BoundedTablesAndEmission) {
   bool truncated = false;
   for (const auto& e : sink.events()) {
     calls += e.kind() == proto::Event::PYTHON_CALL;
-    truncated |= e.kind() == proto::Event::LOG && e.name() == "profiler.truncated";
+    truncated |=
+        e.kind() == proto::Event::LOG && e.name() == "profiler.truncated";
   }
   EXPECT_EQ(calls, 2u);
   EXPECT_TRUE(truncated);
@@ -92,9 +94,12 @@ TEST(ObserverCallProfilerTest, ExcludedFilenameIsTransparent) {
   runtime::Interpreter& py = SharedInterpreter();
   ASSERT_TRUE(py.Exec("import sys\n"
                       "m = type(sys)('dhprof2')\n"
-                      "exec(compile('def inner():\\n    return len([])\\n', 'dh2', 'exec'), m.__dict__)\n"
-                      "exec(compile('def wrapper(f):\\n    len([])\\n    return f()\\n', '<hidden>', 'exec'), m.__dict__)\n"
-                      "sys.modules['dhprof2'] = m\n").ok());
+                      "exec(compile('def inner():\\n    return len([])\\n', "
+                      "'dh2', 'exec'), m.__dict__)\n"
+                      "exec(compile('def wrapper(f):\\n    len([])\\n    "
+                      "return f()\\n', '<hidden>', 'exec'), m.__dict__)\n"
+                      "sys.modules['dhprof2'] = m\n")
+                  .ok());
   CallProfiler prof({}, "<hidden>");
   ASSERT_TRUE(prof.Start().ok());
   ASSERT_TRUE(py.Exec("import dhprof2\ndhprof2.wrapper(dhprof2.inner)").ok());
@@ -123,16 +128,19 @@ namespace {
 
 TEST(ObserverCallProfilerThreadsTest, ThreadsStartedWhileProfilingAreProfiled) {
   runtime::Interpreter& py = SharedInterpreter();
-  ASSERT_TRUE(py.Exec("import sys, threading\n"
-                      "m = type(sys)('dhprof3')\n"
-                      "exec('def work():\\n    for i in range(5):\\n        leaf()\\n"
-                      "def leaf():\\n    return 0\\n', m.__dict__)\n"
-                      "sys.modules['dhprof3'] = m\n").ok());
+  ASSERT_TRUE(
+      py.Exec("import sys, threading\n"
+              "m = type(sys)('dhprof3')\n"
+              "exec('def work():\\n    for i in range(5):\\n        leaf()\\n"
+              "def leaf():\\n    return 0\\n', m.__dict__)\n"
+              "sys.modules['dhprof3'] = m\n")
+          .ok());
   CallProfiler prof;
   ASSERT_TRUE(prof.Start().ok());
   ASSERT_TRUE(py.Exec("import threading, dhprof3\n"
                       "t = threading.Thread(target=dhprof3.work)\n"
-                      "t.start()\nt.join()\n").ok());
+                      "t.start()\nt.join()\n")
+                  .ok());
   EXPECT_TRUE(prof.Stop());
   MemoryEventSink sink;
   prof.EmitTo(sink);
@@ -142,7 +150,8 @@ TEST(ObserverCallProfilerThreadsTest, ThreadsStartedWhileProfilingAreProfiled) {
   uint64_t total = prof.total_calls();
   ASSERT_TRUE(py.Exec("import threading, dhprof3\n"
                       "t = threading.Thread(target=dhprof3.work)\n"
-                      "t.start()\nt.join()\n").ok());
+                      "t.start()\nt.join()\n")
+                  .ok());
   EXPECT_EQ(prof.total_calls(), total);
 }
 

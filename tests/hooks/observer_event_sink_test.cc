@@ -1,8 +1,7 @@
 // EventRecorder: sequence numbers, folding of identical consecutive events,
 // limits; MemoryEventSink capacity.
-#include "hooks/event_sink.h"
-
 #include "gtest/gtest.h"
+#include "hooks/event_sink.h"
 
 namespace dynahug::hooks {
 namespace {

@@ -1,8 +1,7 @@
 // Integrity diff: a clean interval has no findings; each benign
 // self-inflicted change made by the test after the snapshot is found.
-#include "hooks/integrity_diff.h"
-
 #include "gtest/gtest.h"
+#include "hooks/integrity_diff.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::hooks {
@@ -68,12 +67,12 @@ TEST(ObserverIntegrityDiffTest, DetectsSelfInflictedChanges) {
       {"import sys\nsys.meta_path.insert(0, object())",
        "import sys\nsys.meta_path.pop(0)", "sys.meta_path.changed", ""},
       {"import sys\nsys.excepthook = lambda *a: None",
-       "import sys\nsys.excepthook = sys.__excepthook__",
-       "module.attr.rebound", "excepthook"},
-      {"import sys\nsys.settrace(lambda *a: None)", "import sys\nsys.settrace(None)",
-       "sys.settrace", ""},
-      {"import atexit\natexit.register(int)", "import atexit\natexit.unregister(int)",
-       "atexit.registered", ""},
+       "import sys\nsys.excepthook = sys.__excepthook__", "module.attr.rebound",
+       "excepthook"},
+      {"import sys\nsys.settrace(lambda *a: None)",
+       "import sys\nsys.settrace(None)", "sys.settrace", ""},
+      {"import atexit\natexit.register(int)",
+       "import atexit\natexit.unregister(int)", "atexit.registered", ""},
       {"import threading\n_dh_ev = threading.Event()\n"
        "_dh_t = threading.Thread(target=_dh_ev.wait)\n_dh_t.start()\n"
        "import builtins\nbuiltins._dh_thread = (_dh_ev, _dh_t)",
@@ -100,7 +99,9 @@ TEST(ObserverIntegrityDiffTest, FindingsAreBounded) {
   absl::StatusOr<IntegritySnapshot> snap = IntegritySnapshot::Take(options);
   ASSERT_TRUE(snap.ok());
   ASSERT_TRUE(py.Exec("import sys, types\n"
-                      "for i in range(10): sys.modules['dh_many_%d' % i] = types.ModuleType('m')").ok());
+                      "for i in range(10): sys.modules['dh_many_%d' % i] = "
+                      "types.ModuleType('m')")
+                  .ok());
   MemoryEventSink sink;
   absl::StatusOr<size_t> n = snap->DiffAndEmit(sink);
   ASSERT_TRUE(n.ok());
@@ -109,7 +110,8 @@ TEST(ObserverIntegrityDiffTest, FindingsAreBounded) {
   EXPECT_EQ(sink.events().back().name(), "integrity.truncated");
   EXPECT_EQ(sink.events().back().args(0).value(), "7");
   ASSERT_TRUE(py.Exec("import sys\n"
-                      "for i in range(10): del sys.modules['dh_many_%d' % i]").ok());
+                      "for i in range(10): del sys.modules['dh_many_%d' % i]")
+                  .ok());
 }
 
 }  // namespace

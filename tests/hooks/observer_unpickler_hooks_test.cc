@@ -1,10 +1,9 @@
 // The loader bridge: argument checking, bounds, sink switching. (The
 // instrumented unpickler built on it is tested end to end in
 // tests/runtime/embed_loader_test.)
-#include "hooks/unpickler_hooks.h"
-
 #include "gtest/gtest.h"
 #include "hooks/audit_hook.h"
+#include "hooks/unpickler_hooks.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::hooks {
@@ -38,7 +37,8 @@ class BridgeTest : public ::testing::Test {
 TEST_F(BridgeTest, EmitBuildsEvents) {
   MemoryEventSink sink;
   SetBridgeSink(&sink);
-  ASSERT_EQ(Run("dh.emit(2, 'os.system', (('module', 'os'), ('name', 'system')), 17)\n"
+  ASSERT_EQ(Run("dh.emit(2, 'os.system', (('module', 'os'), ('name', "
+                "'system')), 17)\n"
                 "dh.emit(9, 'STOP', (), -1, 3, 'archive/data.pkl')\n"),
             "");
   ASSERT_EQ(sink.events().size(), 2u);
@@ -69,7 +69,9 @@ TEST_F(BridgeTest, EmitErrorsAndBounds) {
   };
   for (const Case& c : cases) EXPECT_EQ(Run(c.code), c.error) << c.code;
   EXPECT_TRUE(sink.events().empty());
-  ASSERT_EQ(Run("dh.emit(11, 'n' * 1000, tuple((str(i), 'v' * 1000) for i in range(40)) + (1, ('a',)))"), "");
+  ASSERT_EQ(Run("dh.emit(11, 'n' * 1000, tuple((str(i), 'v' * 1000) for i in "
+                "range(40)) + (1, ('a',)))"),
+            "");
   ASSERT_EQ(sink.events().size(), 1u);
   const proto::Event& e = sink.events()[0];
   EXPECT_LE(e.args_size(), kBridgeMaxArgs);

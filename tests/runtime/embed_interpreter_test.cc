@@ -1,7 +1,5 @@
 // Interpreter guard: isolation, audit hook installed and verified, error
 // conversion, single-initialisation, and the zygote's fork floor.
-#include "runtime/interpreter.h"
-
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "hooks/audit_hook.h"
+#include "runtime/interpreter.h"
 #include "runtime/py_ref.h"
 #include "tests/runtime/embed_test_util.h"
 
@@ -71,7 +70,8 @@ TEST(EmbedInterpreterTest, AuditHookInstalledBeforeInitAndActive) {
   EXPECT_GT(hook.events_seen(), 0u);
   uint64_t before = hook.events_seen();
   EXPECT_TRUE(hook.VerifyActive().ok());
-  ASSERT_TRUE(SharedInterpreter().Exec("import sys\nsys.audit('dynahug.t', 1)").ok());
+  ASSERT_TRUE(
+      SharedInterpreter().Exec("import sys\nsys.audit('dynahug.t', 1)").ok());
   EXPECT_GT(hook.events_seen(), before);
   // Installing after initialisation is refused (idempotent when installed).
   EXPECT_TRUE(hook.Install().ok());
@@ -108,8 +108,7 @@ TEST(EmbedInterpreterTest, PythonErrorsBecomeStatusesAndAreCleared) {
   };
   for (const Case& c : cases) {
     EXPECT_EQ(c.status.code(), c.code) << c.status;
-    EXPECT_NE(c.status.message().find(c.needle), std::string::npos)
-        << c.status;
+    EXPECT_NE(c.status.message().find(c.needle), std::string::npos) << c.status;
     EXPECT_EQ(PyErr_Occurred(), nullptr);
   }
   EXPECT_TRUE(py.Preimport({"json", "pickle"}).ok());
@@ -169,12 +168,14 @@ TEST(EmbedInterpreterTest, MeasureInitTorchImportAndForkFloor) {
                         .count();
   t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(py.Preimport({"numpy", "joblib", "sklearn", "pickle",
-                            "sklearn.linear_model"}).ok());
+                            "sklearn.linear_model"})
+                  .ok());
   double rest_ms = std::chrono::duration<double, std::milli>(
                        std::chrono::steady_clock::now() - t0)
                        .count();
-  printf("import torch: %.1f ms; numpy+joblib+sklearn(+linear_model): %.1f ms\n",
-         torch_ms, rest_ms);
+  printf(
+      "import torch: %.1f ms; numpy+joblib+sklearn(+linear_model): %.1f ms\n",
+      torch_ms, rest_ms);
   // The zygote forks: after the pre-imports it must still be
   // single-threaded (no OpenMP/BLAS pools started).
   absl::StatusOr<std::string> threads =
@@ -211,9 +212,10 @@ TEST(EmbedInterpreterTest, MeasureInitTorchImportAndForkFloor) {
     total += ms;
     worst = std::max(worst, ms);
   }
-  printf("fork+AfterForkChild+_exit+waitpid with torch imported: mean %.3f ms, "
-         "max %.3f ms over %d (fork() itself, parent side: mean %.3f ms)\n",
-         total / kForks, worst, kForks, in_fork / kForks);
+  printf(
+      "fork+AfterForkChild+_exit+waitpid with torch imported: mean %.3f ms, "
+      "max %.3f ms over %d (fork() itself, parent side: mean %.3f ms)\n",
+      total / kForks, worst, kForks, in_fork / kForks);
   RecordProperty("torch_import_ms", std::to_string(torch_ms));
   RecordProperty("fork_exit_mean_ms", std::to_string(total / kForks));
 }

@@ -3,8 +3,6 @@
 // (differential against /usr/bin/python3), record globals, calls,
 // persistent ids, stubs for missing modules, audit events during the load
 // only, and, in stepping mode, exactly pickletools.genops' opcodes.
-#include "runtime/loader.h"
-
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "hooks/event_sink.h"
+#include "runtime/loader.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::runtime {
@@ -75,9 +74,9 @@ TEST(EmbedLoaderTest, DefaultLoaderForFormats) {
   struct Case {
     const char* format;
     const char* loader;
-  } cases[] = {{"torch-zip", "torch.load"},   {"torch-legacy", "torch.load"},
-               {"joblib", "joblib.load"},     {"zlib", "joblib.load"},
-               {"npy", "numpy.load"},         {"npz", "numpy.load"},
+  } cases[] = {{"torch-zip", "torch.load"},  {"torch-legacy", "torch.load"},
+               {"joblib", "joblib.load"},    {"zlib", "joblib.load"},
+               {"npy", "numpy.load"},        {"npz", "numpy.load"},
                {"raw-pickle", "pickle.load"}};
   for (const Case& c : cases) {
     absl::StatusOr<std::string> l = DefaultLoaderFor(c.format);
@@ -95,14 +94,17 @@ TEST(EmbedLoaderTest, BadOptionsAreErrors) {
   hooks::MemoryEventSink sink;
   LoadOptions o;
   o.loader = "eval";
-  EXPECT_EQ(SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink).status().code(),
+      absl::StatusCode::kInvalidArgument);
   o.loader = "auto";
   o.format = "zip";
-  EXPECT_EQ(SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink).status().code(),
+      absl::StatusCode::kInvalidArgument);
   o.format = "raw-pickle";
-  absl::StatusOr<LoadResult> r = SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink);
+  absl::StatusOr<LoadResult> r =
+      SharedLoader().Load(Fixture("plain_p2.pkl"), o, sink);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->loader, "pickle.load");
   EXPECT_TRUE(r->loaded);
@@ -119,19 +121,21 @@ TEST(EmbedLoaderTest, SameResultTypeAsPlainLoaderInSeparateProcess) {
     std::string loader = line.substr(t1 + 1, t2 - t1 - 1);
     std::string want = line.substr(t2 + 1);
     for (bool record_calls : {true, false}) {
-    hooks::MemoryEventSink sink;
-    LoadOptions options;
-    options.record_calls = record_calls;
-    LoadResult r = MustLoad(name, loader, sink, options);
-    std::string got = r.loaded ? r.loaded_type : "!" + r.error_type;
-    EXPECT_EQ(got, want) << name << " via " << loader << ": "
-                         << r.error_message << " record_calls=" << record_calls;
-    EXPECT_EQ(Find(sink, Event::INTEGRITY, "loader.recording.tampered"), nullptr);
-    bool opened_model = false;
-    for (const Event* e : OfKind(sink, Event::AUDIT)) {
-      opened_model |= e->name() == "open" && Arg(*e, "path") == "model-file";
-    }
-    EXPECT_TRUE(opened_model) << name << " via " << loader;
+      hooks::MemoryEventSink sink;
+      LoadOptions options;
+      options.record_calls = record_calls;
+      LoadResult r = MustLoad(name, loader, sink, options);
+      std::string got = r.loaded ? r.loaded_type : "!" + r.error_type;
+      EXPECT_EQ(got, want) << name << " via " << loader << ": "
+                           << r.error_message
+                           << " record_calls=" << record_calls;
+      EXPECT_EQ(Find(sink, Event::INTEGRITY, "loader.recording.tampered"),
+                nullptr);
+      bool opened_model = false;
+      for (const Event* e : OfKind(sink, Event::AUDIT)) {
+        opened_model |= e->name() == "open" && Arg(*e, "path") == "model-file";
+      }
+      EXPECT_TRUE(opened_model) << name << " via " << loader;
     }
   }
 }
@@ -146,7 +150,8 @@ TEST(EmbedLoaderTest, TorchZipRecordsGlobalsCallsPersistentIdsAndAudit) {
   EXPECT_EQ(Arg(*g, "resolved"), "real");
   EXPECT_TRUE(g->has_pickle_offset());
   EXPECT_EQ(g->member(), "state_dict/data.pkl");
-  const Event* call = Find(sink, Event::PICKLE_CALL, "torch._utils._rebuild_tensor_v2");
+  const Event* call =
+      Find(sink, Event::PICKLE_CALL, "torch._utils._rebuild_tensor_v2");
   ASSERT_NE(call, nullptr);
   EXPECT_EQ(Arg(*call, "op"), "REDUCE");
   EXPECT_EQ(Arg(*call, "0"), "obj:torch.storage.TypedStorage");
@@ -156,7 +161,8 @@ TEST(EmbedLoaderTest, TorchZipRecordsGlobalsCallsPersistentIdsAndAudit) {
   // torch.load opened the model file through Python's open().
   bool opened_model = false;
   for (const Event* e : OfKind(sink, Event::AUDIT)) {
-    if (e->name() == "open" && Arg(*e, "path") == "model-file") opened_model = true;
+    if (e->name() == "open" && Arg(*e, "path") == "model-file")
+      opened_model = true;
   }
   EXPECT_TRUE(opened_model);
   // Sequence numbers strictly increase; events are stamped.
@@ -187,7 +193,8 @@ TEST(EmbedLoaderTest, MissingModuleResolvesToStub) {
     EXPECT_EQ(Arg(*g, "resolved"), "stub");
     bool stub_built = false;
     for (const Event* e : OfKind(sink, Event::PICKLE_CALL)) {
-      if (e->name().starts_with("transformers.training_args.TrainingArguments")) {
+      if (e->name().starts_with(
+              "transformers.training_args.TrainingArguments")) {
         stub_built = true;
       }
     }
@@ -196,8 +203,9 @@ TEST(EmbedLoaderTest, MissingModuleResolvesToStub) {
 }
 
 TEST(EmbedLoaderTest, InstAndObjCallsRecorded) {
-  for (const auto& [file, op] : std::vector<std::pair<std::string, std::string>>{
-           {"inst.pkl", "INST"}, {"obj.pkl", "OBJ"}}) {
+  for (const auto& [file, op] :
+       std::vector<std::pair<std::string, std::string>>{{"inst.pkl", "INST"},
+                                                        {"obj.pkl", "OBJ"}}) {
     hooks::MemoryEventSink sink;
     LoadResult r = MustLoad(file, "pickle.load", sink);
     ASSERT_TRUE(r.loaded);
@@ -214,8 +222,10 @@ TEST(EmbedLoaderTest, InstAndObjCallsRecorded) {
 TEST(EmbedLoaderTest, NoLoaderNoiseInAuditEvents) {
   for (const auto& [file, loader] :
        std::vector<std::pair<std::string, std::string>>{
-           {"plain_p4.pkl", "pickle.load"}, {"state_dict.pt", "torch.load"},
-           {"model.joblib", "joblib.load"}, {"obj.npy", "numpy.load"}}) {
+           {"plain_p4.pkl", "pickle.load"},
+           {"state_dict.pt", "torch.load"},
+           {"model.joblib", "joblib.load"},
+           {"obj.npy", "numpy.load"}}) {
     hooks::MemoryEventSink warm, sink;
     MustLoad(file, loader, warm);
     MustLoad(file, loader, sink);
@@ -284,7 +294,8 @@ TEST(EmbedLoaderTest, LargeStoragesStayLazy) {
     if (e->name() == "persistent_load" && Arg(*e, "lazy") == "meta") ++lazy_ids;
   }
   for (const Event* e : OfKind(full_sink, Event::PICKLE_CALL)) {
-    if (e->name() == "persistent_load" && Arg(*e, "lazy") == "meta") ++full_lazy_ids;
+    if (e->name() == "persistent_load" && Arg(*e, "lazy") == "meta")
+      ++full_lazy_ids;
   }
   EXPECT_EQ(lazy_ids, 1);  // the 32 MiB tensor, not the small one
   EXPECT_EQ(full_lazy_ids, 0);
@@ -324,12 +335,17 @@ TEST(EmbedLoaderTest, OpcodeSteppingMatchesGenops) {
   struct Case {
     const char* file;
     const char* loader;
-  } cases[] = {{"plain_p0.pkl", "pickle.load"}, {"plain_p1.pkl", "pickle.load"},
-               {"plain_p2.pkl", "pickle.load"}, {"plain_p3.pkl", "pickle.load"},
-               {"plain_p4.pkl", "pickle.load"}, {"plain_p5.pkl", "pickle.load"},
-               {"inst.pkl", "pickle.load"},     {"obj.pkl", "pickle.load"},
+  } cases[] = {{"plain_p0.pkl", "pickle.load"},
+               {"plain_p1.pkl", "pickle.load"},
+               {"plain_p2.pkl", "pickle.load"},
+               {"plain_p3.pkl", "pickle.load"},
+               {"plain_p4.pkl", "pickle.load"},
+               {"plain_p5.pkl", "pickle.load"},
+               {"inst.pkl", "pickle.load"},
+               {"obj.pkl", "pickle.load"},
                {"missing_module.pkl", "pickle.load"},
-               {"state_dict.pt", "torch.load"}, {"legacy.pt", "torch.load"}};
+               {"state_dict.pt", "torch.load"},
+               {"legacy.pt", "torch.load"}};
   for (const Case& c : cases) {
     hooks::MemoryEventSink sink;
     LoadOptions o;
@@ -363,9 +379,12 @@ TEST(EmbedLoaderTest, OpcodeSteppingMatchesGenops) {
 TEST(EmbedLoaderTest, MeasureSmallFileLatency) {
   for (const auto& [file, loader] :
        std::vector<std::pair<std::string, std::string>>{
-           {"plain_p4.pkl", "pickle.load"}, {"state_dict.pt", "torch.load"},
-           {"module.pt", "torch.load"}, {"legacy.pt", "torch.load"},
-           {"model.joblib", "joblib.load"}, {"arr.npy", "numpy.load"}}) {
+           {"plain_p4.pkl", "pickle.load"},
+           {"state_dict.pt", "torch.load"},
+           {"module.pt", "torch.load"},
+           {"legacy.pt", "torch.load"},
+           {"model.joblib", "joblib.load"},
+           {"arr.npy", "numpy.load"}}) {
     hooks::MemoryEventSink warm;
     MustLoad(file, loader, warm);
     constexpr int kRuns = 20;
@@ -467,7 +486,8 @@ TEST(EmbedLoaderForkTest, LoadInForkedChildStreamsEvents) {
   MustLoad("model.joblib", "joblib.load", warm);
   for (const auto& [file, loader] :
        std::vector<std::pair<std::string, std::string>>{
-           {"state_dict.pt", "torch.load"}, {"model.joblib", "joblib.load"},
+           {"state_dict.pt", "torch.load"},
+           {"model.joblib", "joblib.load"},
            {"plain_p4.pkl", "pickle.load"}}) {
     constexpr int kRuns = 10;
     double total_ms = 0;
@@ -484,7 +504,8 @@ TEST(EmbedLoaderForkTest, LoadInForkedChildStreamsEvents) {
         PipeSink sink(fds[1]);
         LoadOptions o;
         o.loader = loader;
-        absl::StatusOr<LoadResult> r = SharedLoader().Load(Fixture(file), o, sink);
+        absl::StatusOr<LoadResult> r =
+            SharedLoader().Load(Fixture(file), o, sink);
         _exit(r.ok() && r->loaded ? 0 : 1);
       }
       Interpreter::AfterForkParent();

@@ -57,7 +57,8 @@ inline int RunCommand(const std::string& command, std::string* out) {
 inline const std::string& FixtureDir() {
   static const std::string dir = [] {
     std::string d = std::string(DYNAHUG_TEST_DATA_DIR) + "/embed_fixtures";
-    std::string lock_path = std::string(DYNAHUG_TEST_DATA_DIR) + "/embed_fixtures.lock";
+    std::string lock_path =
+        std::string(DYNAHUG_TEST_DATA_DIR) + "/embed_fixtures.lock";
     int lock = open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
     if (lock >= 0) flock(lock, LOCK_EX);
     // Regenerated when missing or older than the generator script.
