@@ -3,6 +3,7 @@
 #include <ostream>
 
 #include "runtime/disasm_command.h"
+#include "runtime/trace_command.h"
 
 namespace dynahug::runtime {
 namespace {
@@ -20,6 +21,16 @@ commands:
                  List every pickle opcode (offset, opcode, argument, memo
                  effect) and the globals of every pickle stream in every
                  container member, statically (nothing is unpickled).
+
+  trace FILE... [--opcodes] [--format text|json] [--loader L]
+               [--timeout SECONDS] [--memory MIB]
+                 Load each file for real inside the sandbox (seccomp, no
+                 network, writes confined to a scratch directory, limits)
+                 and show what the load did: globals, calls, audit events,
+                 blocked actions, integrity findings, syscalls, exit status.
+                 --opcodes executes the pickle one opcode at a time and
+                 interleaves each opcode with the events it caused.
+                 Needs root (namespaces, seccomp supervision).
 
 options:
   -h, --help     show this help
@@ -47,6 +58,7 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
     return kExitOk;
   }
   if (command == "disasm") return RunDisasm(rest, out, err);
+  if (command == "trace") return RunTrace(rest, out, err);
   err << "dynahug: unknown command '" << command << "'\n\n" << kUsage;
   return kExitError;
 }

@@ -1,0 +1,271 @@
+#include "runtime/trace_command.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <ostream>
+
+#include "google/protobuf/util/json_util.h"
+#include "runtime/cli.h"
+#include "runtime/container.h"
+#include "runtime/trace_runner.h"
+
+namespace dynahug::runtime {
+namespace {
+
+struct TraceCommandOptions {
+  bool json = false;
+  TraceOptions trace;
+  std::vector<std::string> files;
+};
+
+constexpr char kUsage[] =
+    "usage: dynahug trace FILE... [--opcodes] [--format text|json] "
+    "[--loader auto|torch.load|joblib.load|numpy.load|pickle.load] "
+    "[--timeout SECONDS] [--memory MIB]\n";
+
+bool ParseUint(const std::string& text, uint64_t& value) {
+  auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), value);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+bool ParseOptions(const std::vector<std::string>& args,
+                  TraceCommandOptions& options, std::ostream& err) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    auto value = [&](std::string& v) {
+      if (i + 1 >= args.size()) {
+        err << "dynahug trace: " << arg << " needs a value\n" << kUsage;
+        return false;
+      }
+      v = args[++i];
+      return true;
+    };
+    std::string v;
+    uint64_t n = 0;
+    if (arg == "--opcodes") {
+      options.trace.load.opcodes = true;
+    } else if (arg == "--format") {
+      if (!value(v)) return false;
+      if (v != "text" && v != "json") {
+        err << "dynahug trace: unknown format '" << v << "'\n" << kUsage;
+        return false;
+      }
+      options.json = v == "json";
+    } else if (arg == "--loader") {
+      if (!value(v)) return false;
+      if (v != "auto" && v != "torch.load" && v != "joblib.load" &&
+          v != "numpy.load" && v != "pickle.load") {
+        err << "dynahug trace: unknown loader '" << v << "'\n" << kUsage;
+        return false;
+      }
+      options.trace.load.loader = v;
+    } else if (arg == "--timeout" || arg == "--memory") {
+      if (!value(v)) return false;
+      if (!ParseUint(v, n) || n == 0 || n > (uint64_t{1} << 20)) {
+        err << "dynahug trace: " << arg << " needs a positive integer, got '"
+            << v << "'\n";
+        return false;
+      }
+      if (arg == "--timeout") {
+        options.trace.policy.limits.wall_time =
+            absl::Seconds(static_cast<int64_t>(n));
+        options.trace.policy.limits.cpu_seconds = n;
+      } else {
+        options.trace.policy.limits.memory_bytes = n << 20;
+      }
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      err << "dynahug trace: unknown option '" << arg << "'\n" << kUsage;
+      return false;
+    } else {
+      options.files.push_back(arg);
+    }
+  }
+  if (options.files.empty()) {
+    err << kUsage;
+    return false;
+  }
+  return true;
+}
+
+std::string ArgsText(const proto::Event& e, size_t max_chars = 160) {
+  std::string out;
+  for (const auto& a : e.args()) {
+    if (!out.empty()) out += ' ';
+    out += a.key() + "=" + a.value();
+  }
+  if (out.size() > max_chars) out = out.substr(0, max_chars) + "...";
+  return out;
+}
+
+std::string EventLine(const proto::Event& e) {
+  char head[64];
+  std::snprintf(head, sizeof(head), "%10.3f ms  %-11s ",
+                static_cast<double>(e.timestamp_ns()) / 1e6,
+                proto::Event::Kind_Name(e.kind()).c_str());
+  std::string line = head + e.name();
+  const std::string args = ArgsText(e);
+  if (!args.empty()) line += "  " + args;
+  if (e.has_pickle_offset()) line += "  @" + std::to_string(e.pickle_offset());
+  if (!e.member().empty()) line += "  [" + e.member() + "]";
+  if (e.count() > 1) line += "  x" + std::to_string(e.count());
+  if (e.blocked()) line += "  BLOCKED";
+  return line;
+}
+
+void CollectGlobals(const proto::Member& m, std::vector<std::string>& out) {
+  for (const auto& p : m.pickles()) {
+    for (const auto& g : p.globals()) out.push_back(g.module() + "." + g.name());
+  }
+  for (const auto& c : m.children()) CollectGlobals(c, out);
+}
+
+void CollectStaticErrors(const proto::Member& m, const std::string& path,
+                         std::vector<std::string>& out) {
+  if (!m.error().empty()) out.push_back(path + ": " + m.error());
+  for (const auto& p : m.pickles()) {
+    if (!p.error().empty()) out.push_back(path + ": " + p.error());
+  }
+  for (const auto& c : m.children()) {
+    CollectStaticErrors(c, path.empty() ? c.name() : path + "/" + c.name(),
+                        out);
+  }
+}
+
+}  // namespace
+
+void PrintTraceText(const proto::Trace& trace, bool chronological,
+                    std::ostream& out) {
+  out << trace.file().path() << ": "
+      << proto::ContainerFormat_Name(trace.root().format()) << ", "
+      << trace.file().size() << " bytes, sha256 " << trace.file().sha256()
+      << "\n";
+  std::vector<std::string> globals;
+  CollectGlobals(trace.root(), globals);
+  std::sort(globals.begin(), globals.end());
+  globals.erase(std::unique(globals.begin(), globals.end()), globals.end());
+  out << "  static globals (" << globals.size() << "):";
+  for (const auto& g : globals) out << " " << g;
+  out << "\n";
+  std::vector<std::string> static_errors;
+  CollectStaticErrors(trace.root(), "", static_errors);
+  for (const auto& e : static_errors) out << "  static error: " << e << "\n";
+
+  const proto::ChildExit& exit = trace.exit();
+  out << "  loader " << trace.loader() << ": ";
+  if (!trace.loaded_type().empty()) {
+    out << "loaded " << trace.loaded_type();
+  } else {
+    out << "no object";
+  }
+  out << "\n  child: " << proto::ChildExit::Status_Name(exit.status())
+      << " (exit " << exit.exit_code();
+  if (exit.signal() != 0) out << ", signal " << exit.signal();
+  char times[128];
+  std::snprintf(times, sizeof(times),
+                "), wall %.1f ms, cpu %.1f ms, max rss %" PRIu64 " KiB",
+                exit.wall_ms(), exit.cpu_ms(), exit.max_rss_kib());
+  out << times;
+  if (!exit.reason().empty()) out << ", " << exit.reason();
+  out << "\n";
+  for (const auto& e : trace.events()) {
+    if (e.kind() == proto::Event::LOG && e.name() == kLoadResultEvent) {
+      out << "  load result" << (e.member().empty() ? "" : " [" + e.member() + "]")
+          << ": " << ArgsText(e, 400) << "\n";
+    }
+  }
+
+  if (chronological) {
+    out << "  events (" << trace.events_size() << ", in order):\n";
+    for (const auto& e : trace.events()) {
+      if (e.kind() == proto::Event::OPCODE) {
+        char line[64];
+        std::snprintf(line, sizeof(line), "    %8" PRIu64 ": %-16s ",
+                      e.has_pickle_offset() ? e.pickle_offset() : 0,
+                      e.name().c_str());
+        out << line << ArgsText(e) << "\n";
+      } else {
+        out << "        -> " << EventLine(e) << "\n";
+      }
+    }
+  } else {
+    // Grouped by kind, in the order the kinds matter to a reader.
+    const proto::Event::Kind order[] = {
+        proto::Event::BLOCKED,     proto::Event::AUDIT,
+        proto::Event::GLOBAL,      proto::Event::PICKLE_CALL,
+        proto::Event::IMPORT,      proto::Event::NATIVE,
+        proto::Event::INTEGRITY,   proto::Event::PYTHON_CALL,
+        proto::Event::LOG,         proto::Event::SYSCALL,
+        proto::Event::OPCODE};
+    for (proto::Event::Kind kind : order) {
+      std::vector<const proto::Event*> group;
+      for (const auto& e : trace.events()) {
+        if (e.kind() != kind) continue;
+        if (kind == proto::Event::LOG && e.name() == kLoadResultEvent) continue;
+        group.push_back(&e);
+      }
+      if (group.empty()) continue;
+      out << "  " << proto::Event::Kind_Name(kind) << " (" << group.size()
+          << "):\n";
+      const size_t limit = kind == proto::Event::PYTHON_CALL ? 40 : 400;
+      for (size_t i = 0; i < group.size() && i < limit; ++i) {
+        out << "    " << EventLine(*group[i]) << "\n";
+      }
+      if (group.size() > limit) {
+        out << "    ... " << group.size() - limit << " more\n";
+      }
+    }
+  }
+  if (trace.syscalls_size() > 0) {
+    out << "  syscalls:";
+    for (const auto& s : trace.syscalls()) {
+      out << " " << s.name() << "=" << s.count();
+      if (s.denied() > 0) out << "(denied " << s.denied() << ")";
+    }
+    out << "\n";
+  }
+  if (trace.dropped_events() > 0) {
+    out << "  dropped events: " << trace.dropped_events() << "\n";
+  }
+}
+
+int RunTrace(const std::vector<std::string>& args, std::ostream& out,
+             std::ostream& err) {
+  TraceCommandOptions options;
+  if (!ParseOptions(args, options, err)) return kExitError;
+
+  absl::StatusOr<TraceRunner> runner = TraceRunner::Create();
+  if (!runner.ok()) {
+    err << "dynahug trace: " << std::string(runner.status().message()) << "\n";
+    return kExitError;
+  }
+  bool any_error = false;
+  bool first = true;
+  if (options.json) out << "{\"traces\": [";
+  for (const std::string& path : options.files) {
+    absl::StatusOr<proto::Trace> trace = runner->Trace(path, options.trace);
+    if (!trace.ok()) {
+      any_error = true;
+      err << "dynahug: " << std::string(trace.status().message()) << "\n";
+      continue;
+    }
+    if (options.json) {
+      std::string json;
+      google::protobuf::util::JsonPrintOptions print;
+      print.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(*trace, &json, print);
+      out << (first ? "\n" : ",\n") << json;
+    } else {
+      PrintTraceText(*trace, options.trace.load.opcodes, out);
+      out << "\n";
+    }
+    first = false;
+  }
+  if (options.json) out << "\n]}\n";
+  return any_error ? kExitError : kExitOk;
+}
+
+}  // namespace dynahug::runtime

@@ -1,0 +1,33 @@
+// `dynahug trace FILE... [--opcodes] [--format text|json] [--loader L]
+//  [--timeout SECONDS] [--memory MIB]`: loads each file for real inside the
+// sandbox and shows what the load did. Without --opcodes the trace is grouped
+// (imports, globals, calls, audit events, blocked actions, integrity
+// findings, syscalls, how the child ended); with --opcodes the pickle is
+// executed one opcode at a time and every opcode (offset, name, argument) is
+// interleaved with the events it caused. --format json prints the
+// proto::Trace messages as JSON.
+#ifndef DYNAHUG_RUNTIME_TRACE_COMMAND_H_
+#define DYNAHUG_RUNTIME_TRACE_COMMAND_H_
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "proto/dynahug.pb.h"
+
+namespace dynahug::runtime {
+
+// Runs the subcommand; `args` excludes "trace". Returns kExitOk when every
+// file was traced, kExitError otherwise.
+int RunTrace(const std::vector<std::string>& args, std::ostream& out,
+             std::ostream& err);
+
+// Human-readable rendering of a trace (the text format of `trace`).
+// `chronological` lists every event in order (analyst mode) instead of
+// grouping them.
+void PrintTraceText(const proto::Trace& trace, bool chronological,
+                    std::ostream& out);
+
+}  // namespace dynahug::runtime
+
+#endif  // DYNAHUG_RUNTIME_TRACE_COMMAND_H_

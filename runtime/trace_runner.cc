@@ -1,0 +1,316 @@
+#include "runtime/trace_runner.h"
+
+#include <Python.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <string_view>
+
+#include "absl/strings/str_cat.h"
+#include "hooks/event_sink.h"
+#include "runtime/py_ref.h"
+#include "runtime/static_trace.h"
+#include "sandbox/seccomp_policy.h"
+
+namespace dynahug::runtime {
+namespace {
+
+// At most this many archive members are loaded dynamically per file.
+constexpr size_t kMaxLoadTargets = 16;
+
+// Something the child loads: the file itself, or a loadable member of a
+// generic archive (written to the child's scratch directory first, the way a
+// user would unpack it).
+struct LoadTarget {
+  std::string member;  // "" for the file itself
+  std::string format;
+  std::span<const uint8_t> bytes;  // member content (members only)
+};
+
+bool IsLoadable(Format format) {
+  return DefaultLoaderFor(FormatName(format)).ok();
+}
+
+void CollectTargets(const Member& m, const std::string& path,
+                    std::vector<LoadTarget>& out) {
+  for (const Member& child : m.children) {
+    if (out.size() >= kMaxLoadTargets) return;
+    const std::string child_path =
+        path.empty() ? child.name : path + "/" + child.name;
+    if (IsLoadable(child.format) && !child.bytes.empty()) {
+      out.push_back({child_path, std::string(FormatName(child.format)),
+                     child.bytes});
+    } else {
+      CollectTargets(child, child_path, out);
+    }
+  }
+}
+
+std::vector<LoadTarget> LoadTargets(const AnalyzedFile& file) {
+  std::vector<LoadTarget> targets;
+  if (IsLoadable(file.root().format)) {
+    targets.push_back({"", std::string(FormatName(file.root().format)), {}});
+  } else {
+    CollectTargets(file.root(), "", targets);
+  }
+  return targets;
+}
+
+// Forwards the loader's events to the parent over the event channel,
+// labelling them with the archive member being loaded.
+class ChannelSink final : public hooks::EventSink {
+ public:
+  explicit ChannelSink(sandbox::EventWriter& writer) : writer_(writer) {}
+  void set_member(std::string member) { member_ = std::move(member); }
+  void Emit(proto::Event event) override {
+    if (event.member().empty() && !member_.empty()) event.set_member(member_);
+    writer_.Write(std::move(event));
+  }
+
+ private:
+  sandbox::EventWriter& writer_;
+  std::string member_;
+};
+
+void AddArg(proto::Event& event, std::string key, std::string value) {
+  proto::Argument* arg = event.add_args();
+  arg->set_key(std::move(key));
+  arg->set_value(std::move(value));
+}
+
+std::string ArgValue(const proto::Event& event, std::string_view key) {
+  for (const auto& arg : event.args()) {
+    if (arg.key() == key) return arg.value();
+  }
+  return "";
+}
+
+// Replaces os.environ with the sandbox's scrubbed environment: CPython's
+// copy of the zygote's environment is still in the child's memory.
+bool ResetEnviron(const std::vector<std::string>& env) {
+  PyRef os(PyImport_ImportModule("os"));
+  if (!os) return false;
+  PyRef environ(PyObject_GetAttrString(os.get(), "environ"));
+  if (!environ) return false;
+  PyRef cleared(PyObject_CallMethod(environ.get(), "clear", nullptr));
+  if (!cleared) return false;
+  for (const std::string& entry : env) {
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos) continue;
+    PyRef key(PyUnicode_DecodeFSDefaultAndSize(entry.data(),
+                                               static_cast<Py_ssize_t>(eq)));
+    PyRef value(PyUnicode_DecodeFSDefault(entry.c_str() + eq + 1));
+    if (!key || !value ||
+        PyObject_SetItem(environ.get(), key.get(), value.get()) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Writes `bytes` to `path` (a fresh file in scratch).
+bool WriteFile(const std::string& path, std::span<const uint8_t> bytes) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                      0600);
+  if (fd < 0) return false;
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  close(fd);
+  return done == bytes.size();
+}
+
+std::string SafeFileName(std::string_view member, size_t index) {
+  std::string name = absl::StrCat(index, "_");
+  const size_t slash = member.rfind('/');
+  for (char c : member.substr(slash == std::string_view::npos ? 0 : slash + 1)) {
+    name.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                           c == '-' || c == '_'
+                       ? c
+                       : '_');
+  }
+  return name;
+}
+
+// Top-level package of every global the file's pickles reference.
+void CollectPackages(const Member& m, std::set<std::string>& out) {
+  for (const auto& stream : m.pickles) {
+    for (const auto& g : stream.globals) {
+      out.insert(g.module.substr(0, g.module.find('.')));
+    }
+  }
+  for (const auto& child : m.children) CollectPackages(child, out);
+}
+
+}  // namespace
+
+std::string ResolveLoader(const AnalyzedFile& file, const LoadOptions& load) {
+  if (load.loader != "auto") return load.loader;
+  absl::StatusOr<std::string> loader =
+      DefaultLoaderFor(FormatName(file.root().format));
+  return loader.ok() ? *loader : "archive";
+}
+
+absl::StatusOr<TraceRunner> TraceRunner::Create(
+    const TraceRunnerOptions& options) {
+  absl::StatusOr<Interpreter> interpreter =
+      Interpreter::Create(options.interpreter);
+  if (!interpreter.ok()) return interpreter.status();
+  absl::StatusOr<Loader> loader = Loader::Create(*interpreter);
+  if (!loader.ok()) return loader.status();
+  return TraceRunner(std::move(*interpreter), std::move(*loader),
+                     options.preimport_allowlist);
+}
+
+absl::Status TraceRunner::Warm(const AnalyzedFile& file,
+                               const LoadOptions& load) {
+  std::set<std::string> wanted;
+  for (const LoadTarget& target : LoadTargets(file)) {
+    const std::string loader =
+        load.loader == "auto" ? DefaultLoaderFor(target.format).value_or("")
+                              : load.loader;
+    if (loader == "torch.load") wanted.insert("torch");
+    if (loader == "joblib.load") wanted.insert({"joblib", "numpy"});
+    if (loader == "numpy.load") wanted.insert("numpy");
+  }
+  CollectPackages(file.root(), wanted);
+  std::vector<std::string> to_import;
+  for (const std::string& package : wanted) {
+    if (imported_.count(package)) continue;
+    if (std::find(allowlist_.begin(), allowlist_.end(), package) ==
+        allowlist_.end()) {
+      continue;  // never import a name a file chose, outside the sandbox
+    }
+    to_import.push_back(package);
+  }
+  if (to_import.empty()) return absl::OkStatus();
+  absl::Status status = interpreter_.Preimport(to_import);
+  if (!status.ok()) return status;
+  imported_.insert(to_import.begin(), to_import.end());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<proto::Trace> TraceRunner::Trace(const std::string& path,
+                                                const TraceOptions& options) {
+  absl::StatusOr<AnalyzedFile> file = AnalyzeFile(path, options.analyze);
+  if (!file.ok()) return file.status();
+  return Trace(*file, options);
+}
+
+absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
+                                                const TraceOptions& options) {
+  proto::Trace trace = StaticTrace(file);
+  const std::vector<LoadTarget> targets = LoadTargets(file);
+  if (targets.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file.path(), ": nothing loadable (",
+        std::string(FormatName(file.root().format)),
+        " with no model members)"));
+  }
+  if (absl::Status warm = Warm(file, options.load); !warm.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "zygote: importing the libraries for ", file.path(),
+        " failed: ", std::string(warm.message())));
+  }
+  trace.set_loader(ResolveLoader(file, options.load));
+
+  // The child's cwd is its scratch directory.
+  std::error_code ec;
+  const std::string absolute_path =
+      std::filesystem::absolute(file.path(), ec).string();
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": cannot make the path absolute: ",
+                     ec.message()));
+  }
+  Loader& loader = loader_;
+  auto body = [&](sandbox::ChildContext& ctx) -> int {
+    Interpreter::AfterForkChild();
+    ChannelSink sink(ctx.events());
+    if (!ResetEnviron(ctx.environment())) {
+      PyErr_Clear();
+      return 3;
+    }
+    bool all_loaded = true;
+    for (size_t i = 0; i < targets.size(); ++i) {
+      const LoadTarget& target = targets[i];
+      std::string load_path = absolute_path;
+      if (!target.member.empty()) {
+        load_path = ctx.scratch_dir() + "/" + SafeFileName(target.member, i);
+        if (!WriteFile(load_path, target.bytes)) return 3;
+      }
+      LoadOptions load = options.load;
+      load.format = target.format;
+      load.paths.model_path = load_path;
+      load.paths.scratch_dir = ctx.scratch_dir();
+      load.paths.home_dir = ctx.scratch_dir();
+      sink.set_member(target.member);
+      absl::StatusOr<LoadResult> result = loader.Load(load_path, load, sink);
+      proto::Event done;
+      done.set_kind(proto::Event::LOG);
+      done.set_name(kLoadResultEvent);
+      done.set_member(target.member);
+      if (!result.ok()) {
+        AddArg(done, "status", std::string(result.status().message()));
+        sink.Emit(std::move(done));
+        return 3;
+      }
+      AddArg(done, "loader", result->loader);
+      AddArg(done, "loaded", result->loaded ? "true" : "false");
+      AddArg(done, "type", result->loaded_type);
+      AddArg(done, "stub", result->loaded_type_is_stub ? "true" : "false");
+      AddArg(done, "error_type", result->error_type);
+      AddArg(done, "error", result->error_message);
+      AddArg(done, "load_ms", absl::StrCat(result->load_ms));
+      AddArg(done, "dropped", absl::StrCat(result->dropped_events));
+      sink.Emit(std::move(done));
+      if (result->error_type == "builtins.MemoryError") {
+        ctx.ReportOutOfMemory();
+      }
+      all_loaded = all_loaded && result->loaded;
+    }
+    return all_loaded ? 0 : 1;
+  };
+
+  Interpreter::BeforeFork();
+  absl::StatusOr<sandbox::ChildResult> child =
+      sandbox::RunSandboxed(options.policy, body);
+  Interpreter::AfterForkParent();
+  if (!child.ok()) return child.status();
+
+  std::vector<std::string> types;
+  for (proto::Event& event : child->events) {
+    if (event.kind() == proto::Event::LOG && event.name() == kLoadResultEvent) {
+      const std::string type = ArgValue(event, "type");
+      if (!type.empty()) types.push_back(type);
+      const std::string status = ArgValue(event, "status");
+      if (!status.empty()) {
+        trace.mutable_exit()->set_reason("loader error: " + status);
+      }
+    }
+    *trace.add_events() = std::move(event);
+  }
+  std::string loaded_type;
+  for (const auto& t : types) {
+    loaded_type += loaded_type.empty() ? t : "," + t;
+  }
+  trace.set_loaded_type(loaded_type);
+  for (const sandbox::SyscallCount& count : child->syscalls) {
+    *trace.add_syscalls() = sandbox::ToProto(count);
+  }
+  const std::string loader_reason = trace.exit().reason();
+  *trace.mutable_exit() = sandbox::ToProto(*child);
+  if (!loader_reason.empty() && trace.exit().reason().empty()) {
+    trace.mutable_exit()->set_reason(loader_reason);
+  }
+  trace.set_dropped_events(child->channel.dropped_by_child +
+                           child->channel.dropped_by_reader);
+  return trace;
+}
+
+}  // namespace dynahug::runtime

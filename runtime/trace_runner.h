@@ -1,0 +1,98 @@
+// TraceRunner: the zygote. It owns the process's embedded interpreter and the
+// loader, imports the ML libraries a file's load needs once (from an
+// allowlist, never a name taken from the file), and traces each file by:
+//
+//   1. reading and analysing it statically in this process (no unpickling),
+//   2. forking a sandboxed child (sandbox::RunSandboxed) that runs the real
+//      library loader with every hook on and streams events back,
+//   3. assembling the proto::Trace: static part + events + syscall counts +
+//      how the child ended.
+//
+// This process never unpickles the file: only the child does, after the
+// sandbox is in place.
+//
+// Threading: one TraceRunner per process, used from the thread that created
+// it (the interpreter's thread). Trace() is not reentrant.
+#ifndef DYNAHUG_RUNTIME_TRACE_RUNNER_H_
+#define DYNAHUG_RUNTIME_TRACE_RUNNER_H_
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/dynahug.pb.h"
+#include "runtime/container.h"
+#include "runtime/interpreter.h"
+#include "runtime/loader.h"
+#include "sandbox/child_launcher.h"
+
+namespace dynahug::runtime {
+
+struct TraceRunnerOptions {
+  InterpreterOptions interpreter;
+  // Top-level packages the zygote may import before forking. Only names on
+  // this list are ever imported in this (unsandboxed) process, whatever a
+  // file references.
+  std::vector<std::string> preimport_allowlist = {
+      "numpy", "torch", "joblib", "sklearn", "pandas", "scipy", "xgboost"};
+};
+
+struct TraceOptions {
+  // Loader choice and hook switches (LoadOptions::format is filled in from
+  // the static analysis).
+  LoadOptions load;
+  sandbox::Policy policy;
+  AnalyzeOptions analyze;
+};
+
+// Name of the LOG event the child sends last with the loader's result; the
+// parent folds it into Trace.loader / Trace.loaded_type and drops it.
+inline constexpr char kLoadResultEvent[] = "dynahug.load_result";
+
+class TraceRunner {
+ public:
+  // Initialises the interpreter (once per process) and the loader.
+  static absl::StatusOr<TraceRunner> Create(
+      const TraceRunnerOptions& options = {});
+
+  TraceRunner(TraceRunner&&) = default;
+  TraceRunner& operator=(TraceRunner&&) = default;
+
+  // Imports the allowlisted packages that loading `file` will need: those of
+  // its loader (torch for torch formats, joblib + numpy for joblib, numpy for
+  // npy/npz) and the top-level packages of its static globals. Idempotent.
+  absl::Status Warm(const AnalyzedFile& file, const LoadOptions& load);
+
+  // Traces one file (steps 1-3 above). Errors are for files that cannot be
+  // analysed at all (unreadable, unknown format) and for sandbox set-up
+  // failures; a load that fails, crashes, times out or is blocked is a
+  // Trace, not an error.
+  absl::StatusOr<proto::Trace> Trace(const std::string& path,
+                                     const TraceOptions& options);
+  // Same, for a file already analysed by the caller.
+  absl::StatusOr<proto::Trace> Trace(const AnalyzedFile& file,
+                                     const TraceOptions& options);
+
+  // Packages imported so far by Warm().
+  const std::set<std::string>& imported() const { return imported_; }
+
+ private:
+  TraceRunner(Interpreter interpreter, Loader loader,
+              std::vector<std::string> allowlist)
+      : interpreter_(std::move(interpreter)),
+        loader_(std::move(loader)),
+        allowlist_(std::move(allowlist)) {}
+
+  Interpreter interpreter_;
+  Loader loader_;
+  std::vector<std::string> allowlist_;
+  std::set<std::string> imported_;
+};
+
+// The loader `load` resolves to for `file` ("torch.load", ...).
+std::string ResolveLoader(const AnalyzedFile& file, const LoadOptions& load);
+
+}  // namespace dynahug::runtime
+
+#endif  // DYNAHUG_RUNTIME_TRACE_RUNNER_H_
