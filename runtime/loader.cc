@@ -137,7 +137,7 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
   }
   hooks::EventRecorder recorder(&sink, options.recorder_limits);
   std::optional<hooks::IntegritySnapshot> snapshot;
-  if (options.integrity_diff) {
+  if (options.integrity_diff && options.integrity_baseline == nullptr) {
     absl::StatusOr<hooks::IntegritySnapshot> s =
         hooks::IntegritySnapshot::Take(options.integrity);
     if (!s.ok()) return s.status();
@@ -185,8 +185,10 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
     recorder.Emit(std::move(e));
   }
   if (options.profile_calls) profiler.EmitTo(recorder);
-  if (snapshot.has_value()) {
-    absl::StatusOr<size_t> findings = snapshot->DiffAndEmit(recorder);
+  const hooks::IntegritySnapshot* baseline =
+      snapshot.has_value() ? &*snapshot : options.integrity_baseline;
+  if (options.integrity_diff && baseline != nullptr) {
+    absl::StatusOr<size_t> findings = baseline->DiffAndEmit(recorder);
     if (!findings.ok()) return findings.status();
   }
   recorder.Flush();

@@ -72,6 +72,13 @@ struct LoadOptions {
   hooks::RecorderLimits recorder_limits;
   hooks::ProfilerLimits profiler_limits;
   hooks::IntegrityOptions integrity;
+  // When set, the integrity diff compares against this snapshot instead of
+  // taking one per load. The zygote takes it once (after Preimport,
+  // Loader::Create and any warm-up loads) and children only read it:
+  // a per-child snapshot copies module dicts and increments the reference
+  // count of every module attribute, which copy-on-write faults thousands of
+  // pages in the child. Not owned; must outlive the Load call.
+  const hooks::IntegritySnapshot* integrity_baseline = nullptr;
 };
 
 struct LoadResult {

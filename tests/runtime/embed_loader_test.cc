@@ -4,12 +4,14 @@
 // persistent ids, stubs for missing modules, audit events during the load
 // only, and, in stepping mode, exactly pickletools.genops' opcodes.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "gtest/gtest.h"
 #include "hooks/event_sink.h"
@@ -269,6 +271,39 @@ TEST(EmbedLoaderTest, JoblibSteppingLoadsAndInterleaves) {
   EXPECT_NE(build, nullptr);
 }
 
+TEST(EmbedLoaderTest, IntegrityBaselineIsUsedWhenGiven) {
+  hooks::MemoryEventSink warm;
+  MustLoad("plain_p4.pkl", "pickle.load", warm);
+  absl::StatusOr<hooks::IntegritySnapshot> baseline =
+      hooks::IntegritySnapshot::Take();
+  ASSERT_TRUE(baseline.ok());
+  // A change made after the baseline (standing in for one made by a load)
+  // shows up in the next load's events; without the baseline it does not.
+  ASSERT_TRUE(SharedInterpreter()
+                  .Exec("import os\nos._dh_saved = os.getcwd\n"
+                        "os.getcwd = lambda: '/'")
+                  .ok());
+  auto rebound = [](const hooks::MemoryEventSink& sink) {
+    for (const Event* e : OfKind(sink, Event::INTEGRITY)) {
+      if (e->name() == "module.attr.rebound" && Arg(*e, "attr") == "getcwd") {
+        return true;
+      }
+    }
+    return false;
+  };
+  hooks::MemoryEventSink with, without;
+  LoadOptions o;
+  o.integrity_baseline = &*baseline;
+  MustLoad("plain_p4.pkl", "pickle.load", with, o);
+  MustLoad("plain_p4.pkl", "pickle.load", without);
+  ASSERT_TRUE(SharedInterpreter()
+                  .Exec("import os\nos.getcwd = os._dh_saved\n"
+                        "del os._dh_saved")
+                  .ok());
+  EXPECT_TRUE(rebound(with));
+  EXPECT_FALSE(rebound(without));
+}
+
 TEST(EmbedLoaderTest, RawPickleThroughTorchLoadRunsThenFails) {
   hooks::MemoryEventSink sink;
   LoadResult r = MustLoad("raw_model.bin", "torch.load", sink);
@@ -461,20 +496,34 @@ TEST(EmbedLoaderFastTest, MeasureOpcodeHeavyPickle) {
 namespace dynahug::runtime {
 namespace {
 
-// Writes each event as a length-prefixed serialized proto to a pipe (what
-// the sandbox's channel will do, minimally).
+// Writes events as length-prefixed serialized protos to a pipe (what the
+// sandbox's channel will do, minimally), buffered: one write() per 64 KiB
+// instead of two per event (per-event writes wake the reader each time and
+// cost about 10x the load itself on this machine).
 class PipeSink final : public hooks::EventSink {
  public:
   explicit PipeSink(int fd) : fd_(fd) {}
+  ~PipeSink() override { Flush(); }
   void Emit(proto::Event event) override {
     std::string bytes = event.SerializeAsString();
     uint32_t n = static_cast<uint32_t>(bytes.size());
-    if (write(fd_, &n, sizeof(n)) != sizeof(n)) return;
-    if (write(fd_, bytes.data(), n) != static_cast<ssize_t>(n)) return;
+    buffer_.append(reinterpret_cast<const char*>(&n), sizeof(n));
+    buffer_ += bytes;
+    if (buffer_.size() >= (64 << 10)) Flush();
+  }
+  void Flush() {
+    size_t done = 0;
+    while (done < buffer_.size()) {
+      ssize_t w = write(fd_, buffer_.data() + done, buffer_.size() - done);
+      if (w <= 0) break;
+      done += static_cast<size_t>(w);
+    }
+    buffer_.clear();
   }
 
  private:
   int fd_;
+  std::string buffer_;
 };
 
 // The zygote shape: interpreter, libraries and loader initialised once in
@@ -484,61 +533,82 @@ TEST(EmbedLoaderForkTest, LoadInForkedChildStreamsEvents) {
   hooks::MemoryEventSink warm;
   MustLoad("state_dict.pt", "torch.load", warm);  // warm, as the zygote
   MustLoad("model.joblib", "joblib.load", warm);
-  for (const auto& [file, loader] :
-       std::vector<std::pair<std::string, std::string>>{
-           {"state_dict.pt", "torch.load"},
-           {"model.joblib", "joblib.load"},
-           {"plain_p4.pkl", "pickle.load"}}) {
-    constexpr int kRuns = 10;
-    double total_ms = 0;
-    for (int run = 0; run < kRuns; ++run) {
-      int fds[2];
-      ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
-      auto t0 = std::chrono::steady_clock::now();
-      Interpreter::BeforeFork();
-      pid_t pid = fork();
-      ASSERT_GE(pid, 0);
-      if (pid == 0) {
-        Interpreter::AfterForkChild();
-        close(fds[0]);
-        PipeSink sink(fds[1]);
-        LoadOptions o;
-        o.loader = loader;
-        absl::StatusOr<LoadResult> r =
-            SharedLoader().Load(Fixture(file), o, sink);
-        _exit(r.ok() && r->loaded ? 0 : 1);
-      }
-      Interpreter::AfterForkParent();
-      close(fds[1]);
-      std::string data;
-      char buf[65536];
-      ssize_t n;
-      while ((n = read(fds[0], buf, sizeof(buf))) > 0) data.append(buf, n);
-      close(fds[0]);
-      int status = 0;
-      ASSERT_EQ(waitpid(pid, &status, 0), pid);
-      total_ms += std::chrono::duration<double, std::milli>(
-                      std::chrono::steady_clock::now() - t0)
-                      .count();
-      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << file;
-      // Parse the stream back.
-      size_t pos = 0, events = 0, globals = 0;
-      while (pos + 4 <= data.size()) {
-        uint32_t len;
-        memcpy(&len, data.data() + pos, 4);
-        ASSERT_LE(pos + 4 + len, data.size());
-        proto::Event e;
-        ASSERT_TRUE(e.ParseFromArray(data.data() + pos + 4, len));
-        EXPECT_EQ(e.sequence() >= events, true);
-        globals += e.kind() == Event::GLOBAL;
-        ++events;
-        pos += 4 + len;
-      }
-      EXPECT_EQ(pos, data.size());
-      EXPECT_GT(globals, 0u) << file;
+  for (int mode = 0; mode < 2; ++mode) {
+    // 0: per-child integrity snapshot; 1: snapshot taken once in the parent.
+    std::optional<hooks::IntegritySnapshot> baseline;
+    if (mode >= 1) {
+      absl::StatusOr<hooks::IntegritySnapshot> s =
+          hooks::IntegritySnapshot::Take();
+      ASSERT_TRUE(s.ok());
+      baseline = std::move(*s);
     }
-    printf("forked child: %-14s %-12s mean %.2f ms per file (fork+load+exit)\n",
-           file.c_str(), loader.c_str(), total_ms / kRuns);
+    for (const auto& [file, loader] :
+         std::vector<std::pair<std::string, std::string>>{
+             {"state_dict.pt", "torch.load"},
+             {"model.joblib", "joblib.load"},
+             {"plain_p4.pkl", "pickle.load"}}) {
+      constexpr int kRuns = 10;
+      double total_ms = 0, child_cpu_ms = 0;
+      long minflt = 0;
+      for (int run = 0; run < kRuns; ++run) {
+        int fds[2];
+        ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+        auto t0 = std::chrono::steady_clock::now();
+        Interpreter::BeforeFork();
+        pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+          Interpreter::AfterForkChild();
+          close(fds[0]);
+          PipeSink sink(fds[1]);
+          LoadOptions o;
+          o.loader = loader;
+          if (baseline.has_value()) o.integrity_baseline = &*baseline;
+          absl::StatusOr<LoadResult> r =
+              SharedLoader().Load(Fixture(file), o, sink);
+          sink.Flush();
+          _exit(r.ok() && r->loaded ? 0 : 1);
+        }
+        Interpreter::AfterForkParent();
+        close(fds[1]);
+        std::string data;
+        char buf[65536];
+        ssize_t n;
+        while ((n = read(fds[0], buf, sizeof(buf))) > 0) data.append(buf, n);
+        close(fds[0]);
+        int status = 0;
+        struct rusage usage = {};
+        ASSERT_EQ(wait4(pid, &status, 0, &usage), pid);
+        minflt += usage.ru_minflt;
+        child_cpu_ms +=
+            usage.ru_utime.tv_sec * 1e3 + usage.ru_utime.tv_usec / 1e3 +
+            usage.ru_stime.tv_sec * 1e3 + usage.ru_stime.tv_usec / 1e3;
+        total_ms += std::chrono::duration<double, std::milli>(
+                        std::chrono::steady_clock::now() - t0)
+                        .count();
+        ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << file;
+        // Parse the stream back.
+        size_t pos = 0, events = 0, globals = 0;
+        while (pos + 4 <= data.size()) {
+          uint32_t len;
+          memcpy(&len, data.data() + pos, 4);
+          ASSERT_LE(pos + 4 + len, data.size());
+          proto::Event e;
+          ASSERT_TRUE(e.ParseFromArray(data.data() + pos + 4, len));
+          EXPECT_EQ(e.sequence() >= events, true);
+          globals += e.kind() == Event::GLOBAL;
+          ++events;
+          pos += 4 + len;
+        }
+        EXPECT_EQ(pos, data.size());
+        EXPECT_GT(globals, 0u) << file;
+      }
+      printf(
+          "forked child: %-14s %-12s mean %.2f ms per file (fork+load+exit), "
+          "child cpu %.2f ms, %ld minor faults%s\n",
+          file.c_str(), loader.c_str(), total_ms / kRuns, child_cpu_ms / kRuns,
+          minflt / kRuns, mode == 0 ? "" : " [zygote integrity baseline]");
+    }
   }
 }
 
