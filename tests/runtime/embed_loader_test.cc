@@ -274,6 +274,8 @@ TEST(EmbedLoaderTest, JoblibSteppingLoadsAndInterleaves) {
 TEST(EmbedLoaderTest, IntegrityBaselineIsUsedWhenGiven) {
   hooks::MemoryEventSink warm;
   MustLoad("plain_p4.pkl", "pickle.load", warm);
+  // Watched modules are those imported when the baseline is taken.
+  ASSERT_TRUE(SharedInterpreter().Preimport({"os"}).ok());
   absl::StatusOr<hooks::IntegritySnapshot> baseline =
       hooks::IntegritySnapshot::Take();
   ASSERT_TRUE(baseline.ok());
