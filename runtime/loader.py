@@ -393,7 +393,8 @@ def _record_global(self, module, name, obj):
     if names is not None:
         names[_ident(obj)] = (qual, obj, stub)
     _emit(_KIND_GLOBAL, qual,
-          (('module', _trunc(str(module))), ('name', _trunc(str(name))),
+          (('module', _trunc(module) if type(module) is str else _summary(module)),
+           ('name', _trunc(name) if type(name) is str else _summary(name)),
            ('resolved', 'stub' if stub else 'real'),
            ('type', _tname(type(obj)))),
           self._dh_pos, 1, _STATE.member)
@@ -556,6 +557,19 @@ class FastUnpickler(_pickle.Unpickler):
 
     _dh_pos = -1
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Recorded at the outermost find_class (torch's wrapper resolves
+        # storage types itself without calling ours); the C unpickler looks
+        # find_class up on the instance.
+        cls_find = self.find_class
+
+        def find_class(module, name):
+            obj = cls_find(module, name)
+            _record_global(self, module, name, obj)
+            return obj
+        self.find_class = find_class
+
     @property
     def persistent_load(self):
         # Read once by the C unpickler's __init__: every persistent id goes
@@ -586,7 +600,6 @@ class FastUnpickler(_pickle.Unpickler):
                                    module.startswith(missing + '.')):
                 raise
             obj = _stub(module, name)
-        _record_global(self, module, name, obj)
         return obj
 
 

@@ -461,6 +461,8 @@ TEST(EmbedLoaderFastTest, CUnpicklerRecordsGlobalsAndPersistentIdsOnly) {
   const Event* g = Find(sink, Event::GLOBAL, "torch._utils._rebuild_tensor_v2");
   ASSERT_NE(g, nullptr);
   EXPECT_FALSE(g->has_pickle_offset());
+  // Also the storage types torch's own find_class resolves.
+  EXPECT_NE(Find(sink, Event::GLOBAL, "torch.FloatStorage"), nullptr);
   EXPECT_NE(Find(sink, Event::PICKLE_CALL, "persistent_load"), nullptr);
   EXPECT_EQ(Find(sink, Event::PICKLE_CALL, "torch._utils._rebuild_tensor_v2"),
             nullptr);
