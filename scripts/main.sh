@@ -9,4 +9,4 @@ scripts/build.sh
 if [ $# -eq 0 ]; then
   set -- examples/tiny_mlp_state_dict.pt
 fi
-exec build/dynahug disasm "$@"
+exec build/runtime/dynahug disasm "$@"

@@ -31,7 +31,9 @@ if [ "${FUZZ:-1}" != "0" ]; then
   cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
     -DDYNAHUG_FUZZ=ON -DDYNAHUG_TESTS=OFF -DDYNAHUG_BENCH=OFF >/dev/null
-  cmake --build build-fuzz -j"$jobs"
+  targets=()
+  for src in tests/fuzz/*_fuzz.cc; do targets+=("$(basename "$src" .cc)"); done
+  cmake --build build-fuzz -j"$jobs" --target "${targets[@]}"
   for src in tests/fuzz/*_fuzz.cc; do
     name=$(basename "$src" .cc)
     corpus="$root/tests/fuzz/corpus/${name%_fuzz}"
