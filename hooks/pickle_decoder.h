@@ -82,6 +82,22 @@ struct GlobalReference {
   Source source = Source::kInline;
 };
 
+// Stable lowercase name of a GlobalReference::Source: "inline", "stack",
+// "memo", "unknown" (CLI and proto output).
+inline std::string_view SourceName(GlobalReference::Source source) {
+  switch (source) {
+    case GlobalReference::Source::kInline:
+      return "inline";
+    case GlobalReference::Source::kStack:
+      return "stack";
+    case GlobalReference::Source::kMemo:
+      return "memo";
+    case GlobalReference::Source::kUnknown:
+      return "unknown";
+  }
+  return "unknown";
+}
+
 // Array data that a joblib NumpyArrayWrapper placed inline after its BUILD
 // opcode; the decoder skips it (or decodes it as a nested pickle for object
 // arrays) and resumes the outer stream after it.

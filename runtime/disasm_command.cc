@@ -20,6 +20,7 @@ using hooks::GlobalReference;
 using hooks::MemoEffect;
 using hooks::OpArg;
 using hooks::PickleStream;
+using hooks::SourceName;
 
 enum class OutputFormat { kText, kJson };
 
@@ -28,20 +29,6 @@ struct DisasmOptions {
   AnalyzeOptions analyze;
   std::vector<std::string> files;
 };
-
-std::string_view SourceName(GlobalReference::Source source) {
-  switch (source) {
-    case GlobalReference::Source::kInline:
-      return "inline";
-    case GlobalReference::Source::kStack:
-      return "stack";
-    case GlobalReference::Source::kMemo:
-      return "memo";
-    case GlobalReference::Source::kUnknown:
-      return "unknown";
-  }
-  return "unknown";
-}
 
 // Python-style repr of text (quote ' unless it contains ' and no ").
 void AppendPyRepr(std::string& out, std::string_view s, bool is_bytes,

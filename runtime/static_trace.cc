@@ -3,23 +3,6 @@
 #include "hooks/pickle_opcodes.h"
 
 namespace dynahug::runtime {
-namespace {
-
-const char* SourceName(hooks::GlobalReference::Source source) {
-  switch (source) {
-    case hooks::GlobalReference::Source::kInline:
-      return "inline";
-    case hooks::GlobalReference::Source::kStack:
-      return "stack";
-    case hooks::GlobalReference::Source::kMemo:
-      return "memo";
-    case hooks::GlobalReference::Source::kUnknown:
-      return "unknown";
-  }
-  return "unknown";
-}
-
-}  // namespace
 
 proto::ContainerFormat ToProto(Format format) {
   switch (format) {
@@ -87,7 +70,7 @@ proto::PickleSummary ToProto(const hooks::PickleStream& stream,
     ref->set_name(g.name);
     ref->set_offset(g.offset);
     ref->set_opcode(std::string(hooks::OpcodeName(g.opcode)));
-    ref->set_source(SourceName(g.source));
+    ref->set_source(std::string(hooks::SourceName(g.source)));
   }
   summary.set_complete(stream.complete);
   if (stream.error) {
