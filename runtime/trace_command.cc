@@ -11,20 +11,26 @@
 #include "runtime/cli.h"
 #include "runtime/container.h"
 #include "runtime/trace_runner.h"
+#include "runtime/worker_pool.h"
 
 namespace dynahug::runtime {
 namespace {
 
 struct TraceCommandOptions {
   bool json = false;
+  // Worker processes; 1 traces in this process.
+  uint64_t jobs = 1;
   TraceOptions trace;
   std::vector<std::string> files;
 };
 
+// Upper bound for --jobs (each worker is a zygote with its own interpreter).
+constexpr uint64_t kMaxJobs = 64;
+
 constexpr char kUsage[] =
     "usage: dynahug trace FILE... [--opcodes] [--format text|json] "
     "[--loader auto|torch.load|joblib.load|numpy.load|pickle.load] "
-    "[--timeout SECONDS] [--memory MIB]\n";
+    "[--timeout SECONDS] [--memory MIB] [--jobs N]\n";
 
 bool ParseUint(const std::string& text, uint64_t& value) {
   auto [end, ec] =
@@ -63,6 +69,14 @@ bool ParseOptions(const std::vector<std::string>& args,
         return false;
       }
       options.trace.load.loader = v;
+    } else if (arg == "--jobs" || arg == "-j") {
+      if (!value(v)) return false;
+      if (!ParseUint(v, n) || n == 0 || n > kMaxJobs) {
+        err << "dynahug trace: " << arg << " needs an integer in 1.."
+            << kMaxJobs << ", got '" << v << "'\n";
+        return false;
+      }
+      options.jobs = n;
     } else if (arg == "--timeout" || arg == "--memory") {
       if (!value(v)) return false;
       if (!ParseUint(v, n) || n == 0 || n > (uint64_t{1} << 20)) {
@@ -237,20 +251,14 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
   TraceCommandOptions options;
   if (!ParseOptions(args, options, err)) return kExitError;
 
-  absl::StatusOr<TraceRunner> runner = TraceRunner::Create();
-  if (!runner.ok()) {
-    err << "dynahug trace: " << std::string(runner.status().message()) << "\n";
-    return kExitError;
-  }
   bool any_error = false;
   bool first = true;
-  if (options.json) out << "{\"traces\": [";
-  for (const std::string& path : options.files) {
-    absl::StatusOr<proto::Trace> trace = runner->Trace(path, options.trace);
+  // Prints one file's result; called in input order.
+  auto emit = [&](const absl::StatusOr<proto::Trace>& trace) {
     if (!trace.ok()) {
       any_error = true;
       err << "dynahug: " << std::string(trace.status().message()) << "\n";
-      continue;
+      return;
     }
     if (options.json) {
       std::string json;
@@ -263,8 +271,69 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
       out << "\n";
     }
     first = false;
+  };
+
+  const size_t workers =
+      std::min<size_t>(options.jobs, options.files.size());
+  if (workers <= 1) {
+    // In this process: it becomes the zygote.
+    absl::StatusOr<TraceRunner> runner = TraceRunner::Create();
+    if (!runner.ok()) {
+      err << "dynahug trace: " << std::string(runner.status().message())
+          << "\n";
+      return kExitError;
+    }
+    if (options.json) out << "{\"traces\": [";
+    for (const std::string& path : options.files) {
+      emit(runner->Trace(path, options.trace));
+    }
+    if (options.json) out << "\n]}\n";
+    return any_error ? kExitError : kExitOk;
   }
+
+  // A pool of zygotes, forked before this process has any interpreter.
+  std::vector<WorkerJob> jobs;
+  jobs.reserve(options.files.size());
+  for (const std::string& path : options.files) {
+    jobs.push_back({path, TraceNeeds(path, options.trace)});
+  }
+  WorkerPoolOptions pool_options;
+  pool_options.workers = static_cast<int>(workers);
+  // The sandbox bounds each load; this only catches a stuck worker.
+  pool_options.job_timeout =
+      2 * options.trace.policy.limits.wall_time + absl::Seconds(60);
+  absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
+      WorkerPool::Create(TraceWorkerFactory(options.trace), pool_options);
+  if (!pool.ok()) {
+    err << "dynahug trace: " << std::string(pool.status().message()) << "\n";
+    return kExitError;
+  }
+  if (options.json) out << "{\"traces\": [";
+  absl::Status run = (*pool)->Run(
+      jobs, [&](size_t index, absl::StatusOr<std::string> reply) {
+        if (!reply.ok()) {
+          // Worker deaths name the worker, not the file.
+          const std::string message(reply.status().message());
+          emit(absl::Status(
+              reply.status().code(),
+              message.rfind("worker ", 0) == 0
+                  ? options.files[index] + ": " + message
+                  : message));
+          return;
+        }
+        proto::Trace trace;
+        if (!trace.ParseFromString(*reply)) {
+          emit(absl::InternalError(options.files[index] +
+                                   ": unparseable trace from the worker"));
+          return;
+        }
+        emit(trace);
+      });
   if (options.json) out << "\n]}\n";
+  if (!run.ok()) {
+    err << "dynahug trace: " << std::string(run.message()) << "\n";
+    return kExitError;
+  }
   return any_error ? kExitError : kExitOk;
 }
 

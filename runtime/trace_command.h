@@ -1,11 +1,14 @@
 // `dynahug trace FILE... [--opcodes] [--format text|json] [--loader L]
-//  [--timeout SECONDS] [--memory MIB]`: loads each file for real inside the
-// sandbox and shows what the load did. Without --opcodes the trace is grouped
+//  [--timeout SECONDS] [--memory MIB] [--jobs N]`: loads each file for real
+// inside the sandbox and shows what the load did. Without --opcodes the trace is grouped
 // (imports, globals, calls, audit events, blocked actions, integrity
 // findings, syscalls, how the child ended); with --opcodes the pickle is
 // executed one opcode at a time and every opcode (offset, name, argument) is
 // interleaved with the events it caused. --format json prints the
-// proto::Trace messages as JSON.
+// proto::Trace messages as JSON. --jobs N (N > 1) traces with a
+// WorkerPool of N zygote processes (runtime/worker_pool.h); the output is
+// the same, in input order. With --jobs 1 (the default) this process is the
+// zygote.
 #ifndef DYNAHUG_RUNTIME_TRACE_COMMAND_H_
 #define DYNAHUG_RUNTIME_TRACE_COMMAND_H_
 

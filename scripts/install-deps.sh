@@ -16,6 +16,8 @@ PACKAGES=(
   libseccomp-dev libabsl-dev libarchive-dev zlib1g-dev libbz2-dev liblzma-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # the original DynaHug baseline in bench/run_trace_bench.sh
+  strace
   # archive tools the tests use to build 7z fixtures
   p7zip-full
 )
