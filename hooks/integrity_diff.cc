@@ -166,6 +166,25 @@ absl::StatusOr<IntegritySnapshot> IntegritySnapshot::Take(
   return snap;
 }
 
+namespace {
+
+// Attributes that CPython's own fork protocol rebinds in the child
+// (threading._after_fork, run by PyOS_AfterFork_Child): a snapshot taken in
+// the zygote before fork and diffed in the child must not report them.
+bool RebindsOnFork(const std::string& module, PyObject* key) {
+  if (module != "threading" || !PyUnicode_Check(key)) return false;
+  const char* name = PyUnicode_AsUTF8(key);
+  if (name == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  const std::string_view attr(name);
+  return attr == "_active_limbo_lock" || attr == "_main_thread" ||
+         attr == "_shutdown_locks_lock" || attr == "_shutdown_locks";
+}
+
+}  // namespace
+
 absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
   Emitter out(sink, options_.max_findings);
   PyObject* modules = PyImport_GetModuleDict();
@@ -208,7 +227,7 @@ absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
         out.Finding("module.attr.removed", {{"module", w.name},
                                             {"attr", Utf8(key)},
                                             {"old", Describe(value)}});
-      } else if (cur != value) {
+      } else if (cur != value && !RebindsOnFork(w.name, key)) {
         out.Finding("module.attr.rebound", {{"module", w.name},
                                             {"attr", Utf8(key)},
                                             {"old", Describe(value)},

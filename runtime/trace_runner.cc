@@ -188,10 +188,18 @@ absl::Status TraceRunner::Warm(const AnalyzedFile& file,
     }
     to_import.push_back(package);
   }
-  if (to_import.empty()) return absl::OkStatus();
-  absl::Status status = interpreter_.Preimport(to_import);
-  if (!status.ok()) return status;
-  imported_.insert(to_import.begin(), to_import.end());
+  if (!to_import.empty()) {
+    absl::Status status = interpreter_.Preimport(to_import);
+    if (!status.ok()) return status;
+    imported_.insert(to_import.begin(), to_import.end());
+    baseline_.reset();  // new modules: the snapshot must include them
+  }
+  if (load.integrity_diff && !baseline_) {
+    absl::StatusOr<hooks::IntegritySnapshot> snapshot =
+        hooks::IntegritySnapshot::Take(load.integrity);
+    if (!snapshot.ok()) return snapshot.status();
+    baseline_.emplace(std::move(*snapshot));
+  }
   return absl::OkStatus();
 }
 
@@ -249,6 +257,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       load.paths.model_path = load_path;
       load.paths.scratch_dir = ctx.scratch_dir();
       load.paths.home_dir = ctx.scratch_dir();
+      load.integrity_baseline = baseline_ ? &*baseline_ : nullptr;
       sink.set_member(target.member);
       absl::StatusOr<LoadResult> result = loader.Load(load_path, load, sink);
       proto::Event done;

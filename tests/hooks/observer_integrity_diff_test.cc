@@ -36,6 +36,31 @@ TEST(ObserverIntegrityDiffTest, NoChangeNoFindings) {
   EXPECT_TRUE(Diff(*snap).empty());
 }
 
+// A snapshot taken in the zygote is diffed in a forked child, where
+// CPython's fork protocol (threading._after_fork) has rebound a few threading
+// attributes: those are not findings, a real rebinding still is.
+TEST(ObserverIntegrityDiffTest, ForkProtocolRebindingsAreNotFindings) {
+  runtime::Interpreter& py = SharedInterpreter();
+  ASSERT_TRUE(py.Preimport({"threading"}).ok());
+  absl::StatusOr<IntegritySnapshot> snap = IntegritySnapshot::Take();
+  ASSERT_TRUE(snap.ok());
+  ASSERT_TRUE(py.Exec("import threading\n"
+                      "threading._active_limbo_lock = threading.RLock()\n"
+                      "threading._shutdown_locks_lock = "
+                      "threading._allocate_lock()\n"
+                      "threading._shutdown_locks = set()\n")
+                  .ok());
+  EXPECT_FALSE(Has(Diff(*snap), "module.attr.rebound"));
+  ASSERT_TRUE(py.Exec("import threading\n"
+                      "_saved = threading.excepthook\n"
+                      "threading.excepthook = print\n")
+                  .ok());
+  EXPECT_TRUE(Has(Diff(*snap), "module.attr.rebound", "excepthook"));
+  ASSERT_TRUE(
+      py.Exec("import threading\nthreading.excepthook = threading.__excepthook__\n")
+          .ok());
+}
+
 // Each case mutates interpreter state after the snapshot, expects a finding,
 // then undoes the change (where possible) so later cases start clean.
 TEST(ObserverIntegrityDiffTest, DetectsSelfInflictedChanges) {
