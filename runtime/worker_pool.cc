@@ -285,12 +285,13 @@ absl::Status WorkerPool::Spawn(Worker& worker, int index) {
   return absl::OkStatus();
 }
 
-std::string WorkerPool::Reap(Worker& worker) {
+std::string WorkerPool::Reap(Worker& worker, bool kill_now) {
   if (worker.pid <= 0) return "not running";
   // A worker that closed its socket is usually already exiting: give it a
   // moment so that its own exit status is reported, then kill it.
   if (worker.pidfd.valid() &&
-      !WaitReadable(worker.pidfd.get(), absl::Milliseconds(500))) {
+      !WaitReadable(worker.pidfd.get(), kill_now ? absl::ZeroDuration()
+                                                 : absl::Milliseconds(500))) {
     syscall(SYS_pidfd_send_signal, worker.pidfd.get(), SIGKILL, nullptr, 0);
   } else if (!worker.pidfd.valid()) {
     kill(worker.pid, SIGKILL);
@@ -359,11 +360,12 @@ absl::Status WorkerPool::Run(
   };
   // The worker died or misbehaved: its job fails, a new worker takes the
   // slot.
-  auto replace = [&](size_t slot, const std::string& what) -> absl::Status {
+  auto replace = [&](size_t slot, const std::string& what,
+                     bool kill_now) -> absl::Status {
     Worker& w = workers_[slot];
     const int64_t job = w.job;
     const pid_t pid = w.pid;
-    const std::string how = Reap(w);
+    const std::string how = Reap(w, kill_now);
     if (job >= 0) {
       w.job = job;
       finish(w, absl::InternalError(absl::StrCat(
@@ -399,7 +401,7 @@ absl::Status WorkerPool::Run(
       }
       if (!SendAll(w.socket.get(), Frame(request))) {
         // Died while idle: nothing was attempted; replace it and retry.
-        const std::string how = Reap(w);
+        const std::string how = Reap(w, /*kill_now=*/false);
         if (++idle_deaths > 3) {
           return absl::InternalError(absl::StrCat(
               "worker pool: worker ", slot, " keeps dying before its first "
@@ -497,10 +499,15 @@ absl::Status WorkerPool::Run(
       if (problem.has_value() || (dead && w.job >= 0)) {
         const std::string what =
             problem.value_or(absl::StrCat("died while handling request ", w.job));
-        if (absl::Status s = replace(slot, what); !s.ok()) return s;
+        if (absl::Status s = replace(slot, what, problem.has_value());
+            !s.ok()) {
+          return s;
+        }
       } else if (dead) {
         // Replied, then went away: replace it before it is needed again.
-        if (absl::Status s = replace(slot, "exited"); !s.ok()) return s;
+        if (absl::Status s = replace(slot, "exited", false); !s.ok()) {
+          return s;
+        }
       }
     }
     // Overdue jobs.
@@ -511,7 +518,8 @@ absl::Status WorkerPool::Run(
       if (absl::Status s = replace(
               slot, absl::StrCat("exceeded the job timeout of ",
                                  absl::FormatDuration(options_.job_timeout),
-                                 " and was killed"));
+                                 " and was killed"),
+              /*kill_now=*/true);
           !s.ok()) {
         return s;
       }

@@ -154,9 +154,10 @@ class WorkerPool {
       : factory_(std::move(factory)), options_(options) {}
 
   absl::Status Spawn(Worker& worker, int index);
-  // SIGKILLs (if alive) and reaps; returns how it ended ("exit 3",
-  // "signal 9 (Killed)").
-  std::string Reap(Worker& worker);
+  // Reaps the worker, SIGKILLing it first if it is still alive (at once
+  // with `kill_now`, else after a short grace for one that is exiting);
+  // returns how it ended ("exit 3", "signal 9 (Killed)").
+  std::string Reap(Worker& worker, bool kill_now);
   void ShutDown();
 
   WorkerFactory factory_;
