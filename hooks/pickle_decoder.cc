@@ -406,6 +406,20 @@ struct Value {
 };
 static_assert(sizeof(Value) == 16);
 
+// What a memo GET of a slot that holds only a kind (Memo::kKindTag) yields,
+// by kind: no contents, a payload that is no side-table index.
+constexpr int kNumKinds = static_cast<int>(VKind::kOpaque) + 1;
+static_assert(kNumKinds == 16);  // indexed with kind & 0xF
+constexpr std::array<Value, kNumKinds> kMemoKindValues = [] {
+  std::array<Value, kNumKinds> values{};
+  for (int k = 0; k < kNumKinds; ++k) {
+    values[k].kind = static_cast<VKind>(k);
+    values[k].flags = kViaMemo;
+    values[k].payload = kNoIndex;
+  }
+  return values;
+}();
+
 struct DictRec {
   uint32_t head = kNoIndex;
   uint32_t tail = kNoIndex;
@@ -443,6 +457,11 @@ class RawStack {
   [[gnu::always_inline]] const T& operator[](size_t i) const {
     return data_[i];
   }
+  [[gnu::always_inline]] T* data() { return data_; }
+  [[gnu::always_inline]] size_t capacity() const { return capacity_; }
+  // Sets the size to n <= capacity(); the items up to n must have been
+  // written through data().
+  [[gnu::always_inline]] void set_size(size_t n) { size_ = n; }
   [[gnu::always_inline]] const T* begin() const { return data_; }
   [[gnu::always_inline]] const T* end() const { return data_ + size_; }
   [[gnu::always_inline]] void pop_back() { --size_; }
@@ -450,6 +469,12 @@ class RawStack {
   [[gnu::always_inline]] void push_back(const T& v) {
     if (size_ == capacity_) [[unlikely]] Grow();
     data_[size_++] = v;
+  }
+  // Grows to n >= size() items; the new ones are zero bytes.
+  void ResizeZeroed(size_t n) {
+    while (capacity_ < n) Grow();
+    std::memset(static_cast<void*>(data_ + size_), 0, (n - size_) * sizeof(T));
+    size_ = n;
   }
 
  private:
@@ -491,7 +516,7 @@ class Memo {
       return;
     }
     if (idx < 2 * count_ + 4096) {
-      dense_.resize(idx + 1, 0);
+      dense_.ResizeZeroed(idx + 1);
       dense_[idx] = slot;
       ++count_;
       return;
@@ -527,6 +552,39 @@ class Memo {
   }
   uint64_t size() const { return count_; }
 
+  // Fast paths for the decoder's hot loop, done only when they need no
+  // allocation; false means nothing was done. TryPutKind is Put(idx, v,
+  // false) for a value v of kind `kind`, TryAppendKind is the same with
+  // idx = size() (MEMOIZE).
+  [[gnu::always_inline]] bool TryAppendKind(VKind kind) {
+    const size_t size = dense_.size();
+    if (count_ != size || size == dense_.capacity()) return false;
+    dense_.push_back(kKindTag | static_cast<uint32_t>(kind));
+    ++count_;
+    return true;
+  }
+  [[gnu::always_inline]] bool TryPutKind(uint64_t idx, VKind kind) {
+    const uint32_t slot = kKindTag | static_cast<uint32_t>(kind);
+    const size_t size = dense_.size();
+    if (idx < size) {
+      count_ += dense_[idx] == 0;
+      dense_[idx] = slot;
+      return true;
+    }
+    if (idx != size || size == dense_.capacity()) return false;
+    dense_.push_back(slot);
+    ++count_;
+    return true;
+  }
+  // The dense slot of idx (0 when unset or not dense), and the value a
+  // non-zero slot without kKindTag stands for.
+  [[gnu::always_inline]] uint32_t DenseSlot(uint64_t idx) const {
+    return idx < dense_.size() ? dense_[idx] : 0;
+  }
+  [[gnu::always_inline]] const Value& SlotValue(uint32_t slot) const {
+    return values_[slot - 1];
+  }
+
  private:
   uint32_t Encode(const Value& v, bool keep_value) {
     if (!keep_value || values_.size() >= kKindTag - 1) {
@@ -536,7 +594,9 @@ class Memo {
     return static_cast<uint32_t>(values_.size());
   }
 
-  std::vector<uint32_t> dense_;
+  // Grown with realloc (large buffers are remapped, not copied and
+  // faulted in again), like the value stack.
+  RawStack<uint32_t> dense_;
   std::vector<Value> values_;
   std::unordered_map<uint64_t, Value> sparse_;
   uint64_t count_ = 0;
@@ -560,8 +620,20 @@ class Decoder {
   // Decodes until STOP, an error, or (max_ops != 0) max_ops opcodes.
   template <bool kKeep, bool kLimited = false>
   void Run(uint64_t max_ops);
+  // Run<false>(0), faster: the common opcodes are decoded inline.
+  void RunFast();
 
  private:
+  enum class StepResult : uint8_t { kContinue, kStop, kError };
+  // Decodes the opcode at pos_ and counts it in hist[] when it succeeds.
+  template <bool kKeep>
+  StepResult Step(uint64_t* hist);
+  [[gnu::noinline]] StepResult SlowStep(uint64_t* hist) {
+    return Step<false>(hist);
+  }
+  // Fills the stats once decoding has ended.
+  void Finish(const std::array<uint64_t, 256>& hist);
+
   uint64_t Abs(size_t pos) const { return base_ + pos; }
 
   // Records an error at the opcode starting at op_pos.
@@ -1251,36 +1323,23 @@ bool Decoder::JoblibArray(size_t op_pos, const Value& state) {
   return true;
 }
 
-template <bool kKeep, bool kLimited>
-void Decoder::Run(uint64_t max_ops) {
+template <bool kKeep>
+Decoder::StepResult Decoder::Step(uint64_t* hist) {
   PickleStats& stats = out_->stats;
-  // A local histogram: nothing else can alias it, so it stays cheap to
-  // update in the hot loop.
-  std::array<uint64_t, 256> hist{};
-  // max_ops is only used by LooksLikePickle; a huge limit otherwise.
-  uint64_t budget = max_ops == 0 ? std::numeric_limits<uint64_t>::max()
-                                 : max_ops;
-  // Locals: stores into the value stack may alias members of the same
-  // integer type, which would force reloads on every opcode.
-  const uint8_t* const data = d_;
-  const size_t end = n_;
-  while (true) {
-    if constexpr (kLimited) {
-      if (budget == 0) break;
-    }
-    const size_t op_pos = pos_;
-    if (op_pos >= end) [[unlikely]] {
-      Failf(pos_, "stream ends at offset %llu without STOP", U(Abs(pos_)));
-      break;
-    }
-    const uint8_t code = data[op_pos];
-    pos_ = op_pos + 1;
-    DecodedOp* rec = nullptr;
-    if constexpr (kKeep) {
-      rec = &out_->ops.emplace_back();
-      rec->offset = Abs(op_pos);
-      rec->opcode = static_cast<Opcode>(code);
-    }
+  const size_t op_pos = pos_;
+  if (op_pos >= n_) [[unlikely]] {
+    Failf(pos_, "stream ends at offset %llu without STOP", U(Abs(pos_)));
+    return StepResult::kError;
+  }
+  const uint8_t code = d_[op_pos];
+  pos_ = op_pos + 1;
+  DecodedOp* rec = nullptr;
+  if constexpr (kKeep) {
+    rec = &out_->ops.emplace_back();
+    rec->offset = Abs(op_pos);
+    rec->opcode = static_cast<Opcode>(code);
+  }
+  {
     bool ok = true;
     bool stop = false;
     switch (static_cast<Opcode>(code)) {
@@ -1839,16 +1898,395 @@ void Decoder::Run(uint64_t max_ops) {
     }
     if (!ok) {
       if constexpr (kKeep) out_->ops.pop_back();
-      break;
+      return StepResult::kError;
     }
     ++hist[code];
-    --budget;
     if (stop) {
       out_->complete = true;
       out_->length = pos_;
-      break;
+      return StepResult::kStop;
     }
+    return StepResult::kContinue;
   }
+}
+
+template <bool kKeep, bool kLimited>
+void Decoder::Run(uint64_t max_ops) {
+  // A local histogram: nothing else can alias it, so it stays cheap to
+  // update in the hot loop.
+  std::array<uint64_t, 256> hist{};
+  // max_ops is only used by LooksLikePickle; a huge limit otherwise.
+  uint64_t budget =
+      max_ops == 0 ? std::numeric_limits<uint64_t>::max() : max_ops;
+  while (true) {
+    if constexpr (kLimited) {
+      if (budget == 0) break;
+    }
+    if (Step<kKeep>(hist.data()) != StepResult::kContinue) break;
+    --budget;
+  }
+  Finish(hist);
+}
+
+// The decode loop without keep_ops. The common opcodes are decoded here,
+// with the read position, the value and mark stacks and the depth maximum in
+// locals (stores into the value stack may alias any member, so members would
+// be reloaded on every opcode) and with threaded dispatch: each handler ends
+// with its own indirect jump through a table indexed by the opcode byte.
+// Everything else goes through the general Step() with the locals written
+// back before and reloaded after: rare opcodes, every error (a handler takes
+// the slow path, before changing anything, whenever a check fails), stack
+// and memo growth, the last kFastArgMax bytes of the input, and the
+// opcodes whose effect depends on joblib tracking once it has started.
+void Decoder::RunFast() {
+  std::array<uint64_t, 256> hist{};
+  // No handler reads more than kFastArgMax argument bytes, so an opcode that
+  // starts before safe_end has its fixed-size argument in bounds.
+  constexpr size_t kFastArgMax = 8;
+  const uint8_t* const data = d_;
+  const uint8_t* const safe_end =
+      n_ > kFastArgMax ? data + (n_ - kFastArgMax) : data;
+
+  const void* dispatch[256];
+  for (const void*& target : dispatch) target = &&slow;
+  auto route = [&dispatch](Opcode op, const void* target) {
+    dispatch[static_cast<uint8_t>(op)] = target;
+  };
+  route(Opcode::kNone, &&op_none);
+  route(Opcode::kNewtrue, &&op_newtrue);
+  route(Opcode::kNewfalse, &&op_newfalse);
+  route(Opcode::kBinint1, &&op_binint1);
+  route(Opcode::kBinint2, &&op_binint2);
+  route(Opcode::kBinint, &&op_binint);
+  route(Opcode::kBinfloat, &&op_binfloat);
+  route(Opcode::kShortBinunicode, &&op_short_binunicode);
+  route(Opcode::kEmptyList, &&op_empty_list);
+  route(Opcode::kEmptyDict, &&op_empty_dict);
+  route(Opcode::kEmptyTuple, &&op_empty_tuple);
+  route(Opcode::kEmptySet, &&op_empty_set);
+  route(Opcode::kMark, &&op_mark);
+  route(Opcode::kTuple1, &&op_tuple1);
+  route(Opcode::kTuple2, &&op_tuple2);
+  route(Opcode::kTuple3, &&op_tuple3);
+  route(Opcode::kTuple, &&op_tuple);
+  route(Opcode::kList, &&op_list);
+  route(Opcode::kDict, &&op_dict);
+  route(Opcode::kAppend, &&op_append);
+  route(Opcode::kSetitem, &&op_setitem);
+  route(Opcode::kAppends, &&op_appends);
+  route(Opcode::kAdditems, &&op_additems);
+  route(Opcode::kSetitems, &&op_setitems);
+  route(Opcode::kPop, &&op_pop);
+  route(Opcode::kDup, &&op_dup);
+  route(Opcode::kBinget, &&op_binget);
+  route(Opcode::kLongBinget, &&op_long_binget);
+  route(Opcode::kMemoize, &&op_memoize);
+  route(Opcode::kBinput, &&op_binput);
+  route(Opcode::kLongBinput, &&op_long_binput);
+  // While joblib contents are tracked, tuples, dicts and memo values carry
+  // contents: the general path records them.
+  const void* const slow_target = &&slow;
+  auto route_tracked_to_slow = [&route, slow_target]() {
+    for (Opcode op : {Opcode::kEmptyDict, Opcode::kTuple1, Opcode::kTuple2,
+                      Opcode::kTuple3, Opcode::kTuple, Opcode::kDict,
+                      Opcode::kMemoize, Opcode::kBinput, Opcode::kLongBinput}) {
+      route(op, slow_target);
+    }
+  };
+  if (track_) route_tracked_to_slow();
+
+  // The decoder state in locals, (re)loaded by DYNAHUG_LOAD_STATE.
+  const uint8_t* p;  // the opcode being decoded
+  Value* base;       // stack_: base, top (one past), capacity end
+  Value* sp;
+  Value* cap;
+  Value* fence;   // base + fence_
+  size_t* mbase;  // marks_: base, top (one past), capacity end
+  size_t* mp;
+  size_t* mcap;
+  size_t max_depth;
+
+#define DYNAHUG_LOAD_STATE()          \
+  do {                                \
+    p = data + pos_;                  \
+    base = stack_.data();             \
+    sp = base + stack_.size();        \
+    cap = base + stack_.capacity();   \
+    fence = base + fence_;            \
+    mbase = marks_.data();            \
+    mp = mbase + marks_.size();       \
+    mcap = mbase + marks_.capacity(); \
+    max_depth = max_depth_;           \
+  } while (0)
+#define DYNAHUG_STORE_STATE()                         \
+  do {                                                \
+    pos_ = static_cast<size_t>(p - data);             \
+    stack_.set_size(static_cast<size_t>(sp - base));  \
+    fence_ = static_cast<size_t>(fence - base);       \
+    marks_.set_size(static_cast<size_t>(mp - mbase)); \
+    max_depth_ = max_depth;                           \
+  } while (0)
+#define DYNAHUG_DISPATCH()          \
+  do {                              \
+    if (p >= safe_end) [[unlikely]] \
+      goto slow;                    \
+    goto* dispatch[*p];             \
+  } while (0)
+  // Ends the handler of opcode `op` (an Opcode enumerator), which succeeded
+  // and took `size` bytes with its argument.
+#define DYNAHUG_NEXT(op, size)                \
+  do {                                        \
+    ++hist[static_cast<uint8_t>(Opcode::op)]; \
+    p += (size);                              \
+    DYNAHUG_DISPATCH();                       \
+  } while (0)
+#define DYNAHUG_PUSH(value)   \
+  do {                        \
+    if (sp == cap) goto slow; \
+    *sp++ = (value);          \
+  } while (0)
+  // NoteDepth() on the locals.
+#define DYNAHUG_NOTE_DEPTH()                                              \
+  do {                                                                    \
+    const size_t depth =                                                  \
+        static_cast<size_t>(sp - base) + static_cast<size_t>(mp - mbase); \
+    max_depth = depth > max_depth ? depth : max_depth;                    \
+  } while (0)
+  // TUPLE1..3 when not tracking: MakeTuple() records no contents.
+#define DYNAHUG_TUPLE_N(op, k)                       \
+  do {                                               \
+    if (sp - fence < (k)) goto slow;                 \
+    DYNAHUG_NOTE_DEPTH();                            \
+    sp -= (k);                                       \
+    *sp++ = Value{VKind::kTuple, 0, 0, 0, kNoIndex}; \
+    DYNAHUG_NEXT(op, 1);                             \
+  } while (0)
+  // Pops the topmost mark (at stack position `mark`) and the values above
+  // it; the caller has checked that there is a mark. `below` is the stack
+  // position of the mark below it, 0 if none: the new fence.
+#define DYNAHUG_POP_MARK_TO(mark, below) \
+  do {                                   \
+    const size_t new_top = (mark);       \
+    const size_t new_fence = (below);    \
+    DYNAHUG_NOTE_DEPTH();                \
+    --mp;                                \
+    fence = base + new_fence;            \
+    sp = base + new_top;                 \
+  } while (0)
+#define DYNAHUG_MARK_BELOW() (mp - 1 == mbase ? 0 : mp[-2])
+  // Whether a dict at *v records its items (DictAdd would store them).
+#define DYNAHUG_TRACKED_DICT(v) \
+  ((v).kind == VKind::kDict && (v).payload != kNoIndex)
+  // MEMOIZE, BINPUT, LONG_BINPUT when not tracking: KeepInMemo() is true
+  // only for strings and globals.
+#define DYNAHUG_MEMO_PUT(op, size, idx)                  \
+  do {                                                   \
+    if (sp == fence) goto slow;                          \
+    const VKind kind = sp[-1].kind;                      \
+    if (kind == VKind::kStr || kind == VKind::kGlobal || \
+        !memo_.TryPutKind((idx), kind)) {                \
+      goto slow;                                         \
+    }                                                    \
+    DYNAHUG_NEXT(op, size);                              \
+  } while (0)
+#define DYNAHUG_MEMO_GET(op, size, idx)         \
+  do {                                          \
+    const uint32_t slot = memo_.DenseSlot(idx); \
+    if (slot == 0 || sp == cap) goto slow;      \
+    if (slot & Memo::kKindTag) {                \
+      *sp = kMemoKindValues[slot & 0xF];        \
+    } else {                                    \
+      *sp = memo_.SlotValue(slot);              \
+      sp->flags |= kViaMemo;                    \
+    }                                           \
+    ++sp;                                       \
+    DYNAHUG_NEXT(op, size);                     \
+  } while (0)
+
+  DYNAHUG_LOAD_STATE();
+  DYNAHUG_DISPATCH();
+
+slow:
+  DYNAHUG_STORE_STATE();
+  if (SlowStep(hist.data()) != StepResult::kContinue) {
+    Finish(hist);
+    return;
+  }
+  if (track_) route_tracked_to_slow();
+  DYNAHUG_LOAD_STATE();
+  DYNAHUG_DISPATCH();
+
+  // ----- constants
+op_none:
+  DYNAHUG_PUSH(Value{VKind::kNone});
+  DYNAHUG_NEXT(kNone, 1);
+op_newtrue:
+  DYNAHUG_PUSH((Value{VKind::kBool, 0, 0, 0, 1}));
+  DYNAHUG_NEXT(kNewtrue, 1);
+op_newfalse:
+  DYNAHUG_PUSH(Value{VKind::kBool});
+  DYNAHUG_NEXT(kNewfalse, 1);
+op_binint1:
+  DYNAHUG_PUSH(MakeInt(p[1]));
+  DYNAHUG_NEXT(kBinint1, 2);
+op_binint2:
+  DYNAHUG_PUSH(MakeInt(Le16(p + 1)));
+  DYNAHUG_NEXT(kBinint2, 3);
+op_binint:
+  DYNAHUG_PUSH(MakeInt(static_cast<int32_t>(Le32(p + 1))));
+  DYNAHUG_NEXT(kBinint, 5);
+op_binfloat:
+  DYNAHUG_PUSH(Value{VKind::kFloat});
+  DYNAHUG_NEXT(kBinfloat, 9);
+op_short_binunicode : {
+  const size_t len = p[1];
+  if (len > static_cast<size_t>(data + n_ - (p + 2)) ||
+      !IsUtf8Surrogatepass(p + 2, len)) {
+    goto slow;
+  }
+  DYNAHUG_PUSH(MakeStr(static_cast<size_t>(p + 2 - data), len, kEncUtf8));
+  DYNAHUG_NEXT(kShortBinunicode, 2 + len);
+}
+
+  // ----- containers
+op_empty_list:
+  DYNAHUG_PUSH(Value{VKind::kList});
+  DYNAHUG_NEXT(kEmptyList, 1);
+op_empty_set:
+  DYNAHUG_PUSH(Value{VKind::kSet});
+  DYNAHUG_NEXT(kEmptySet, 1);
+op_empty_dict:  // MakeDict() when not tracking
+  DYNAHUG_PUSH((Value{VKind::kDict, 0, 0, 0, kNoIndex}));
+  DYNAHUG_NEXT(kEmptyDict, 1);
+op_empty_tuple:
+  DYNAHUG_PUSH((Value{VKind::kTuple, 0, 0, 0, tuple_items_.size()}));
+  DYNAHUG_NEXT(kEmptyTuple, 1);
+op_tuple1:
+  DYNAHUG_TUPLE_N(kTuple1, 1);
+op_tuple2:
+  DYNAHUG_TUPLE_N(kTuple2, 2);
+op_tuple3:
+  DYNAHUG_TUPLE_N(kTuple3, 3);
+op_tuple : {  // when not tracking
+  if (mp == mbase) goto slow;
+  const size_t mark = mp[-1];
+  if (base + mark == cap ||
+      sp - (base + mark) > std::numeric_limits<uint32_t>::max()) {
+    goto slow;
+  }
+  DYNAHUG_POP_MARK_TO(mark, DYNAHUG_MARK_BELOW());
+  *sp++ = Value{VKind::kTuple, 0, 0, 0, kNoIndex};
+  DYNAHUG_NEXT(kTuple, 1);
+}
+op_list : {
+  if (mp == mbase) goto slow;
+  const size_t mark = mp[-1];
+  if (base + mark == cap) goto slow;
+  DYNAHUG_POP_MARK_TO(mark, DYNAHUG_MARK_BELOW());
+  *sp++ = Value{VKind::kList};
+  DYNAHUG_NEXT(kList, 1);
+}
+op_dict : {  // when not tracking
+  if (mp == mbase) goto slow;
+  const size_t mark = mp[-1];
+  if (base + mark == cap || ((sp - (base + mark)) & 1) != 0) goto slow;
+  DYNAHUG_POP_MARK_TO(mark, DYNAHUG_MARK_BELOW());
+  *sp++ = Value{VKind::kDict, 0, 0, 0, kNoIndex};
+  DYNAHUG_NEXT(kDict, 1);
+}
+op_append:
+  if (sp - fence < 2) goto slow;
+  DYNAHUG_NOTE_DEPTH();
+  --sp;
+  DYNAHUG_NEXT(kAppend, 1);
+op_setitem:
+  if (sp - fence < 3 || DYNAHUG_TRACKED_DICT(sp[-3])) goto slow;
+  DYNAHUG_NOTE_DEPTH();
+  sp -= 2;
+  DYNAHUG_NEXT(kSetitem, 1);
+  // APPENDS, ADDITEMS, SETITEMS: the container sits just below the mark,
+  // above the next mark down.
+op_appends : {
+  if (mp == mbase) goto slow;
+  const size_t mark = mp[-1];
+  const size_t below = DYNAHUG_MARK_BELOW();
+  if (mark <= below) goto slow;
+  DYNAHUG_POP_MARK_TO(mark, below);
+  DYNAHUG_NEXT(kAppends, 1);
+}
+op_additems : {
+  if (mp == mbase) goto slow;
+  const size_t mark = mp[-1];
+  const size_t below = DYNAHUG_MARK_BELOW();
+  if (mark <= below) goto slow;
+  DYNAHUG_POP_MARK_TO(mark, below);
+  DYNAHUG_NEXT(kAdditems, 1);
+}
+op_setitems : {
+  if (mp == mbase) goto slow;
+  const size_t mark = mp[-1];
+  const size_t below = DYNAHUG_MARK_BELOW();
+  if (mark <= below || ((sp - (base + mark)) & 1) != 0 ||
+      DYNAHUG_TRACKED_DICT(base[mark - 1])) {
+    goto slow;
+  }
+  DYNAHUG_POP_MARK_TO(mark, below);
+  DYNAHUG_NEXT(kSetitems, 1);
+}
+
+  // ----- stack manipulation
+op_mark:
+  if (mp == mcap) goto slow;
+  *mp++ = static_cast<size_t>(sp - base);
+  fence = sp;
+  DYNAHUG_NEXT(kMark, 1);
+op_pop:
+  if (mp != mbase && base + mp[-1] == sp) {  // pops the mark
+    DYNAHUG_POP_MARK_TO(sp - base, DYNAHUG_MARK_BELOW());
+  } else {
+    if (sp == fence) goto slow;
+    DYNAHUG_NOTE_DEPTH();
+    --sp;
+  }
+  DYNAHUG_NEXT(kPop, 1);
+op_dup:
+  if (sp == fence || sp == cap) goto slow;
+  *sp = sp[-1];
+  ++sp;
+  DYNAHUG_NEXT(kDup, 1);
+
+  // ----- memo
+op_binget:
+  DYNAHUG_MEMO_GET(kBinget, 2, p[1]);
+op_long_binget:
+  DYNAHUG_MEMO_GET(kLongBinget, 5, Le32(p + 1));
+op_memoize:
+  if (sp == fence || sp[-1].kind == VKind::kStr ||
+      sp[-1].kind == VKind::kGlobal || !memo_.TryAppendKind(sp[-1].kind)) {
+    goto slow;
+  }
+  DYNAHUG_NEXT(kMemoize, 1);
+op_binput:
+  DYNAHUG_MEMO_PUT(kBinput, 2, p[1]);
+op_long_binput:
+  DYNAHUG_MEMO_PUT(kLongBinput, 5, Le32(p + 1));
+
+#undef DYNAHUG_LOAD_STATE
+#undef DYNAHUG_STORE_STATE
+#undef DYNAHUG_DISPATCH
+#undef DYNAHUG_NEXT
+#undef DYNAHUG_PUSH
+#undef DYNAHUG_NOTE_DEPTH
+#undef DYNAHUG_TUPLE_N
+#undef DYNAHUG_POP_MARK_TO
+#undef DYNAHUG_MARK_BELOW
+#undef DYNAHUG_TRACKED_DICT
+#undef DYNAHUG_MEMO_PUT
+#undef DYNAHUG_MEMO_GET
+}
+
+void Decoder::Finish(const std::array<uint64_t, 256>& hist) {
+  PickleStats& stats = out_->stats;
   if (!out_->complete && !out_->error) out_->length = pos_;
   uint64_t decoded = 0;
   for (size_t i = 0; i < hist.size(); ++i) {
@@ -1873,7 +2311,7 @@ PickleStream DecodePickle(std::span<const uint8_t> data,
   if (options.keep_ops) {
     decoder.Run<true>(0);
   } else {
-    decoder.Run<false>(0);
+    decoder.RunFast();
   }
   return out;
 }
