@@ -323,6 +323,25 @@ ssize_t ReadSmallFile(const char* path, char* buf, size_t size) {
   return total;
 }
 
+// True when the child's peak address space came within `headroom` bytes of
+// its RLIMIT_AS: an allocation failed at the limit, whatever error the code
+// that asked for it turned that into (CPython 3.11's deque raises
+// SystemError, threading "can't start new thread", torch a RuntimeError).
+bool AddressSpaceNearLimit(uint64_t headroom) {
+  rlimit as{};
+  if (getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur == RLIM_INFINITY) {
+    return false;
+  }
+  char status[8192];
+  if (ReadSmallFile("/proc/self/status", status, sizeof status) <= 0) {
+    return false;
+  }
+  const char* peak = strstr(status, "VmPeak:");
+  if (peak == nullptr) return false;
+  const uint64_t peak_bytes = strtoull(peak + 7, nullptr, 10) * 1024;
+  return peak_bytes + headroom >= as.rlim_cur;
+}
+
 // Overwrites the environment block the kernel exposes as /proc/self/environ
 // (inherited from whoever exec'ed the zygote) with the scrubbed environment,
 // zero-padded.
@@ -602,6 +621,13 @@ namespace {
   } catch (...) {
     rc = kExitUncaughtException;
   }
+  // A failed body whose address space reached the limit hit the memory limit
+  // even if nothing reported it (checked only after a failure, so a
+  // successful body's syscall counts are unchanged).
+  if (rc != 0 && AddressSpaceNearLimit(std::min<uint64_t>(
+                     64ull << 20, policy.limits.memory_bytes / 8))) {
+    MarkOutOfMemory();
+  }
   writer.Close(absl::Seconds(2));
   _exit(rc & 0xff);
 }
@@ -863,6 +889,11 @@ absl::StatusOr<ChildResult> RunSandboxed(
   };
 
   bool listener_open = true;
+  // For each BLOCKED event, how many child events precede it: the child is
+  // stopped in a notified syscall until it is answered, so every event it
+  // wrote before the syscall is already in the pipe. Reading the pipe before
+  // answering puts the denial right after the events that led to it.
+  std::vector<size_t> blocked_positions;
   while (!exited) {
     pollfd pfds[4];
     int n = 0;
@@ -890,7 +921,16 @@ absl::StatusOr<ChildResult> RunSandboxed(
     if (listener_idx >= 0) {
       const short revents = pfds[listener_idx].revents;
       if (revents & POLLIN) {
+        if (event_r) {
+          absl::StatusOr<bool> eof = reader.ReadFrom(event_r.get());
+          if (!eof.ok()) return eof.status();
+          if (*eof) event_r.reset();
+        }
+        const size_t blocked_before = supervisor->blocked_event_count();
         if (auto s = supervisor->HandleOne(); !s.ok()) return s;
+        if (supervisor->blocked_event_count() > blocked_before) {
+          blocked_positions.push_back(reader.events().size());
+        }
       } else if (revents & (POLLHUP | POLLERR | POLLNVAL)) {
         listener_open = false;  // every task using the filter is gone
       }
@@ -899,7 +939,7 @@ absl::StatusOr<ChildResult> RunSandboxed(
       if (read_setup()) setup_r.reset();
       if (auto s = process_setup(); !s.ok()) return s;
     }
-    if (event_idx >= 0 && pfds[event_idx].revents != 0) {
+    if (event_idx >= 0 && event_r && pfds[event_idx].revents != 0) {
       absl::StatusOr<bool> eof = reader.ReadFrom(event_r.get());
       if (!eof.ok()) return eof.status();
       if (*eof) event_r.reset();
@@ -964,12 +1004,25 @@ absl::StatusOr<ChildResult> RunSandboxed(
        kStatusOutOfMemory) != 0;
   Classify(policy, wait_status, timed_out, out_of_memory, &result);
   result.channel = reader.stats();
-  result.events = reader.TakeEvents();
+  std::vector<proto::Event> child_events = reader.TakeEvents();
   if (supervisor) {
     result.syscalls = supervisor->Counts();
-    for (proto::Event& e : supervisor->TakeBlockedEvents()) {
-      result.events.push_back(std::move(e));
+    std::vector<proto::Event> blocked = supervisor->TakeBlockedEvents();
+    result.events.reserve(child_events.size() + blocked.size());
+    size_t next = 0;
+    for (size_t i = 0; i < blocked.size(); ++i) {
+      const size_t at = std::min(i < blocked_positions.size()
+                                     ? blocked_positions[i]
+                                     : child_events.size(),
+                                 child_events.size());
+      while (next < at) result.events.push_back(std::move(child_events[next++]));
+      result.events.push_back(std::move(blocked[i]));
     }
+    while (next < child_events.size()) {
+      result.events.push_back(std::move(child_events[next++]));
+    }
+  } else {
+    result.events = std::move(child_events);
   }
   return result;
 }

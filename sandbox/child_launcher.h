@@ -170,8 +170,11 @@ struct ChildResult {
   double wall_ms = 0;
   double cpu_ms = 0;
   uint64_t max_rss_kib = 0;
-  // Events from the body, in order, then the supervisor's BLOCKED events
-  // (each denied syscall with its arguments, bounded).
+  // Events from the body, in order, with the supervisor's BLOCKED events
+  // (each denied syscall with its arguments, bounded) placed after the body
+  // events that were in the pipe when the syscall was answered, i.e. after
+  // the events the body wrote before making it (single-threaded bodies:
+  // exactly; events a full pipe held back in the child's buffer come later).
   std::vector<proto::Event> events;
   ChannelStats channel;
   // Syscalls the body made (see seccomp_policy.h for what is counted).

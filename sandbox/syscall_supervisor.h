@@ -59,6 +59,8 @@ class SyscallSupervisor {
   std::vector<proto::Event> TakeBlockedEvents() {
     return std::move(blocked_events_);
   }
+  // BLOCKED events recorded so far (not yet taken).
+  size_t blocked_event_count() const { return blocked_events_.size(); }
   bool recording() const { return recording_; }
   // Notifications answered (including before the marker).
   uint64_t notifications() const { return notifications_; }

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -250,6 +251,52 @@ TEST_F(SandboxTest, ReportedOutOfMemoryFromOtherAllocators) {
   // Without the report, the same exit code is an ordinary load failure.
   const ChildResult plain = Run([](ChildContext&) { return 1; });
   EXPECT_EQ(plain.status, ChildStatus::kLoadFailed);
+}
+
+TEST_F(SandboxTest, UnreportedAllocationFailureAtTheLimitIsMemoryLimit) {
+  SKIP_UNDER_ASAN();
+  policy_.limits.memory_bytes = 128ull << 20;
+  // Maps 1 MiB at a time until the address space is full, then fails
+  // without reporting it (like code that turns ENOMEM into another error).
+  const ChildResult r = Run([](ChildContext&) {
+    while (mmap(nullptr, 1 << 20, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                0) != MAP_FAILED) {
+    }
+    return 1;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kMemoryLimit) << r.reason;
+  EXPECT_EQ(r.exit_code, 1);
+  // A failure far below the limit stays an ordinary failure.
+  const ChildResult small = Run([](ChildContext&) {
+    return mmap(nullptr, 1 << 20, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                0) == MAP_FAILED
+               ? 2
+               : 1;
+  });
+  EXPECT_EQ(small.status, ChildStatus::kLoadFailed) << small.reason;
+  EXPECT_EQ(small.exit_code, 1);
+}
+
+TEST_F(SandboxTest, BlockedEventsFollowTheEventsThatLedToThem) {
+  const ChildResult r = Run([](ChildContext& ctx) {
+    Send(ctx, "before-fork");
+    const long pid = syscall(SYS_fork);
+    if (pid == 0) _exit(0);  // would be an escape; never reached
+    Send(ctx, "after-fork");
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0) close(fd);
+    Send(ctx, "after-socket");
+    return 0;
+  });
+  ASSERT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  std::vector<std::string> order;
+  for (const proto::Event& e : r.events) {
+    if (e.kind() == proto::Event::BLOCKED) order.push_back("BLOCKED " + e.name());
+    if (e.kind() == proto::Event::LOG) order.push_back(e.name());
+  }
+  EXPECT_EQ(absl::StrJoin(order, ", "),
+            "before-fork, BLOCKED fork, after-fork, BLOCKED socket, "
+            "after-socket");
 }
 
 TEST_F(SandboxTest, ForkBombIsDeniedRecordedAndChildContinues) {
