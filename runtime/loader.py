@@ -17,6 +17,7 @@
 # persistent_load id, and, in opcode-stepping mode, every opcode before it
 # executes.
 
+import _codecs
 import io
 import pickle
 import pickletools
@@ -109,7 +110,26 @@ def _arg_pairs(args, kwargs=None):
 
 # --- stubs for globals of modules that are not installed --------------------
 
-class _StubBase:
+class _StubMeta(type):
+    """Metaclass of the stubs. A public class attribute a stub does not have
+    (an enum member such as IntervalStrategy.EPOCH, which pickles fetch with
+    getattr) is an inert instance of the stub, one per name; private and
+    dunder names still raise AttributeError, so library probes such as
+    hasattr(cls, '_fields') see a plain class."""
+
+    def __getattr__(cls, name):
+        members = cls.__dict__.get('_dynahug_members')
+        if members is None or name.startswith('_'):
+            raise AttributeError(name)
+        obj = members.get(name)
+        if obj is None:
+            obj = object.__new__(cls)
+            obj.__dict__['_dynahug_member'] = name
+            members[name] = obj
+        return obj
+
+
+class _StubBase(metaclass=_StubMeta):
     """Inert stand-in for a class or function of a module that is not
     installed: accepts any construction arguments and any state."""
     _dynahug_stub = True
@@ -134,9 +154,9 @@ def _stub(module, name):
     key = (module, name)
     cls = _stubs.get(key)
     if cls is None:
-        cls = type(name.rpartition('.')[2] or 'Stub', (_StubBase,),
-                   {'__module__': module, '__qualname__': name,
-                    '_dynahug_stub': True})
+        cls = _StubMeta(name.rpartition('.')[2] or 'Stub', (_StubBase,),
+                        {'__module__': module, '__qualname__': name,
+                         '_dynahug_stub': True, '_dynahug_members': {}})
         _stubs[key] = cls
     return cls
 
@@ -538,12 +558,28 @@ class _Instrumentation:
         if op.arg is not None:
             cap = _Capture(self._dh_pb)
             try:
-                arg = op.arg.reader(cap)
+                arg = _ARG_READERS.get(op.name, op.arg.reader)(cap)
                 pairs = (('arg', _summary(arg)),)
             except Exception as e:
                 pairs = (('arg', '<unreadable: %s>' % type(e).__name__),)
             self._dh_pb.buf = b''.join(cap.data) + self._dh_pb.buf
         _emit(_KIND_OPCODE, op.name, pairs, pos, 1, _STATE.member)
+
+
+def _read_unicodestringnl(f):
+    """pickletools.read_unicodestringnl without the codec lookup: its
+    str(data, 'raw-unicode-escape') imports encodings.raw_unicode_escape on
+    first use, which would put that import before the OPCODE event of the
+    UNICODE opcode it belongs to (the real load_unicode makes it, after)."""
+    data = f.readline()
+    if not data.endswith(b'\n'):
+        raise ValueError('no newline found when trying to read '
+                         'unicodestringnl')
+    return _codecs.raw_unicode_escape_decode(data[:-1])[0]
+
+
+# Argument readers used in stepping mode instead of pickletools' own.
+_ARG_READERS = {'UNICODE': _read_unicodestringnl}
 
 
 class Unpickler(_Instrumentation, _PyUnpickler):
@@ -738,6 +774,12 @@ def run(path, loader, opcodes, lazy_threshold, fast=False, member=''):
     _STATE.member = member
     if loader == 'joblib.load':
         _joblib_class()  # built outside the recording window
+    # A forked child inherits the zygote's cached tempfile.gettempdir() (set
+    # e.g. while importing torch, from the zygote's TMPDIR): forget it so
+    # that the child's own TMPDIR (its scratch directory) is used.
+    tempfile = sys.modules.get('tempfile')
+    if tempfile is not None:
+        tempfile.tempdir = None
     obj = None
     _dh.set_recording(True)  # noqa: F821
     try:

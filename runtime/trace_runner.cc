@@ -29,8 +29,22 @@ struct LoadTarget {
   std::span<const uint8_t> bytes;  // member content (members only)
 };
 
-bool IsLoadable(Format format) {
-  return DefaultLoaderFor(FormatName(format)).ok();
+bool IsLoadable(const Member& m) {
+  if (!DefaultLoaderFor(FormatName(m.format)).ok()) return false;
+  // A compressed stream is a (joblib-compressed) pickle only when it holds
+  // one; a .tar.gz is an archive whose members are loaded instead.
+  switch (m.format) {
+    case Format::kGzip:
+    case Format::kBzip2:
+    case Format::kXz:
+    case Format::kLzma:
+    case Format::kZlib:
+      return m.children.size() != 1 ||
+             m.children[0].format == Format::kRawPickle ||
+             m.children[0].format == Format::kJoblib;
+    default:
+      return true;
+  }
 }
 
 void CollectTargets(const Member& m, const std::string& path,
@@ -39,7 +53,7 @@ void CollectTargets(const Member& m, const std::string& path,
     if (out.size() >= kMaxLoadTargets) return;
     const std::string child_path =
         path.empty() ? child.name : path + "/" + child.name;
-    if (IsLoadable(child.format) && !child.bytes.empty()) {
+    if (IsLoadable(child) && !child.bytes.empty()) {
       out.push_back({child_path, std::string(FormatName(child.format)),
                      child.bytes});
     } else {
@@ -50,7 +64,7 @@ void CollectTargets(const Member& m, const std::string& path,
 
 std::vector<LoadTarget> LoadTargets(const AnalyzedFile& file) {
   std::vector<LoadTarget> targets;
-  if (IsLoadable(file.root().format)) {
+  if (IsLoadable(file.root())) {
     targets.push_back({"", std::string(FormatName(file.root().format)), {}});
   } else {
     CollectTargets(file.root(), "", targets);
@@ -151,6 +165,7 @@ void CollectPackages(const Member& m, std::set<std::string>& out) {
 
 std::string ResolveLoader(const AnalyzedFile& file, const LoadOptions& load) {
   if (load.loader != "auto") return load.loader;
+  if (!IsLoadable(file.root())) return "archive";
   absl::StatusOr<std::string> loader =
       DefaultLoaderFor(FormatName(file.root().format));
   return loader.ok() ? *loader : "archive";
