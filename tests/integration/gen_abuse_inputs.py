@@ -31,6 +31,7 @@ POP = b'0'
 MARK = b'('
 EMPTY_TUPLE = b')'
 EMPTY_LIST = b']'
+EMPTY_DICT = b'}'
 APPEND = b'a'
 TUPLE1 = b'\x85'
 TUPLE2 = b'\x86'
@@ -71,7 +72,10 @@ def call(module, name, *args):
 
 
 def exec_source(source):
-    return PROTO2 + call('builtins', 'exec', unicode_(source)) + STOP
+    """exec(source, {}): a fresh globals dict, so functions the source
+    defines can see each other (exec without globals would use the
+    unpickler frame's locals)."""
+    return PROTO2 + call('builtins', 'exec', unicode_(source), EMPTY_DICT) + STOP
 
 
 # --- abuse inputs -----------------------------------------------------------
@@ -149,12 +153,16 @@ BENIGN_DATA = {'weights': [1.5, -2.25, 3.0], 'name': 'mlp',
 
 
 def malicious_analyst():
-    """os.system('/bin/true') by REDUCE, then an exec that opens a probe
-    file for writing, then a benign dict (so the load succeeds)."""
+    """os.system('/bin/true') by REDUCE, then an exec that tries to open a
+    probe file for writing (and swallows the error, so the stream goes on),
+    then a benign dict (so the load succeeds)."""
     return (PROTO2 +
             call('os', 'system', unicode_('/bin/true')) + POP +
             call('builtins', 'exec', unicode_(
-                "open('/tmp/dynahug_pwned/analyst-exec-open', 'w')")) + POP +
+                "try:\n"
+                "    open('/tmp/dynahug_pwned/analyst-exec-open', 'w')\n"
+                "except OSError:\n"
+                "    pass\n"), EMPTY_DICT) + POP +
             pickle.dumps(BENIGN_DATA, protocol=2)[2:])  # drop its PROTO
 
 
@@ -191,7 +199,7 @@ def main(argv):
         genops[name] = [[op.name, pos] for op, _, pos in
                         pickletools.genops(data)]
     write(os.path.join(out, 'analyst', 'genops.json'),
-          json.dumps(genops, indent=0, sort_keys=True).encode())
+          json.dumps(genops, sort_keys=True).encode())
     return 0
 
 

@@ -52,6 +52,8 @@ struct BadDocument {
   const char* message;  // substring of the error
 };
 
+void PrintTo(const BadDocument& d, std::ostream* os) { *os << d.name; }
+
 class ParseTraceDocumentErrorTest
     : public testing::TestWithParam<BadDocument> {};
 
