@@ -5,7 +5,8 @@
 //   trace_throughput --mode inproc [--rounds R] FILE... | @LIST
 //
 // pool:   a WorkerPool of N zygote processes (runtime/worker_pool.h), as
-//         `dynahug trace --jobs N` uses it. Latency of a file = from handing
+//         `dynahug trace --jobs N` uses it (--no-affinity: plain FIFO, no
+//         routing by the packages a file needs). Latency of a file = from handing
 //         it to a worker to its reply in the parent (static analysis, fork,
 //         sandbox, load, hooks, event transfer, trace assembly,
 //         serialization and the pipe to the parent).
@@ -18,6 +19,8 @@
 // measure the steady state, and their latencies and files/s are what the
 // summary reports. Benign inputs only: the loads run in the sandbox, but
 // this is a benchmark, not a scanner.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -25,6 +28,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -43,6 +47,24 @@ using Clock = std::chrono::steady_clock;
 
 double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
+}
+
+// CPU time (user + system, this process and its reaped descendants) of
+// `pid`, milliseconds, from /proc/PID/stat.
+double ProcessTreeCpuMs(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string field;
+  double ticks = 0;
+  // Fields 14-17 (utime, stime, cutime, cstime); field 3 is the first here.
+  for (int i = 3; i <= 17 && fields >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);
+  }
+  return ticks * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 double Percentile(std::vector<double> v, double p) {
@@ -69,8 +91,13 @@ double LoadMs(const Trace& trace) {
 struct Samples {
   std::vector<double> latency_ms, child_wall_ms, child_cpu_ms, load_ms;
   std::vector<double> static_ms, rest_ms;  // inproc only
-  size_t ok = 0, errors = 0;
-  std::string first_error;
+  // errors: no trace at all; not_ok: traced, but the child did not end OK
+  // (a load that fails on purpose-built stubs, say): a result, not an error.
+  size_t ok = 0, errors = 0, not_ok = 0;
+  std::string first_error, first_not_ok;
+  // Per container format: latency, child wall, child CPU.
+  std::map<std::string, std::vector<double>> format_latency, format_wall,
+      format_cpu;
   void Add(const absl::StatusOr<Trace>& trace, double latency) {
     latency_ms.push_back(latency);
     if (!trace.ok()) {
@@ -82,11 +109,18 @@ struct Samples {
     child_wall_ms.push_back(trace->exit().wall_ms());
     child_cpu_ms.push_back(trace->exit().cpu_ms());
     load_ms.push_back(LoadMs(*trace));
+    const std::string format =
+        dynahug::proto::ContainerFormat_Name(trace->root().format());
+    format_latency[format].push_back(latency);
+    format_wall[format].push_back(trace->exit().wall_ms());
+    format_cpu[format].push_back(trace->exit().cpu_ms());
     if (trace->exit().status() != dynahug::proto::ChildExit::OK) {
-      ++errors;
-      if (first_error.empty()) {
-        first_error = absl::StrCat(trace->file().path(), ": child ",
-                                   trace->exit().reason());
+      ++not_ok;
+      if (first_not_ok.empty()) {
+        first_not_ok = absl::StrCat(
+            trace->file().path(), ": child ",
+            dynahug::proto::ChildExit::Status_Name(trace->exit().status()),
+            " ", trace->exit().reason());
       }
     }
   }
@@ -99,7 +133,7 @@ std::string Stat(const char* name, const std::vector<double>& v) {
 
 int Usage() {
   std::cerr << "usage: trace_throughput --mode pool|inproc [--workers N] "
-               "[--rounds R] FILE... | @LIST\n";
+               "[--rounds R] [--no-affinity] FILE... | @LIST\n";
   return 2;
 }
 
@@ -109,9 +143,14 @@ int main(int argc, char** argv) {
   std::string mode;
   int workers = 1;
   int rounds = 1;
+  bool affinity = true;
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg == "--no-affinity") {
+      affinity = false;
+      continue;
+    }
     if ((arg == "--mode" || arg == "--workers" || arg == "--rounds") &&
         i + 1 < argc) {
       const std::string v = argv[++i];
@@ -137,6 +176,9 @@ int main(int argc, char** argv) {
   dynahug::runtime::TraceOptions options;
   Samples warm;
   double cold_s = 0, warm_s = 0, startup_ms = 0;
+  // CPU of every process involved (driver, workers, sandboxed children)
+  // over the warm passes: what a file costs whatever else the machine runs.
+  double cpu_ms = 0;
   std::string extra;
 
   if (mode == "pool") {
@@ -151,10 +193,18 @@ int main(int argc, char** argv) {
     }
     std::vector<dynahug::runtime::WorkerJob> jobs;
     for (const auto& f : files) {
-      jobs.push_back({f, dynahug::runtime::TraceNeeds(f, options)});
+      jobs.push_back({f, affinity ? dynahug::runtime::TraceNeeds(f, options)
+                                  : std::vector<std::string>{}});
     }
     startup_ms = Ms(Clock::now() - t0);
+    double cpu_before = 0;
     for (int round = 0; round <= rounds; ++round) {
+      if (round == 1) {
+        cpu_before = ProcessTreeCpuMs(getpid());
+        for (pid_t pid : (*pool)->worker_pids()) {
+          cpu_before += ProcessTreeCpuMs(pid);
+        }
+      }
       std::vector<absl::StatusOr<Trace>> traces;
       const auto start = Clock::now();
       absl::Status run = (*pool)->Run(
@@ -184,6 +234,11 @@ int main(int argc, char** argv) {
         warm.Add(traces[i], (*pool)->stats().job_wall_ms[i]);
       }
     }
+    double cpu_after = ProcessTreeCpuMs(getpid());
+    for (pid_t pid : (*pool)->worker_pids()) {
+      cpu_after += ProcessTreeCpuMs(pid);
+    }
+    cpu_ms = cpu_after - cpu_before;
     std::string per_worker;
     for (uint64_t n : (*pool)->stats().jobs_per_worker) {
       per_worker += (per_worker.empty() ? "" : ", ") + std::to_string(n);
@@ -200,7 +255,9 @@ int main(int argc, char** argv) {
       return 1;
     }
     startup_ms = Ms(Clock::now() - t0);
+    double cpu_before = 0;
     for (int round = 0; round <= rounds; ++round) {
+      if (round == 1) cpu_before = ProcessTreeCpuMs(getpid());
       const auto start = Clock::now();
       for (const auto& f : files) {
         const auto a = Clock::now();
@@ -226,6 +283,7 @@ int main(int argc, char** argv) {
         warm_s += seconds;
       }
     }
+    cpu_ms = ProcessTreeCpuMs(getpid()) - cpu_before;
     extra = absl::StrCat(", ", Stat("static_ms", warm.static_ms), ", ",
                          Stat("fork_reap_assembly_ms", warm.rest_ms));
   }
@@ -234,24 +292,44 @@ int main(int argc, char** argv) {
   std::cout << absl::StrFormat(
                    "{\"mode\": \"%s\", \"workers\": %d, \"files\": %d, "
                    "\"rounds\": %d, \"ok\": %d, \"errors\": %d, "
+                   "\"child_not_ok\": %d, "
                    "\"startup_ms\": %.1f, \"cold_s\": %.3f, "
                    "\"cold_files_per_s\": %.1f, \"warm_s\": %.3f, "
-                   "\"files_per_s\": %.1f, %s, %s, %s, %s",
+                   "\"files_per_s\": %.1f, \"cpu_ms_per_file\": %.2f, "
+                   "%s, %s, %s, %s",
                    mode, mode == "pool" ? workers : 1, files.size(), rounds,
-                   warm.ok, warm.errors, startup_ms, cold_s,
+                   warm.ok, warm.errors, warm.not_ok, startup_ms, cold_s,
                    static_cast<double>(files.size()) / cold_s, warm_s,
-                   n_warm / warm_s, Stat("latency_ms", warm.latency_ms),
+                   n_warm / warm_s, cpu_ms / n_warm,
+                   Stat("latency_ms", warm.latency_ms),
                    Stat("child_wall_ms", warm.child_wall_ms),
                    Stat("child_cpu_ms", warm.child_cpu_ms),
                    Stat("load_ms", warm.load_ms))
             << extra;
-  if (!warm.first_error.empty()) {
+  std::cout << ", \"by_format\": {";
+  bool first_format = true;
+  for (const auto& [format, latency] : warm.format_latency) {
+    std::cout << (first_format ? "" : ", ")
+              << absl::StrFormat(
+                     "\"%s\": {\"n\": %d, \"latency_ms_p50\": %.2f, "
+                     "\"child_wall_ms_p50\": %.2f, \"child_cpu_ms_p50\": "
+                     "%.2f}",
+                     format, latency.size(), Percentile(latency, 50),
+                     Percentile(warm.format_wall[format], 50),
+                     Percentile(warm.format_cpu[format], 50));
+    first_format = false;
+  }
+  std::cout << "}";
+  for (const auto& [key, text] :
+       {std::pair{"first_error", warm.first_error},
+        std::pair{"first_child_not_ok", warm.first_not_ok}}) {
+    if (text.empty()) continue;
     std::string escaped;
-    for (char c : warm.first_error) {
+    for (char c : text) {
       if (c == '"' || c == '\\') escaped.push_back('\\');
       escaped.push_back(c == '\n' ? ' ' : c);
     }
-    std::cout << ", \"first_error\": \"" << escaped << "\"";
+    std::cout << ", \"" << key << "\": \"" << escaped << "\"";
   }
   std::cout << "}\n";
   return warm.errors == 0 ? 0 : 1;
