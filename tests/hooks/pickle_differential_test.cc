@@ -187,16 +187,6 @@ std::string NormArg(const DecodedOp& op) {
   return "<?>";
 }
 
-const char* SourceName(GlobalReference::Source s) {
-  switch (s) {
-    case GlobalReference::Source::kInline: return "inline";
-    case GlobalReference::Source::kStack: return "stack";
-    case GlobalReference::Source::kMemo: return "memo";
-    case GlobalReference::Source::kUnknown: return "unknown";
-  }
-  return "?";
-}
-
 class PickleDifferentialTest : public ::testing::Test {
  protected:
   // The pickles come from the CTest fixture `pickle_diff`
@@ -303,7 +293,7 @@ TEST_F(PickleDifferentialTest, EveryOpcodeMatchesPickletools) {
       for (size_t i = 0; i < globals.size(); ++i) {
         EXPECT_EQ(globals[i]->module, rs.globals[i][1]) << "global #" << i;
         EXPECT_EQ(globals[i]->name, rs.globals[i][2]) << "global #" << i;
-        EXPECT_EQ(SourceName(globals[i]->source), rs.globals[i][3])
+        EXPECT_EQ(std::string(SourceName(globals[i]->source)), rs.globals[i][3])
             << "global #" << i << " " << globals[i]->module << "."
             << globals[i]->name;
         ++globals_compared;
