@@ -316,6 +316,16 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       if (!status.empty()) {
         trace.mutable_exit()->set_reason("loader error: " + status);
       }
+      // The first load that raised says why the child failed.
+      const std::string error_type = ArgValue(event, "error_type");
+      if (!error_type.empty() && trace.exit().reason().empty()) {
+        std::string error = ArgValue(event, "error");
+        if (error.size() > 200) error = error.substr(0, 200) + "...";
+        trace.mutable_exit()->set_reason(absl::StrCat(
+            "load failed",
+            event.member().empty() ? "" : absl::StrCat(" [", event.member(), "]"),
+            ": ", error_type, error.empty() ? "" : ": ", error));
+      }
     }
     *trace.add_events() = std::move(event);
   }
@@ -329,8 +339,16 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
   }
   const std::string loader_reason = trace.exit().reason();
   *trace.mutable_exit() = sandbox::ToProto(*child);
-  if (!loader_reason.empty() && trace.exit().reason().empty()) {
-    trace.mutable_exit()->set_reason(loader_reason);
+  if (!loader_reason.empty()) {
+    // A plain non-zero exit ("exit code 1") is explained by the loader's
+    // error; limits, signals and timeouts keep the sandbox's reason.
+    const std::string& reason = trace.exit().reason();
+    if (reason.empty()) {
+      trace.mutable_exit()->set_reason(loader_reason);
+    } else if (trace.exit().status() == proto::ChildExit::LOAD_FAILED) {
+      trace.mutable_exit()->set_reason(
+          absl::StrCat(loader_reason, " (", reason, ")"));
+    }
   }
   trace.set_dropped_events(child->channel.dropped_by_child +
                            child->channel.dropped_by_reader);
