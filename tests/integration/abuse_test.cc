@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
@@ -123,6 +124,11 @@ TEST(AbuseTest, EveryAbuseEndsWithinLimitsAndTheScannerKeepsGoing) {
       EXPECT_GE(exit.wall_ms(), kTimeoutSeconds * 1000 - 50);
     }
     if (*c.error_type != '\0') {
+      if (exit.status() == proto::ChildExit::LOAD_FAILED) {
+        // The reason says why the load failed, not just "exit code 1".
+        EXPECT_TRUE(absl::StrContains(exit.reason(), c.error_type))
+            << exit.reason();
+      }
       const proto::Event* result = LoadResultEvent(trace);
       ASSERT_NE(result, nullptr) << DescribeEvents(trace);
       EXPECT_EQ(ArgValue(*result, "error_type"), c.error_type)

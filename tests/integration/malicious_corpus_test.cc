@@ -224,10 +224,12 @@ enum class Unreached {
   // child finishes the load and exits before it fires, so only the
   // registration is visible (required as `delayed` evidence).
   kDeferredPastChildExit,
-  // profile.run() raises AssertionError('Bad return') inside the sandboxed
-  // load before it executes the probe source (the stdlib pure-Python
-  // profiler and dynahug's own sys.setprofile-based call profiler disagree
-  // on the frame stack), so neither effect is attempted.
+  // profile.run() raises AssertionError('Bad return') before it executes
+  // the probe source whenever another profile function was already active
+  // when it started (reproduced in plain CPython 3.11: sys.setprofile(f),
+  // then pickle._Unpickler on a benign profile.run('x = 1') pickle).
+  // dynahug's call profiler is such a function, so neither effect is
+  // attempted: an observer effect of profiling the load.
   kProfilerConflict,
 };
 
