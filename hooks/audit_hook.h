@@ -10,6 +10,11 @@
 // address; imports the module name. Every value is capped in length and
 // every event in argument count.
 //
+// ctypes and mmap audit events additionally produce a
+// proto::Event{kind=NATIVE} right after their AUDIT event, with the native
+// stack and, for calls into memory that is not read-only code of a file, a
+// disassembly of the target (see hooks/native_inspector.h for the arguments).
+//
 // Audit hooks observe, they do not confine (PEP 578): the sandbox is the
 // boundary.
 #ifndef DYNAHUG_HOOKS_AUDIT_HOOK_H_
@@ -24,8 +29,10 @@
 #include <string>
 #include <string_view>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "hooks/event_sink.h"
+#include "hooks/native_inspector.h"
 #include "proto/dynahug.pb.h"
 
 namespace dynahug::hooks {
@@ -42,6 +49,7 @@ struct PathContext {
 struct AuditLimits {
   size_t max_value_bytes = 160;  // per argument value (UTF-8 bytes)
   int max_args = 8;              // arguments per event
+  NativeLimits native;           // NATIVE events (ctypes, mmap)
 };
 
 // Lexically normalises `path` (joins it to ctx.cwd when relative, folds "."
@@ -78,6 +86,23 @@ class AuditHook {
   // received it. Requires an initialised interpreter and the GIL.
   absl::Status VerifyActive();
 
+  // Makes calls of ctypes foreign functions observable. CPython 3.11 raises
+  // "ctypes.call_function" only from _ctypes.call_function(), not when a
+  // foreign-function object (_ctypes.CFuncPtr and its subclasses: CDLL
+  // attributes, CFUNCTYPE(...)(address)) is called, so this interposes
+  // CFuncPtr's tp_call. While recording, each such call first produces a
+  // NATIVE "ctypes.call_function" event (arguments as for the audit event
+  // plus via=CFuncPtr.__call__; no AUDIT event, since CPython raised none);
+  // otherwise the interposer only forwards. Never imports _ctypes: returns
+  // false when it is not loaded (or its CFuncPtr is not the built-in type).
+  // Called by Start() and at each recorded audit event until it succeeds, so
+  // callers rarely need it. Requires the GIL. Process-wide, permanent.
+  bool InterposeCtypesCalls();
+  bool ctypes_interposed() const;
+
+  // NATIVE events emitted since Start() (the budget marker included).
+  uint64_t native_events() const { return native_events_; }
+
   // Audit events seen since Install(), recording or not.
   uint64_t events_seen() const { return events_seen_.load(); }
 
@@ -103,6 +128,17 @@ class AuditHook {
  private:
   AuditHook() = default;
   static int Callback(const char* event, PyObject* args, void* user_data);
+  // Records one event while recording: the AUDIT event for `event`/`args`
+  // (unless `via` is set: then only the NATIVE event, with that argument)
+  // and its NATIVE event when it has one. Requires the GIL; keeps any
+  // pending exception.
+  void Record(const char* event, PyObject* args, const char* via);
+  // Emits the NATIVE event accompanying `audit` (for the native audit events
+  // only), within the per-load budget.
+  void EmitNative(const char* event, PyObject* args, const proto::Event& audit);
+  // CFuncPtr's interposed tp_call.
+  static PyObject* ForeignCall(PyObject* self, PyObject* args,
+                               PyObject* kwargs);
 
   bool installed_ = false;
   std::atomic<uint64_t> events_seen_{0};
@@ -114,6 +150,13 @@ class AuditHook {
   PathContext ctx_;
   AuditLimits limits_;
   std::optional<uint64_t> offset_;
+  uint64_t native_events_ = 0;
+  // Reset by Start(); invalidated whenever a recorded native event may have
+  // changed the mappings (see EmitNative).
+  MapsCache maps_;
+  // Shared object path -> its name in frames (NativeObjectName); reset by
+  // Start() since it depends on the PathContext.
+  absl::flat_hash_map<std::string, std::string> object_names_;
 };
 
 }  // namespace dynahug::hooks

@@ -10,3 +10,11 @@ foreach(t audit_hook call_profiler integrity_diff unpickler_hooks)
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/observer_${t}_test.cc
     LIBS dynahug::embed)
 endforeach()
+# Native inspector (maps, stacks, disassembly) without an interpreter; its
+# NATIVE events through the audit hook with one.
+dynahug_add_gtest(native_inspector_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/native_inspector_test.cc
+  LIBS dynahug::observers)
+dynahug_add_gtest(observer_native_inspector_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/observer_native_inspector_test.cc
+  LIBS dynahug::embed)
