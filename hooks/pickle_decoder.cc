@@ -356,6 +356,13 @@ std::string Printable(std::string_view s, size_t max = 40) {
   return out;
 }
 
+// The distance in bytes from `from` to `to` (>= from).
+template <typename T>
+inline size_t ByteDistance(const T* from, const T* to) {
+  return static_cast<size_t>(reinterpret_cast<const char*>(to) -
+                             reinterpret_cast<const char*>(from));
+}
+
 // ---------------------------------------------------------------------------
 // Symbolic values.
 
@@ -1949,82 +1956,86 @@ void Decoder::RunFast() {
 
   const void* dispatch[256];
   for (const void*& target : dispatch) target = &&slow;
-  auto route = [&dispatch](Opcode op, const void* target) {
+  const std::pair<Opcode, const void*> handlers[] = {
+      {Opcode::kNone, &&op_none},
+      {Opcode::kNewtrue, &&op_newtrue},
+      {Opcode::kNewfalse, &&op_newfalse},
+      {Opcode::kBinint1, &&op_binint1},
+      {Opcode::kBinint2, &&op_binint2},
+      {Opcode::kBinint, &&op_binint},
+      {Opcode::kBinfloat, &&op_binfloat},
+      {Opcode::kShortBinunicode, &&op_short_binunicode},
+      {Opcode::kEmptyList, &&op_empty_list},
+      {Opcode::kEmptyDict, &&op_empty_dict},
+      {Opcode::kEmptyTuple, &&op_empty_tuple},
+      {Opcode::kEmptySet, &&op_empty_set},
+      {Opcode::kMark, &&op_mark},
+      {Opcode::kTuple1, &&op_tuple1},
+      {Opcode::kTuple2, &&op_tuple2},
+      {Opcode::kTuple3, &&op_tuple3},
+      {Opcode::kTuple, &&op_tuple},
+      {Opcode::kList, &&op_list},
+      {Opcode::kDict, &&op_dict},
+      {Opcode::kAppend, &&op_append},
+      {Opcode::kSetitem, &&op_setitem},
+      {Opcode::kAppends, &&op_appends},
+      {Opcode::kAdditems, &&op_additems},
+      {Opcode::kSetitems, &&op_setitems},
+      {Opcode::kPop, &&op_pop},
+      {Opcode::kDup, &&op_dup},
+      {Opcode::kBinget, &&op_binget},
+      {Opcode::kLongBinget, &&op_long_binget},
+      {Opcode::kMemoize, &&op_memoize},
+      {Opcode::kBinput, &&op_binput},
+      {Opcode::kLongBinput, &&op_long_binput},
+  };
+  for (const auto& [op, target] : handlers) {
     dispatch[static_cast<uint8_t>(op)] = target;
-  };
-  route(Opcode::kNone, &&op_none);
-  route(Opcode::kNewtrue, &&op_newtrue);
-  route(Opcode::kNewfalse, &&op_newfalse);
-  route(Opcode::kBinint1, &&op_binint1);
-  route(Opcode::kBinint2, &&op_binint2);
-  route(Opcode::kBinint, &&op_binint);
-  route(Opcode::kBinfloat, &&op_binfloat);
-  route(Opcode::kShortBinunicode, &&op_short_binunicode);
-  route(Opcode::kEmptyList, &&op_empty_list);
-  route(Opcode::kEmptyDict, &&op_empty_dict);
-  route(Opcode::kEmptyTuple, &&op_empty_tuple);
-  route(Opcode::kEmptySet, &&op_empty_set);
-  route(Opcode::kMark, &&op_mark);
-  route(Opcode::kTuple1, &&op_tuple1);
-  route(Opcode::kTuple2, &&op_tuple2);
-  route(Opcode::kTuple3, &&op_tuple3);
-  route(Opcode::kTuple, &&op_tuple);
-  route(Opcode::kList, &&op_list);
-  route(Opcode::kDict, &&op_dict);
-  route(Opcode::kAppend, &&op_append);
-  route(Opcode::kSetitem, &&op_setitem);
-  route(Opcode::kAppends, &&op_appends);
-  route(Opcode::kAdditems, &&op_additems);
-  route(Opcode::kSetitems, &&op_setitems);
-  route(Opcode::kPop, &&op_pop);
-  route(Opcode::kDup, &&op_dup);
-  route(Opcode::kBinget, &&op_binget);
-  route(Opcode::kLongBinget, &&op_long_binget);
-  route(Opcode::kMemoize, &&op_memoize);
-  route(Opcode::kBinput, &&op_binput);
-  route(Opcode::kLongBinput, &&op_long_binput);
+  }
   // While joblib contents are tracked, tuples, dicts and memo values carry
-  // contents: the general path records them.
-  const void* const slow_target = &&slow;
-  auto route_tracked_to_slow = [&route, slow_target]() {
-    for (Opcode op : {Opcode::kEmptyDict, Opcode::kTuple1, Opcode::kTuple2,
-                      Opcode::kTuple3, Opcode::kTuple, Opcode::kDict,
-                      Opcode::kMemoize, Opcode::kBinput, Opcode::kLongBinput}) {
-      route(op, slow_target);
-    }
-  };
-  if (track_) route_tracked_to_slow();
+  // contents: the general path records them. (Dicts that record their items
+  // exist only then, so SETITEM(S) here need not call DictAdd.)
+  static constexpr Opcode kTrackedOps[] = {
+      Opcode::kEmptyDict, Opcode::kTuple1,    Opcode::kTuple2,
+      Opcode::kTuple3,    Opcode::kTuple,     Opcode::kDict,
+      Opcode::kSetitem,   Opcode::kSetitems,  Opcode::kMemoize,
+      Opcode::kBinput,    Opcode::kLongBinput};
+  if (track_) {
+    for (Opcode op : kTrackedOps) dispatch[static_cast<uint8_t>(op)] = &&slow;
+  }
 
   // The decoder state in locals, (re)loaded by DYNAHUG_LOAD_STATE.
   const uint8_t* p;  // the opcode being decoded
   Value* base;       // stack_: base, top (one past), capacity end
   Value* sp;
   Value* cap;
-  Value* fence;   // base + fence_
-  size_t* mbase;  // marks_: base, top (one past), capacity end
-  size_t* mp;
+  Value* fence;  // base + fence_
+  size_t* mp;    // marks_: top (one past), capacity end
   size_t* mcap;
-  size_t max_depth;
+  size_t max_depth16;  // 16 * max_depth_, see DYNAHUG_NOTE_DEPTH
+  // Scratch for the handlers (a jump may not skip an initialization).
+  size_t len;
+  size_t mark;
+  size_t below;
 
-#define DYNAHUG_LOAD_STATE()          \
-  do {                                \
-    p = data + pos_;                  \
-    base = stack_.data();             \
-    sp = base + stack_.size();        \
-    cap = base + stack_.capacity();   \
-    fence = base + fence_;            \
-    mbase = marks_.data();            \
-    mp = mbase + marks_.size();       \
-    mcap = mbase + marks_.capacity(); \
-    max_depth = max_depth_;           \
+#define DYNAHUG_LOAD_STATE()                  \
+  do {                                        \
+    p = data + pos_;                          \
+    base = stack_.data();                     \
+    sp = base + stack_.size();                \
+    cap = base + stack_.capacity();           \
+    fence = base + fence_;                    \
+    mp = marks_.data() + marks_.size();       \
+    mcap = marks_.data() + marks_.capacity(); \
+    max_depth16 = max_depth_ * 16;            \
   } while (0)
-#define DYNAHUG_STORE_STATE()                         \
-  do {                                                \
-    pos_ = static_cast<size_t>(p - data);             \
-    stack_.set_size(static_cast<size_t>(sp - base));  \
-    fence_ = static_cast<size_t>(fence - base);       \
-    marks_.set_size(static_cast<size_t>(mp - mbase)); \
-    max_depth_ = max_depth;                           \
+#define DYNAHUG_STORE_STATE()                                 \
+  do {                                                        \
+    pos_ = static_cast<size_t>(p - data);                     \
+    stack_.set_size(static_cast<size_t>(sp - base));          \
+    fence_ = static_cast<size_t>(fence - base);               \
+    marks_.set_size(static_cast<size_t>(mp - marks_.data())); \
+    max_depth_ = max_depth16 / 16;                            \
   } while (0)
 #define DYNAHUG_DISPATCH()          \
   do {                              \
@@ -2045,12 +2056,14 @@ void Decoder::RunFast() {
     if (sp == cap) goto slow; \
     *sp++ = (value);          \
   } while (0)
-  // NoteDepth() on the locals.
-#define DYNAHUG_NOTE_DEPTH()                                              \
-  do {                                                                    \
-    const size_t depth =                                                  \
-        static_cast<size_t>(sp - base) + static_cast<size_t>(mp - mbase); \
-    max_depth = depth > max_depth ? depth : max_depth;                    \
+  // NoteDepth() on the locals, on 16 * depth: the bytes of values plus twice
+  // the bytes of marks, which take no shifts to compute.
+  static_assert(sizeof(Value) == 16 && sizeof(size_t) == 8);
+#define DYNAHUG_NOTE_DEPTH()                                          \
+  do {                                                                \
+    const size_t depth16 =                                            \
+        ByteDistance(base, sp) + 2 * ByteDistance(marks_.data(), mp); \
+    max_depth16 = depth16 > max_depth16 ? depth16 : max_depth16;      \
   } while (0)
   // TUPLE1..3 when not tracking: MakeTuple() records no contents.
 #define DYNAHUG_TUPLE_N(op, k)                       \
@@ -2073,10 +2086,7 @@ void Decoder::RunFast() {
     fence = base + new_fence;            \
     sp = base + new_top;                 \
   } while (0)
-#define DYNAHUG_MARK_BELOW() (mp - 1 == mbase ? 0 : mp[-2])
-  // Whether a dict at *v records its items (DictAdd would store them).
-#define DYNAHUG_TRACKED_DICT(v) \
-  ((v).kind == VKind::kDict && (v).payload != kNoIndex)
+#define DYNAHUG_MARK_BELOW() (mp - 1 == marks_.data() ? 0 : mp[-2])
   // MEMOIZE, BINPUT, LONG_BINPUT when not tracking: KeepInMemo() is true
   // only for strings and globals.
 #define DYNAHUG_MEMO_PUT(op, size, idx)                  \
@@ -2112,7 +2122,9 @@ slow:
     Finish(hist);
     return;
   }
-  if (track_) route_tracked_to_slow();
+  if (track_) {
+    for (Opcode op : kTrackedOps) dispatch[static_cast<uint8_t>(op)] = &&slow;
+  }
   DYNAHUG_LOAD_STATE();
   DYNAHUG_DISPATCH();
 
@@ -2138,15 +2150,14 @@ op_binint:
 op_binfloat:
   DYNAHUG_PUSH(Value{VKind::kFloat});
   DYNAHUG_NEXT(kBinfloat, 9);
-op_short_binunicode : {
-  const size_t len = p[1];
+op_short_binunicode:
+  len = p[1];
   if (len > static_cast<size_t>(data + n_ - (p + 2)) ||
       !IsUtf8Surrogatepass(p + 2, len)) {
     goto slow;
   }
   DYNAHUG_PUSH(MakeStr(static_cast<size_t>(p + 2 - data), len, kEncUtf8));
   DYNAHUG_NEXT(kShortBinunicode, 2 + len);
-}
 
   // ----- containers
 op_empty_list:
@@ -2167,9 +2178,9 @@ op_tuple2:
   DYNAHUG_TUPLE_N(kTuple2, 2);
 op_tuple3:
   DYNAHUG_TUPLE_N(kTuple3, 3);
-op_tuple : {  // when not tracking
-  if (mp == mbase) goto slow;
-  const size_t mark = mp[-1];
+op_tuple:  // when not tracking
+  if (mp == marks_.data()) goto slow;
+  mark = mp[-1];
   if (base + mark == cap ||
       sp - (base + mark) > std::numeric_limits<uint32_t>::max()) {
     goto slow;
@@ -2177,62 +2188,53 @@ op_tuple : {  // when not tracking
   DYNAHUG_POP_MARK_TO(mark, DYNAHUG_MARK_BELOW());
   *sp++ = Value{VKind::kTuple, 0, 0, 0, kNoIndex};
   DYNAHUG_NEXT(kTuple, 1);
-}
-op_list : {
-  if (mp == mbase) goto slow;
-  const size_t mark = mp[-1];
+op_list:
+  if (mp == marks_.data()) goto slow;
+  mark = mp[-1];
   if (base + mark == cap) goto slow;
   DYNAHUG_POP_MARK_TO(mark, DYNAHUG_MARK_BELOW());
   *sp++ = Value{VKind::kList};
   DYNAHUG_NEXT(kList, 1);
-}
-op_dict : {  // when not tracking
-  if (mp == mbase) goto slow;
-  const size_t mark = mp[-1];
+op_dict:  // when not tracking
+  if (mp == marks_.data()) goto slow;
+  mark = mp[-1];
   if (base + mark == cap || ((sp - (base + mark)) & 1) != 0) goto slow;
   DYNAHUG_POP_MARK_TO(mark, DYNAHUG_MARK_BELOW());
   *sp++ = Value{VKind::kDict, 0, 0, 0, kNoIndex};
   DYNAHUG_NEXT(kDict, 1);
-}
 op_append:
   if (sp - fence < 2) goto slow;
   DYNAHUG_NOTE_DEPTH();
   --sp;
   DYNAHUG_NEXT(kAppend, 1);
 op_setitem:
-  if (sp - fence < 3 || DYNAHUG_TRACKED_DICT(sp[-3])) goto slow;
+  if (sp - fence < 3) goto slow;
   DYNAHUG_NOTE_DEPTH();
   sp -= 2;
   DYNAHUG_NEXT(kSetitem, 1);
   // APPENDS, ADDITEMS, SETITEMS: the container sits just below the mark,
   // above the next mark down.
-op_appends : {
-  if (mp == mbase) goto slow;
-  const size_t mark = mp[-1];
-  const size_t below = DYNAHUG_MARK_BELOW();
+op_appends:
+  if (mp == marks_.data()) goto slow;
+  mark = mp[-1];
+  below = DYNAHUG_MARK_BELOW();
   if (mark <= below) goto slow;
   DYNAHUG_POP_MARK_TO(mark, below);
   DYNAHUG_NEXT(kAppends, 1);
-}
-op_additems : {
-  if (mp == mbase) goto slow;
-  const size_t mark = mp[-1];
-  const size_t below = DYNAHUG_MARK_BELOW();
+op_additems:
+  if (mp == marks_.data()) goto slow;
+  mark = mp[-1];
+  below = DYNAHUG_MARK_BELOW();
   if (mark <= below) goto slow;
   DYNAHUG_POP_MARK_TO(mark, below);
   DYNAHUG_NEXT(kAdditems, 1);
-}
-op_setitems : {
-  if (mp == mbase) goto slow;
-  const size_t mark = mp[-1];
-  const size_t below = DYNAHUG_MARK_BELOW();
-  if (mark <= below || ((sp - (base + mark)) & 1) != 0 ||
-      DYNAHUG_TRACKED_DICT(base[mark - 1])) {
-    goto slow;
-  }
+op_setitems:
+  if (mp == marks_.data()) goto slow;
+  mark = mp[-1];
+  below = DYNAHUG_MARK_BELOW();
+  if (mark <= below || ((sp - (base + mark)) & 1) != 0) goto slow;
   DYNAHUG_POP_MARK_TO(mark, below);
   DYNAHUG_NEXT(kSetitems, 1);
-}
 
   // ----- stack manipulation
 op_mark:
@@ -2241,7 +2243,7 @@ op_mark:
   fence = sp;
   DYNAHUG_NEXT(kMark, 1);
 op_pop:
-  if (mp != mbase && base + mp[-1] == sp) {  // pops the mark
+  if (mp != marks_.data() && base + mp[-1] == sp) {  // pops the mark
     DYNAHUG_POP_MARK_TO(sp - base, DYNAHUG_MARK_BELOW());
   } else {
     if (sp == fence) goto slow;
@@ -2280,7 +2282,6 @@ op_long_binput:
 #undef DYNAHUG_TUPLE_N
 #undef DYNAHUG_POP_MARK_TO
 #undef DYNAHUG_MARK_BELOW
-#undef DYNAHUG_TRACKED_DICT
 #undef DYNAHUG_MEMO_PUT
 #undef DYNAHUG_MEMO_GET
 }
