@@ -6,7 +6,8 @@
 //
 // pool:   a WorkerPool of N zygote processes (runtime/worker_pool.h), as
 //         `dynahug trace --jobs N` uses it (--no-affinity: plain FIFO, no
-//         routing by the packages a file needs). Latency of a file = from handing
+//         routing by the packages a file needs; --no-compact: zygotes keep
+//         4 KiB pages, see TraceWorkerOptions::compact_every). Latency of a file = from handing
 //         it to a worker to its reply in the parent (static analysis, fork,
 //         sandbox, load, hooks, event transfer, trace assembly,
 //         serialization and the pipe to the parent).
@@ -49,22 +50,31 @@ double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
-// CPU time (user + system, this process and its reaped descendants) of
-// `pid`, milliseconds, from /proc/PID/stat.
-double ProcessTreeCpuMs(pid_t pid) {
+// CPU time of `pid` from /proc/PID/stat, milliseconds: {own (utime +
+// stime), reaped descendants (cutime + cstime)}.
+struct CpuMs {
+  double self = 0, children = 0;
+  CpuMs& operator+=(const CpuMs& o) {
+    self += o.self;
+    children += o.children;
+    return *this;
+  }
+};
+CpuMs ProcessCpuMs(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat;
   std::getline(in, stat);
   const size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
+  if (paren == std::string::npos) return {};
   std::istringstream fields(stat.substr(paren + 2));
   std::string field;
-  double ticks = 0;
-  // Fields 14-17 (utime, stime, cutime, cstime); field 3 is the first here.
+  double ticks[18] = {};
+  // Fields 14-17: utime, stime, cutime, cstime; field 3 comes first here.
   for (int i = 3; i <= 17 && fields >> field; ++i) {
-    if (i >= 14) ticks += std::stod(field);
+    if (i >= 14) ticks[i] = std::stod(field);
   }
-  return ticks * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double ms = 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return {(ticks[14] + ticks[15]) * ms, (ticks[16] + ticks[17]) * ms};
 }
 
 double Percentile(std::vector<double> v, double p) {
@@ -133,7 +143,7 @@ std::string Stat(const char* name, const std::vector<double>& v) {
 
 int Usage() {
   std::cerr << "usage: trace_throughput --mode pool|inproc [--workers N] "
-               "[--rounds R] [--no-affinity] FILE... | @LIST\n";
+               "[--rounds R] [--no-affinity] [--no-compact] FILE... | @LIST\n";
   return 2;
 }
 
@@ -144,11 +154,16 @@ int main(int argc, char** argv) {
   int workers = 1;
   int rounds = 1;
   bool affinity = true;
+  dynahug::runtime::TraceWorkerOptions worker_options;
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--no-affinity") {
       affinity = false;
+      continue;
+    }
+    if (arg == "--no-compact") {
+      worker_options.compact_every = 0;
       continue;
     }
     if ((arg == "--mode" || arg == "--workers" || arg == "--rounds") &&
@@ -178,7 +193,10 @@ int main(int argc, char** argv) {
   double cold_s = 0, warm_s = 0, startup_ms = 0;
   // CPU of every process involved (driver, workers, sandboxed children)
   // over the warm passes: what a file costs whatever else the machine runs.
-  double cpu_ms = 0;
+  // zygote: the process(es) that fork (fork, supervision, static analysis,
+  // trace assembly); children: the sandboxed children; driver: this
+  // process when it is not the zygote (pool mode).
+  double zygote_cpu_ms = 0, children_cpu_ms = 0, driver_cpu_ms = 0;
   std::string extra;
 
   if (mode == "pool") {
@@ -186,7 +204,8 @@ int main(int argc, char** argv) {
     dynahug::runtime::WorkerPoolOptions pool_options;
     pool_options.workers = workers;
     auto pool = dynahug::runtime::WorkerPool::Create(
-        dynahug::runtime::TraceWorkerFactory(options), pool_options);
+        dynahug::runtime::TraceWorkerFactory(options, {}, worker_options),
+        pool_options);
     if (!pool.ok()) {
       std::cerr << pool.status() << "\n";
       return 1;
@@ -197,12 +216,12 @@ int main(int argc, char** argv) {
                                   : std::vector<std::string>{}});
     }
     startup_ms = Ms(Clock::now() - t0);
-    double cpu_before = 0;
+    CpuMs driver_before, workers_before;
     for (int round = 0; round <= rounds; ++round) {
       if (round == 1) {
-        cpu_before = ProcessTreeCpuMs(getpid());
+        driver_before = ProcessCpuMs(getpid());
         for (pid_t pid : (*pool)->worker_pids()) {
-          cpu_before += ProcessTreeCpuMs(pid);
+          workers_before += ProcessCpuMs(pid);
         }
       }
       std::vector<absl::StatusOr<Trace>> traces;
@@ -234,11 +253,13 @@ int main(int argc, char** argv) {
         warm.Add(traces[i], (*pool)->stats().job_wall_ms[i]);
       }
     }
-    double cpu_after = ProcessTreeCpuMs(getpid());
+    CpuMs workers_after;
     for (pid_t pid : (*pool)->worker_pids()) {
-      cpu_after += ProcessTreeCpuMs(pid);
+      workers_after += ProcessCpuMs(pid);
     }
-    cpu_ms = cpu_after - cpu_before;
+    driver_cpu_ms = ProcessCpuMs(getpid()).self - driver_before.self;
+    zygote_cpu_ms = workers_after.self - workers_before.self;
+    children_cpu_ms = workers_after.children - workers_before.children;
     std::string per_worker;
     for (uint64_t n : (*pool)->stats().jobs_per_worker) {
       per_worker += (per_worker.empty() ? "" : ", ") + std::to_string(n);
@@ -255,9 +276,9 @@ int main(int argc, char** argv) {
       return 1;
     }
     startup_ms = Ms(Clock::now() - t0);
-    double cpu_before = 0;
+    CpuMs before;
     for (int round = 0; round <= rounds; ++round) {
-      if (round == 1) cpu_before = ProcessTreeCpuMs(getpid());
+      if (round == 1) before = ProcessCpuMs(getpid());
       const auto start = Clock::now();
       for (const auto& f : files) {
         const auto a = Clock::now();
@@ -283,7 +304,9 @@ int main(int argc, char** argv) {
         warm_s += seconds;
       }
     }
-    cpu_ms = ProcessTreeCpuMs(getpid()) - cpu_before;
+    const CpuMs after = ProcessCpuMs(getpid());
+    zygote_cpu_ms = after.self - before.self;
+    children_cpu_ms = after.children - before.children;
     extra = absl::StrCat(", ", Stat("static_ms", warm.static_ms), ", ",
                          Stat("fork_reap_assembly_ms", warm.rest_ms));
   }
@@ -296,11 +319,16 @@ int main(int argc, char** argv) {
                    "\"startup_ms\": %.1f, \"cold_s\": %.3f, "
                    "\"cold_files_per_s\": %.1f, \"warm_s\": %.3f, "
                    "\"files_per_s\": %.1f, \"cpu_ms_per_file\": %.2f, "
-                   "%s, %s, %s, %s",
+                   "\"zygote_cpu_ms_per_file\": %.2f, "
+                   "\"children_cpu_ms_per_file\": %.2f, "
+                   "\"driver_cpu_ms_per_file\": %.2f, %s, %s, %s, %s",
                    mode, mode == "pool" ? workers : 1, files.size(), rounds,
                    warm.ok, warm.errors, warm.not_ok, startup_ms, cold_s,
                    static_cast<double>(files.size()) / cold_s, warm_s,
-                   n_warm / warm_s, cpu_ms / n_warm,
+                   n_warm / warm_s,
+                   (zygote_cpu_ms + children_cpu_ms + driver_cpu_ms) / n_warm,
+                   zygote_cpu_ms / n_warm, children_cpu_ms / n_warm,
+                   driver_cpu_ms / n_warm,
                    Stat("latency_ms", warm.latency_ms),
                    Stat("child_wall_ms", warm.child_wall_ms),
                    Stat("child_cpu_ms", warm.child_cpu_ms),

@@ -5,10 +5,9 @@
 // findings, syscalls, how the child ended); with --opcodes the pickle is
 // executed one opcode at a time and every opcode (offset, name, argument) is
 // interleaved with the events it caused. --format json prints the
-// proto::Trace messages as JSON. --jobs N (N > 1) traces with a
-// WorkerPool of N zygote processes (runtime/worker_pool.h); the output is
-// the same, in input order. With --jobs 1 (the default) this process is the
-// zygote.
+// proto::Trace messages as JSON. Files are traced by a WorkerPool of
+// --jobs N zygote processes (runtime/worker_pool.h; default 1, at most one
+// per file); the output is in input order whatever N is.
 #ifndef DYNAHUG_RUNTIME_TRACE_COMMAND_H_
 #define DYNAHUG_RUNTIME_TRACE_COMMAND_H_
 

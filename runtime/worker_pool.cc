@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -175,14 +177,76 @@ bool Covers(const std::set<std::string>& served,
   return true;
 }
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux >= 6.1
+#endif
+
+// Backs the zygote's private anonymous memory (heap, arenas) with
+// transparent huge pages, synchronously: fork() then copies one PMD entry
+// per 2 MiB instead of 512 PTEs, which is most of what a fork of a process
+// with torch imported costs. Only the contents' backing changes. A child
+// that writes to such a page gets it split and copies 4 KiB as before.
+// Best effort (kernels without MADV_COLLAPSE or with THP "never" keep 4 KiB
+// pages). Returns how many bytes are now in huge pages.
+uint64_t CompactForFork() {
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  std::ifstream maps("/proc/self/maps");
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  for (std::string line; std::getline(maps, line);) {
+    // "start-end perms offset dev inode [path]"
+    char perms[8] = {};
+    unsigned long start = 0, end = 0, inode = 0;
+    char path[64] = {};
+    const int n = std::sscanf(line.c_str(), "%lx-%lx %7s %*s %*s %lu %63s",
+                              &start, &end, perms, &inode, path);
+    if (n < 4 || std::strcmp(perms, "rw-p") != 0 || inode != 0) continue;
+    if (n == 5 && std::strcmp(path, "[heap]") != 0) continue;  // [stack]...
+    const uintptr_t lo = (start + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t hi = end & ~(kHuge - 1);
+    if (hi > lo) ranges.emplace_back(lo, hi);
+  }
+  for (const auto& [lo, hi] : ranges) {
+    void* addr = reinterpret_cast<void*>(lo);
+    if (madvise(addr, hi - lo, MADV_HUGEPAGE) == 0) {
+      (void)madvise(addr, hi - lo, MADV_COLLAPSE);
+    }
+  }
+  std::ifstream rollup("/proc/self/smaps_rollup");
+  for (std::string line; std::getline(rollup, line);) {
+    unsigned long kib = 0;
+    if (std::sscanf(line.c_str(), "AnonHugePages: %lu kB", &kib) == 1) {
+      return uint64_t{kib} << 10;
+    }
+  }
+  return 0;
+}
+
 class TraceHandler final : public WorkerHandler {
  public:
-  TraceHandler(TraceRunner runner, TraceOptions options)
-      : runner_(std::move(runner)), options_(std::move(options)) {}
+  TraceHandler(TraceRunner runner, TraceOptions options,
+               TraceWorkerOptions worker_options)
+      : runner_(std::move(runner)),
+        options_(std::move(options)),
+        worker_options_(worker_options) {}
 
   absl::StatusOr<std::string> Handle(std::string_view request) override {
-    absl::StatusOr<proto::Trace> trace =
-        runner_.Trace(std::string(request), options_);
+    absl::StatusOr<AnalyzedFile> file =
+        AnalyzeFile(std::string(request), options_.analyze);
+    if (!file.ok()) return file.status();
+    // Import what the file needs first (Trace would do it too), so that the
+    // zygote can be compacted before the fork when something new came in.
+    const size_t imported = runner_.imported().size();
+    (void)runner_.Warm(*file, options_.load);  // Trace reports failures
+    if (worker_options_.compact_every > 0) {
+      ++files_since_compact_;
+      if (!compacted_ || runner_.imported().size() != imported ||
+          files_since_compact_ >= worker_options_.compact_every) {
+        CompactForFork();
+        compacted_ = true;
+        files_since_compact_ = 0;
+      }
+    }
+    absl::StatusOr<proto::Trace> trace = runner_.Trace(*file, options_);
     if (!trace.ok()) return trace.status();
     std::string out;
     if (!trace->SerializeToString(&out)) {
@@ -195,6 +259,9 @@ class TraceHandler final : public WorkerHandler {
  private:
   TraceRunner runner_;
   TraceOptions options_;
+  TraceWorkerOptions worker_options_;
+  bool compacted_ = false;
+  uint32_t files_since_compact_ = 0;
 };
 
 // Packages a loader imports (mirrors TraceRunner::Warm).
@@ -529,13 +596,15 @@ absl::Status WorkerPool::Run(
 }
 
 WorkerFactory TraceWorkerFactory(TraceOptions trace_options,
-                                 TraceRunnerOptions runner_options) {
+                                 TraceRunnerOptions runner_options,
+                                 TraceWorkerOptions worker_options) {
   return [trace_options = std::move(trace_options),
-          runner_options = std::move(runner_options)](
-             int) -> absl::StatusOr<std::unique_ptr<WorkerHandler>> {
+          runner_options = std::move(runner_options),
+          worker_options](int) -> absl::StatusOr<std::unique_ptr<WorkerHandler>> {
     absl::StatusOr<TraceRunner> runner = TraceRunner::Create(runner_options);
     if (!runner.ok()) return runner.status();
-    return std::make_unique<TraceHandler>(std::move(*runner), trace_options);
+    return std::make_unique<TraceHandler>(std::move(*runner), trace_options,
+                                          worker_options);
   };
 }
 

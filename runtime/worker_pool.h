@@ -166,12 +166,24 @@ class WorkerPool {
   WorkerPoolStats stats_;
 };
 
+struct TraceWorkerOptions {
+  // Before the first fork, after every import and then every this many
+  // files, back the zygote's private anonymous memory with transparent huge
+  // pages (madvise MADV_HUGEPAGE + MADV_COLLAPSE, Linux >= 6.1, best
+  // effort): fork() copies page tables, and one 2 MiB entry replaces 512.
+  // Re-done periodically because the zygote's own writes while a child
+  // shares a huge page split it again. 0: never.
+  uint32_t compact_every = 64;
+};
+
 // Handler that traces files: the request is a path, the reply a serialized
 // proto::Trace; errors are TraceRunner::Trace's. The TraceRunner (and with
 // it the interpreter) is created in the worker; libraries are imported
-// lazily, per file, by TraceRunner::Warm.
+// lazily, per file, by TraceRunner::Warm (called before Trace so that the
+// zygote is compacted after an import, before the fork).
 WorkerFactory TraceWorkerFactory(TraceOptions trace_options,
-                                 TraceRunnerOptions runner_options = {});
+                                 TraceRunnerOptions runner_options = {},
+                                 TraceWorkerOptions worker_options = {});
 
 // WorkerJob::needs for tracing `path`: the allowlisted top-level packages
 // TraceRunner::Warm would import for it (torch for torch formats, joblib

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -604,6 +605,54 @@ TEST_F(TraceWorkerTest, TorchFilesGatherOnOneWorker) {
   // After each worker's first job, most jobs land on a worker that already
   // has what they need.
   EXPECT_GE(stats.affinity_hits, files_.size() / 2);
+}
+
+// AnonHugePages of `pid`, bytes (-1 when unreadable).
+int64_t AnonHugeBytes(pid_t pid) {
+  std::ifstream rollup(absl::StrCat("/proc/", pid, "/smaps_rollup"));
+  for (std::string line; std::getline(rollup, line);) {
+    unsigned long kib = 0;
+    if (std::sscanf(line.c_str(), "AnonHugePages: %lu kB", &kib) == 1) {
+      return static_cast<int64_t>(kib) << 10;
+    }
+  }
+  return -1;
+}
+
+TEST_F(TraceWorkerTest, ZygoteMemoryIsCompactedForCheaperForks) {
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode;
+  std::getline(thp, mode);
+  if (mode.find("[never]") != std::string::npos || mode.empty()) {
+    GTEST_SKIP() << "transparent huge pages are off: " << mode;
+  }
+  std::string torch_file;
+  for (const auto& f : files_) {
+    if (f.ends_with(".pt")) torch_file = f;
+  }
+  ASSERT_FALSE(torch_file.empty());
+  for (uint32_t every : {0u, 64u}) {
+    WorkerPoolOptions options;
+    options.workers = 1;
+    TraceWorkerOptions worker_options;
+    worker_options.compact_every = every;
+    auto pool = WorkerPool::Create(
+        TraceWorkerFactory({}, {}, worker_options), options);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    std::vector<WorkerJob> jobs = {{torch_file, {}}, {torch_file, {}}};
+    absl::Status s = (*pool)->Run(
+        jobs, [&](size_t, absl::StatusOr<std::string> reply) {
+          EXPECT_TRUE(reply.ok()) << reply.status();
+        });
+    ASSERT_TRUE(s.ok()) << s;
+    const int64_t huge = AnonHugeBytes((*pool)->worker_pids()[0]);
+    if (every > 0) {
+      // torch's heap alone is tens of MiB.
+      EXPECT_GE(huge, int64_t{8} << 20) << "compact_every " << every;
+    } else if (mode.find("[madvise]") != std::string::npos) {
+      EXPECT_LT(huge, int64_t{8} << 20) << "nothing asked for huge pages";
+    }
+  }
 }
 
 }  // namespace
