@@ -143,7 +143,8 @@ std::string Stat(const char* name, const std::vector<double>& v) {
 
 int Usage() {
   std::cerr << "usage: trace_throughput --mode pool|inproc [--workers N] "
-               "[--rounds R] [--no-affinity] [--no-compact] FILE... | @LIST\n";
+               "[--rounds R] [--no-affinity] [--no-compact | --compact-every N] "
+               "FILE... | @LIST\n";
   return 2;
 }
 
@@ -166,9 +167,14 @@ int main(int argc, char** argv) {
       worker_options.compact_every = 0;
       continue;
     }
-    if ((arg == "--mode" || arg == "--workers" || arg == "--rounds") &&
+    if ((arg == "--mode" || arg == "--workers" || arg == "--rounds" ||
+         arg == "--compact-every") &&
         i + 1 < argc) {
       const std::string v = argv[++i];
+      if (arg == "--compact-every" &&
+          !absl::SimpleAtoi(v, &worker_options.compact_every)) {
+        return Usage();
+      }
       if (arg == "--mode") mode = v;
       if (arg == "--workers" && !absl::SimpleAtoi(v, &workers)) return Usage();
       if (arg == "--rounds" && !absl::SimpleAtoi(v, &rounds)) return Usage();
