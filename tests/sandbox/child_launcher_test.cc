@@ -183,7 +183,10 @@ TEST_F(SandboxTest, BusyLoopHitsCpuLimit) {
   });
   EXPECT_EQ(r.status, ChildStatus::kCpuLimit) << r.reason;
   EXPECT_EQ(r.signal, SIGXCPU);
-  EXPECT_GE(r.cpu_ms, 900);
+  // The kernel checks RLIMIT_CPU on scheduler ticks while rusage sums exact
+  // runtimes; on a loaded machine rusage has read 0.72 s at the 1 s SIGXCPU,
+  // so only a loose lower bound is portable.
+  EXPECT_GE(r.cpu_ms, 500);
 }
 
 TEST_F(SandboxTest, BusyLoopIgnoringSigxcpuIsKilledAtHardCpuLimit) {
@@ -196,9 +199,9 @@ TEST_F(SandboxTest, BusyLoopIgnoringSigxcpuIsKilledAtHardCpuLimit) {
   });
   EXPECT_EQ(r.status, ChildStatus::kCpuLimit) << r.reason;
   EXPECT_EQ(r.signal, SIGKILL);
-  // Past the soft limit (rusage and RLIMIT_CPU account CPU time slightly
-  // differently, so no tighter bound).
-  EXPECT_GE(r.cpu_ms, 1500);
+  // Past the soft limit (rusage and RLIMIT_CPU account CPU time
+  // differently, see above, so no tighter bound).
+  EXPECT_GE(r.cpu_ms, 1000);
 }
 
 TEST_F(SandboxTest, MemoryBombHitsMemoryLimit) {
