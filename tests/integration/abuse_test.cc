@@ -21,7 +21,7 @@ namespace {
 using Status = proto::ChildExit::Status;
 
 constexpr int kTimeoutSeconds = 4;
-constexpr int kMemoryMib = 512;
+constexpr int kMemoryMib = 256;
 // The wall-clock kill is checked with millisecond polls; the child's wall
 // time may pass the limit by scheduling delays on a loaded machine.
 constexpr double kWallSlackMs = 1500;

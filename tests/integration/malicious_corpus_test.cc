@@ -116,9 +116,11 @@ bool FileWriteEvidence(const proto::Trace& trace) {
 }
 
 // tamper: the loading process's own state was modified: an integrity
-// finding (other than an ordinary import), a BUILD that writes into a module,
-// function or type, a call whose purpose is to mutate an existing object, or
-// an environment change.
+// finding about namespaces (not an ordinary import, and not the atexit or
+// thread findings, which are `delayed` evidence), a BUILD that writes into a
+// module or type (not a function: dill and cloudpickle BUILD the functions
+// they create), a call whose purpose is to mutate an existing object, or an
+// environment change.
 bool TamperEvidence(const proto::Trace& trace) {
   static const std::set<std::string> kMutatorCalls = {
       "builtins.setattr", "builtins.delattr", "operator.setitem",
@@ -128,13 +130,15 @@ bool TamperEvidence(const proto::Trace& trace) {
   static const std::set<std::string> kAudit = {"os.putenv", "os.unsetenv"};
   return AnyEvent(trace, [](const proto::Event& e) {
     if (e.kind() == proto::Event::INTEGRITY) {
+      if (e.name() == "atexit.registered" || e.name() == "threads.started") {
+        return false;
+      }
       return !(e.name() == "sys.modules.added" &&
                ArgValue(e, "origin") == "import");
     }
     if (e.kind() == proto::Event::PICKLE_CALL &&
         ArgValue(e, "op") == "BUILD") {
       return absl::StartsWith(e.name(), "builtins.module.") ||
-             absl::StartsWith(e.name(), "builtins.function.") ||
              absl::StartsWith(e.name(), "builtins.type.");
     }
     return IsPickleCall(e, kMutatorCalls) || IsAudit(e, kAudit);
@@ -196,7 +200,7 @@ const std::map<std::string, EffectRule>& Rules() {
                       "AUDIT write-mode open or os.mkdir/rename/remove/... "
                       "on a path outside scratch"}},
       {"tamper", {TamperEvidence,
-                  "INTEGRITY finding, BUILD on a module/function/type, a "
+                  "INTEGRITY namespace finding, BUILD on a module/type, a "
                   "mutator call (setattr, operator.i*), or os.putenv"}},
       {"delayed", {DelayedEvidence,
                    "registration of atexit/signal/timer/trace hook/thread"}},
