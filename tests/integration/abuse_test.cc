@@ -31,12 +31,12 @@ std::string Dir() {
 }
 
 struct AbuseCase {
-  const char* name;                // file is <name>.pkl
-  std::set<Status> statuses;       // acceptable exit statuses
-  const char* error_type;          // load-result error_type ("" = any/none)
-  std::set<std::string> blocked;   // one of these BLOCKED events must appear
-  double max_wall_ms;              // bound on exit.wall_ms
-  const char* loaded_type = "";    // for OK: the type the load returns
+  const char* name;               // file is <name>.pkl
+  std::set<Status> statuses;      // acceptable exit statuses
+  const char* error_type;         // load-result error_type ("" = any/none)
+  std::set<std::string> blocked;  // one of these BLOCKED events must appear
+  double max_wall_ms;             // bound on exit.wall_ms
+  const char* loaded_type = "";   // for OK: the type the load returns
 };
 
 const double kLimitMs = kTimeoutSeconds * 1000 + kWallSlackMs;
@@ -45,51 +45,69 @@ const double kLimitMs = kTimeoutSeconds * 1000 + kWallSlackMs;
 const std::vector<AbuseCase>& Cases() {
   static const auto* cases = new std::vector<AbuseCase>{
       // s = s + s, 40 times from 1 KiB: MemoryError at the AS limit.
-      {"string-doubling-bomb", {proto::ChildExit::MEMORY_LIMIT},
-       "builtins.MemoryError", {}, kLimitMs},
+      {"string-doubling-bomb",
+       {proto::ChildExit::MEMORY_LIMIT},
+       "builtins.MemoryError",
+       {},
+       kLimitMs},
       // bytearray(10**11): one allocation past the limit.
-      {"bytearray-bomb", {proto::ChildExit::MEMORY_LIMIT},
-       "builtins.MemoryError", {}, kLimitMs},
+      {"bytearray-bomb",
+       {proto::ChildExit::MEMORY_LIMIT},
+       "builtins.MemoryError",
+       {},
+       kLimitMs},
       // deque(itertools.count()): grows until the AS limit; CPython 3.11
       // reports the failed block allocation as SystemError, not MemoryError.
       {"deque-count-bomb", {proto::ChildExit::MEMORY_LIMIT}, "", {}, kLimitMs},
       // 10**30 elements by reference: cheap to unpickle, must not be walked.
-      {"reference-bomb", {proto::ChildExit::OK}, "", {}, 2000,
-       "builtins.list"},
+      {"reference-bomb", {proto::ChildExit::OK}, "", {}, 2000, "builtins.list"},
       // while True: pass -- whichever of wall clock and CPU comes first.
       {"infinite-loop",
-       {proto::ChildExit::TIMEOUT, proto::ChildExit::CPU_LIMIT}, "", {},
+       {proto::ChildExit::TIMEOUT, proto::ChildExit::CPU_LIMIT},
+       "",
+       {},
        kLimitMs},
       // time.sleep(1000): no CPU, only the wall clock can end it.
       {"sleep", {proto::ChildExit::TIMEOUT}, "", {}, kLimitMs},
-      {"recursion-function", {proto::ChildExit::LOAD_FAILED},
-       "builtins.RecursionError", {}, kLimitMs},
+      {"recursion-function",
+       {proto::ChildExit::LOAD_FAILED},
+       "builtins.RecursionError",
+       {},
+       kLimitMs},
       // repr() of a list nested 200000 deep (built iteratively by opcodes).
-      {"recursion-nested-repr", {proto::ChildExit::LOAD_FAILED},
-       "builtins.RecursionError", {}, kLimitMs},
+      {"recursion-nested-repr",
+       {proto::ChildExit::LOAD_FAILED},
+       "builtins.RecursionError",
+       {},
+       kLimitMs},
       // os.fork(): denied (EPERM), PermissionError ends the load.
-      {"os-fork", {proto::ChildExit::LOAD_FAILED}, "builtins.PermissionError",
-       {"clone", "fork", "vfork"}, kLimitMs},
+      {"os-fork",
+       {proto::ChildExit::LOAD_FAILED},
+       "builtins.PermissionError",
+       {"clone", "fork", "vfork"},
+       kLimitMs},
       // while True: try os.fork() except OSError: pass.
-      {"fork-bomb", {proto::ChildExit::TIMEOUT, proto::ChildExit::CPU_LIMIT},
-       "", {"clone", "fork", "vfork"}, kLimitMs},
+      {"fork-bomb",
+       {proto::ChildExit::TIMEOUT, proto::ChildExit::CPU_LIMIT},
+       "",
+       {"clone", "fork", "vfork"},
+       kLimitMs},
       // Threads are allowed; each reserves its stack in the address space
       // until thread creation fails at the AS limit.
-      {"thread-spawner", {proto::ChildExit::MEMORY_LIMIT},
-       "builtins.RuntimeError", {}, kLimitMs},
+      {"thread-spawner",
+       {proto::ChildExit::MEMORY_LIMIT},
+       "builtins.RuntimeError",
+       {},
+       kLimitMs},
   };
   return *cases;
 }
 
 TEST(AbuseTest, EveryAbuseEndsWithinLimitsAndTheScannerKeepsGoing) {
-  std::vector<std::string> argv = {DYNAHUG_BIN,
-                                   "trace",
-                                   "--format",
-                                   "json",
-                                   "--timeout",
-                                   std::to_string(kTimeoutSeconds),
-                                   "--memory",
-                                   std::to_string(kMemoryMib)};
+  std::vector<std::string> argv = {DYNAHUG_BIN, "trace",
+                                   "--format",  "json",
+                                   "--timeout", std::to_string(kTimeoutSeconds),
+                                   "--memory",  std::to_string(kMemoryMib)};
   for (const AbuseCase& c : Cases()) {
     argv.push_back(Dir() + "/" + c.name + ".pkl");
   }
@@ -112,7 +130,8 @@ TEST(AbuseTest, EveryAbuseEndsWithinLimitsAndTheScannerKeepsGoing) {
     const proto::ChildExit& exit = trace.exit();
     EXPECT_TRUE(c.statuses.count(exit.status()))
         << "status " << proto::ChildExit::Status_Name(exit.status())
-        << ", reason '" << exit.reason() << "'\n" << DescribeEvents(trace);
+        << ", reason '" << exit.reason() << "'\n"
+        << DescribeEvents(trace);
     if (exit.status() != proto::ChildExit::OK) {
       EXPECT_NE(exit.reason(), "") << "a non-OK end needs a reason";
     }
@@ -145,8 +164,9 @@ TEST(AbuseTest, EveryAbuseEndsWithinLimitsAndTheScannerKeepsGoing) {
           ++blocked;
         }
       }
-      EXPECT_GT(blocked, 0) << "no BLOCKED " << absl::StrJoin(c.blocked, "/")
-                            << "\n" << DescribeEvents(trace);
+      EXPECT_GT(blocked, 0)
+          << "no BLOCKED " << absl::StrJoin(c.blocked, "/") << "\n"
+          << DescribeEvents(trace);
       // Every process-creating syscall was denied.
       for (const auto& s : trace.syscalls()) {
         if (s.name() == "fork" || s.name() == "vfork" || s.name() == "execve") {
@@ -154,19 +174,21 @@ TEST(AbuseTest, EveryAbuseEndsWithinLimitsAndTheScannerKeepsGoing) {
         }
       }
     }
-    std::printf("[ INFO ] %-22s %-12s wall %7.1f ms  cpu %7.1f ms  rss %6llu "
-                "KiB  %s\n",
-                c.name, proto::ChildExit::Status_Name(exit.status()).c_str(),
-                exit.wall_ms(), exit.cpu_ms(),
-                static_cast<unsigned long long>(exit.max_rss_kib()),
-                exit.reason().c_str());
+    std::printf(
+        "[ INFO ] %-22s %-12s wall %7.1f ms  cpu %7.1f ms  rss %6llu "
+        "KiB  %s\n",
+        c.name, proto::ChildExit::Status_Name(exit.status()).c_str(),
+        exit.wall_ms(), exit.cpu_ms(),
+        static_cast<unsigned long long>(exit.max_rss_kib()),
+        exit.reason().c_str());
   }
 
   // The scanner kept going: the benign file after the abuse loads normally.
   const proto::Trace& last = traces->back();
   EXPECT_EQ(last.file().path(), Dir() + "/benign-after.pkl");
   EXPECT_EQ(last.exit().status(), proto::ChildExit::OK)
-      << last.exit().reason() << "\n" << DescribeEvents(last);
+      << last.exit().reason() << "\n"
+      << DescribeEvents(last);
   EXPECT_EQ(last.loaded_type(), "builtins.dict");
   std::printf("[ INFO ] whole invocation %.0f ms (children %.0f ms)\n",
               run->wall_ms, sum_wall_ms);

@@ -52,8 +52,8 @@ OpList Opcodes(const proto::Trace& trace) {
   OpList ops;
   for (const auto& e : trace.events()) {
     if (e.kind() == proto::Event::OPCODE) {
-      ops.emplace_back(e.name(), e.has_pickle_offset() ? e.pickle_offset()
-                                                       : ~uint64_t{0});
+      ops.emplace_back(
+          e.name(), e.has_pickle_offset() ? e.pickle_offset() : ~uint64_t{0});
     }
   }
   return ops;
@@ -113,10 +113,10 @@ class AnalystModeTest : public testing::Test {
     absl::StatusOr<std::vector<proto::Trace>> traces =
         ParseTraceDocument(run->out);
     if (!traces.ok() || traces->size() != Names().size()) {
-      error_ = new std::string(
-          absl::StrCat("exit ", run->exit_code, ": ",
-                       traces.ok() ? "wrong trace count" : traces.status().ToString(),
-                       "\n", run->err.substr(0, 2000)));
+      error_ = new std::string(absl::StrCat(
+          "exit ", run->exit_code, ": ",
+          traces.ok() ? "wrong trace count" : traces.status().ToString(), "\n",
+          run->err.substr(0, 2000)));
       return;
     }
     for (size_t i = 0; i < Names().size(); ++i) {
@@ -149,7 +149,8 @@ TEST_F(AnalystModeTest, OpcodesEqualPickletoolsGenops) {
     SCOPED_TRACE(name);
     const proto::Trace& trace = traces_->at(name);
     EXPECT_EQ(trace.exit().status(), proto::ChildExit::OK)
-        << trace.exit().reason() << "\n" << DescribeEvents(trace);
+        << trace.exit().reason() << "\n"
+        << DescribeEvents(trace);
     const OpList got = Opcodes(trace);
     const OpList& want = genops_->at(name);
     EXPECT_EQ(got.size(), want.size());
@@ -217,13 +218,15 @@ TEST_F(AnalystModeTest, PayloadEventsSitBetweenTheirReduceAndTheNextOpcode) {
   }
   EXPECT_TRUE(blocked_process)
       << "the denied process creation is not between REDUCE@" << reduces[0]
-      << " and the next opcode\n" << DescribeEvents(trace);
+      << " and the next opcode\n"
+      << DescribeEvents(trace);
 
   // REDUCE #2: exec(source) that opens a probe file for writing.
   const int second = FindOpcode(trace, "REDUCE", reduces[1]);
   ASSERT_GE(second, 0);
   const auto exec_events = CausedBy(trace, second);
-  EXPECT_TRUE(Contains(exec_events, proto::Event::PICKLE_CALL, "builtins.exec"));
+  EXPECT_TRUE(
+      Contains(exec_events, proto::Event::PICKLE_CALL, "builtins.exec"));
   EXPECT_TRUE(Contains(exec_events, proto::Event::AUDIT, "exec"));
   bool write_open = false;
   for (const proto::Event* e : exec_events) {

@@ -32,7 +32,7 @@ struct PlainLoad {
 
 struct Entry {
   std::string path;
-  std::string loader;       // params.loader
+  std::string loader;  // params.loader
   bool missing_modules = false;
   PlainLoad plain;
 };
@@ -84,8 +84,10 @@ TEST(BenignCorpusTest, LoadsCompleteAndMatchAPlainLoad) {
   ASSERT_TRUE(run.ok()) << run.status();
   ASSERT_EQ(run->signal, 0) << run->err;
   EXPECT_EQ(run->exit_code, 0) << run->err.substr(0, 4000);
-  std::printf("[ INFO ] %zu benign files traced in %.0f ms (one "
-              "invocation)\n", entries.size(), run->wall_ms);
+  std::printf(
+      "[ INFO ] %zu benign files traced in %.0f ms (one "
+      "invocation)\n",
+      entries.size(), run->wall_ms);
   absl::StatusOr<std::vector<proto::Trace>> traces =
       ParseTraceDocument(run->out);
   ASSERT_TRUE(traces.ok()) << traces.status();
@@ -98,13 +100,14 @@ TEST(BenignCorpusTest, LoadsCompleteAndMatchAPlainLoad) {
     SCOPED_TRACE(e.path);
     const auto it = by_path.find(CorpusDir() + "/" + e.path);
     if (it == by_path.end()) {
-      ADD_FAILURE() << "no trace (dynahug stderr: "
-                    << run->err.substr(0, 2000) << ")";
+      ADD_FAILURE() << "no trace (dynahug stderr: " << run->err.substr(0, 2000)
+                    << ")";
       continue;
     }
     const proto::Trace& trace = *it->second;
     EXPECT_EQ(trace.exit().status(), proto::ChildExit::OK)
-        << "reason: " << trace.exit().reason() << "\n" << DescribeEvents(trace);
+        << "reason: " << trace.exit().reason() << "\n"
+        << DescribeEvents(trace);
     EXPECT_EQ(trace.dropped_events(), 0u);
 
     if (e.missing_modules) {
@@ -137,8 +140,10 @@ TEST(BenignCorpusTest, LoadsCompleteAndMatchAPlainLoad) {
     ++per_loader[e.loader];
   }
   EXPECT_GT(stubbed, 0) << "the corpus has no missing-module file any more";
-  std::printf("[ INFO ] %d loaded types equal a plain load, %d stub loads "
-              "where the plain load fails\n", matched, stubbed);
+  std::printf(
+      "[ INFO ] %d loaded types equal a plain load, %d stub loads "
+      "where the plain load fails\n",
+      matched, stubbed);
   for (const auto& [loader, n] : per_loader) {
     std::printf("[ INFO ]   %-20s %d files\n", loader.c_str(), n);
   }

@@ -76,13 +76,14 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0600);
   std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
   const auto start = std::chrono::steady_clock::now();
   pid_t pid = 0;
-  const int rc =
-      posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
+  const int rc = posix_spawn(&pid, argv[0].c_str(), &actions, nullptr,
+                             args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     return absl::InternalError(
@@ -110,10 +111,11 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv) {
   return result;
 }
 
-absl::StatusOr<google::protobuf::Struct> ParseJsonObject(std::string_view json) {
+absl::StatusOr<google::protobuf::Struct> ParseJsonObject(
+    std::string_view json) {
   google::protobuf::Struct doc;
-  const auto status = google::protobuf::util::JsonStringToMessage(
-      std::string(json), &doc);
+  const auto status =
+      google::protobuf::util::JsonStringToMessage(std::string(json), &doc);
   if (!status.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("not a JSON object: ", status.ToString()));
@@ -236,9 +238,9 @@ std::string DescribeEvents(const proto::Trace& trace, size_t max_events) {
     if (e.blocked()) absl::StrAppend(&out, " [blocked]");
     absl::StrAppend(&out, "\n");
   }
-  absl::StrAppend(&out, "    exit: ",
-                  proto::ChildExit::Status_Name(trace.exit().status()), " ",
-                  trace.exit().reason(), "\n");
+  absl::StrAppend(
+      &out, "    exit: ", proto::ChildExit::Status_Name(trace.exit().status()),
+      " ", trace.exit().reason(), "\n");
   return out;
 }
 

@@ -54,8 +54,8 @@ struct BadDocument {
 
 void PrintTo(const BadDocument& d, std::ostream* os) { *os << d.name; }
 
-class ParseTraceDocumentErrorTest
-    : public testing::TestWithParam<BadDocument> {};
+class ParseTraceDocumentErrorTest : public testing::TestWithParam<BadDocument> {
+};
 
 TEST_P(ParseTraceDocumentErrorTest, IsAnError) {
   absl::StatusOr<std::vector<proto::Trace>> traces =
@@ -124,8 +124,8 @@ TEST(SnapshotTest, SeesNewAndChangedFilesButNotUnchangedOnes) {
 }
 
 TEST(SnapshotTest, MissingDirectoryIsEmptyAndItsCreationIsSeen) {
-  const std::string dir = "/tmp/dynahug_snapshot_missing." +
-                          std::to_string(getpid());
+  const std::string dir =
+      "/tmp/dynahug_snapshot_missing." + std::to_string(getpid());
   const auto before = SnapshotTree(dir);
   EXPECT_TRUE(before.empty());
   fs::create_directory(dir);

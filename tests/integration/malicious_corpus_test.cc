@@ -68,9 +68,9 @@ bool ExecEvidence(const proto::Trace& trace) {
   static const std::set<std::string> kSyscalls = {"clone", "fork", "vfork",
                                                   "execve", "execveat"};
   static const std::set<std::string> kAudit = {
-      "os.system", "os.exec",         "os.posix_spawn", "os.spawn",
-      "os.fork",   "os.forkpty",      "subprocess.Popen", "pty.spawn",
-      "os.startfile"};
+      "os.system",        "os.exec",   "os.posix_spawn",
+      "os.spawn",         "os.fork",   "os.forkpty",
+      "subprocess.Popen", "pty.spawn", "os.startfile"};
   return AnyEvent(trace, [](const proto::Event& e) {
     return IsBlocked(e, kSyscalls) || IsAudit(e, kAudit);
   });
@@ -78,8 +78,8 @@ bool ExecEvidence(const proto::Trace& trace) {
 
 // connect: a network socket or connection was requested.
 bool ConnectEvidence(const proto::Trace& trace) {
-  static const std::set<std::string> kSyscalls = {"socket", "connect",
-                                                  "sendto", "bind"};
+  static const std::set<std::string> kSyscalls = {"socket", "connect", "sendto",
+                                                  "bind"};
   static const std::set<std::string> kAudit = {
       "socket.__new__", "socket.connect", "socket.sendto",
       "http.client.connect", "smtplib.connect"};
@@ -100,9 +100,9 @@ std::string PathClass(const proto::Event& e) {
 // rename, remove, link, copy).
 bool FileWriteEvidence(const proto::Trace& trace) {
   static const std::set<std::string> kMutators = {
-      "os.mkdir",  "os.rename",   "os.remove",   "os.rmdir",
-      "os.link",   "os.symlink",  "os.truncate", "os.chmod",
-      "os.chown",  "shutil.copyfile", "shutil.copytree", "shutil.move"};
+      "os.mkdir", "os.rename",       "os.remove",       "os.rmdir",
+      "os.link",  "os.symlink",      "os.truncate",     "os.chmod",
+      "os.chown", "shutil.copyfile", "shutil.copytree", "shutil.move"};
   return AnyEvent(trace, [](const proto::Event& e) {
     if (e.kind() != proto::Event::AUDIT) return false;
     const std::string where = PathClass(e);
@@ -123,8 +123,8 @@ bool FileWriteEvidence(const proto::Trace& trace) {
 // environment change.
 bool TamperEvidence(const proto::Trace& trace) {
   static const std::set<std::string> kMutatorCalls = {
-      "builtins.setattr", "builtins.delattr", "operator.setitem",
-      "operator.delitem", "operator.iadd",    "operator.isub",
+      "builtins.setattr", "builtins.delattr",  "operator.setitem",
+      "operator.delitem", "operator.iadd",     "operator.isub",
       "operator.imul",    "operator.itruediv", "operator.ior",
       "operator.iand",    "operator.ixor"};
   static const std::set<std::string> kAudit = {"os.putenv", "os.unsetenv"};
@@ -136,8 +136,7 @@ bool TamperEvidence(const proto::Trace& trace) {
       return !(e.name() == "sys.modules.added" &&
                ArgValue(e, "origin") == "import");
     }
-    if (e.kind() == proto::Event::PICKLE_CALL &&
-        ArgValue(e, "op") == "BUILD") {
+    if (e.kind() == proto::Event::PICKLE_CALL && ArgValue(e, "op") == "BUILD") {
       return absl::StartsWith(e.name(), "builtins.module.") ||
              absl::StartsWith(e.name(), "builtins.type.");
     }
@@ -149,10 +148,10 @@ bool TamperEvidence(const proto::Trace& trace) {
 // handler or timer, trace/profile hook, thread).
 bool DelayedEvidence(const proto::Trace& trace) {
   static const std::set<std::string> kCalls = {
-      "atexit.register",   "signal.signal",     "signal.setitimer",
-      "signal.alarm",      "sys.setprofile",    "sys.settrace",
-      "threading.setprofile", "threading.settrace", "threading.Thread",
-      "threading.Timer",   "threading.Thread.start"};
+      "atexit.register",      "signal.signal",         "signal.setitimer",
+      "signal.alarm",         "sys.setprofile",        "sys.settrace",
+      "threading.setprofile", "threading.settrace",    "threading.Thread",
+      "threading.Timer",      "threading.Thread.start"};
   static const std::set<std::string> kAudit = {"sys.setprofile",
                                                "sys.settrace"};
   return AnyEvent(trace, [](const proto::Event& e) {
@@ -166,20 +165,20 @@ bool DelayedEvidence(const proto::Trace& trace) {
 // import: the pickle asked for a module by name at load time.
 bool ImportEvidence(const proto::Trace& trace) {
   static const std::set<std::string> kCalls = {
-      "builtins.__import__", "importlib.import_module",
-      "importlib.__import__", "pkgutil.resolve_name", "runpy.run_module"};
-  return AnyEvent(trace,
-                  [](const proto::Event& e) { return IsPickleCall(e, kCalls); });
+      "builtins.__import__", "importlib.import_module", "importlib.__import__",
+      "pkgutil.resolve_name", "runpy.run_module"};
+  return AnyEvent(
+      trace, [](const proto::Event& e) { return IsPickleCall(e, kCalls); });
 }
 
 // nested-load: the pickle called a deserialiser on bytes it carries.
 bool NestedLoadEvidence(const proto::Trace& trace) {
   static const std::set<std::string> kCalls = {
-      "pickle.loads", "pickle.load",  "_pickle.loads", "_pickle.load",
-      "numpy.load",   "torch.load",   "joblib.load",   "dill.loads",
+      "pickle.loads", "pickle.load",      "_pickle.loads", "_pickle.load",
+      "numpy.load",   "torch.load",       "joblib.load",   "dill.loads",
       "dill.load",    "cloudpickle.loads"};
-  return AnyEvent(trace,
-                  [](const proto::Event& e) { return IsPickleCall(e, kCalls); });
+  return AnyEvent(
+      trace, [](const proto::Event& e) { return IsPickleCall(e, kCalls); });
 }
 
 struct EffectRule {
@@ -189,25 +188,32 @@ struct EffectRule {
 
 const std::map<std::string, EffectRule>& Rules() {
   static const auto* rules = new std::map<std::string, EffectRule>{
-      {"exec", {ExecEvidence,
-                "BLOCKED clone/fork/vfork/execve or AUDIT os.system/os.exec/"
-                "os.posix_spawn/os.spawn/os.fork/os.forkpty/"
-                "subprocess.Popen/pty.spawn"}},
-      {"connect", {ConnectEvidence,
-                   "BLOCKED socket/connect/sendto/bind or AUDIT "
-                   "socket.__new__/socket.connect/..."}},
-      {"file-write", {FileWriteEvidence,
-                      "AUDIT write-mode open or os.mkdir/rename/remove/... "
-                      "on a path outside scratch"}},
-      {"tamper", {TamperEvidence,
-                  "INTEGRITY namespace finding, BUILD on a module/type, a "
-                  "mutator call (setattr, operator.i*), or os.putenv"}},
-      {"delayed", {DelayedEvidence,
-                   "registration of atexit/signal/timer/trace hook/thread"}},
-      {"import", {ImportEvidence,
-                  "PICKLE_CALL of __import__/import_module/resolve_name"}},
-      {"nested-load", {NestedLoadEvidence,
-                       "PICKLE_CALL of pickle.loads/numpy.load/torch.load/..."}},
+      {"exec",
+       {ExecEvidence,
+        "BLOCKED clone/fork/vfork/execve or AUDIT os.system/os.exec/"
+        "os.posix_spawn/os.spawn/os.fork/os.forkpty/"
+        "subprocess.Popen/pty.spawn"}},
+      {"connect",
+       {ConnectEvidence,
+        "BLOCKED socket/connect/sendto/bind or AUDIT "
+        "socket.__new__/socket.connect/..."}},
+      {"file-write",
+       {FileWriteEvidence,
+        "AUDIT write-mode open or os.mkdir/rename/remove/... "
+        "on a path outside scratch"}},
+      {"tamper",
+       {TamperEvidence,
+        "INTEGRITY namespace finding, BUILD on a module/type, a "
+        "mutator call (setattr, operator.i*), or os.putenv"}},
+      {"delayed",
+       {DelayedEvidence,
+        "registration of atexit/signal/timer/trace hook/thread"}},
+      {"import",
+       {ImportEvidence,
+        "PICKLE_CALL of __import__/import_module/resolve_name"}},
+      {"nested-load",
+       {NestedLoadEvidence,
+        "PICKLE_CALL of pickle.loads/numpy.load/torch.load/..."}},
   };
   return *rules;
 }
@@ -325,8 +331,8 @@ class Listener {
     while (true) {
       sockaddr_in peer{};
       socklen_t len = sizeof peer;
-      const int c = accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &len,
-                            SOCK_CLOEXEC);
+      const int c =
+          accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
       if (c < 0) break;
       char ip[INET_ADDRSTRLEN] = "?";
       inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
@@ -411,9 +417,10 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
     ASSERT_EQ(listener.DrainConnections().size(), 1u)
         << "positive control: the listener did not see the test's connection";
   } else {
-    std::printf("[ SKIPPED PART ] no listener on 127.0.0.1:9 (%s): the "
-                "no-connection check is skipped, the rest still runs\n",
-                listener.error().c_str());
+    std::printf(
+        "[ SKIPPED PART ] no listener on 127.0.0.1:9 (%s): the "
+        "no-connection check is skipped, the rest still runs\n",
+        listener.error().c_str());
   }
 
   const auto pwned_before = SnapshotTree(kPwnedDir);
@@ -426,18 +433,20 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
   // 1. No escape. These come first: a marker is a sandbox escape.
   const std::string diff = DiffSnapshots(pwned_before, pwned_after);
   ASSERT_EQ(diff, "") << "SANDBOX ESCAPE: " << kPwnedDir
-                      << " changed during the run:\n" << diff;
+                      << " changed during the run:\n"
+                      << diff;
   if (listener.ok()) {
     const std::vector<std::string> peers = listener.DrainConnections();
     ASSERT_TRUE(peers.empty())
         << "SANDBOX ESCAPE: 127.0.0.1:9 accepted " << peers.size()
-        << " connection(s) during the run, from "
-        << absl::StrJoin(peers, ", ");
+        << " connection(s) during the run, from " << absl::StrJoin(peers, ", ");
   }
   ASSERT_EQ(run->signal, 0) << run->err;
   ASSERT_EQ(run->exit_code, 0) << run->err.substr(0, 4000);
-  std::printf("[ INFO ] %zu malicious files traced in %.0f ms (one "
-              "invocation)\n", entries.size(), run->wall_ms);
+  std::printf(
+      "[ INFO ] %zu malicious files traced in %.0f ms (one "
+      "invocation)\n",
+      entries.size(), run->wall_ms);
 
   absl::StatusOr<std::vector<proto::Trace>> traces =
       ParseTraceDocument(run->out);
@@ -469,9 +478,9 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
         ++waived_files;
         continue;
       }
-      ADD_FAILURE() << e.path << " (" << e.technique << "): effect '"
-                    << effect << "' not visible; expected "
-                    << rule->second.expected << ". Trace:\n"
+      ADD_FAILURE() << e.path << " (" << e.technique << "): effect '" << effect
+                    << "' not visible; expected " << rule->second.expected
+                    << ". Trace:\n"
                     << DescribeEvents(trace);
     }
   }
@@ -486,9 +495,10 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
   }
   size_t waived = 0;
   for (const auto& [t, effects] : exception_used) waived += effects.size();
-  std::printf("[ INFO ] %d (file, effect) pairs checked, %d of them waived "
-              "by %zu (technique, effect) exceptions\n",
-              checked, waived_files, waived);
+  std::printf(
+      "[ INFO ] %d (file, effect) pairs checked, %d of them waived "
+      "by %zu (technique, effect) exceptions\n",
+      checked, waived_files, waived);
 }
 
 }  // namespace
