@@ -921,7 +921,8 @@ absl::StatusOr<ChildResult> RunSandboxed(
     if (listener_idx >= 0) {
       const short revents = pfds[listener_idx].revents;
       if (revents & POLLIN) {
-        if (event_r) {
+        // The pipe already held those events when poll() returned.
+        if (event_r && event_idx >= 0 && pfds[event_idx].revents != 0) {
           absl::StatusOr<bool> eof = reader.ReadFrom(event_r.get());
           if (!eof.ok()) return eof.status();
           if (*eof) event_r.reset();
