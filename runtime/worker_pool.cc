@@ -417,6 +417,19 @@ absl::Status WorkerPool::Run(
   // cannot even start must not make this loop fork forever).
   int idle_deaths = 0;
 
+  // A previous Run() that failed may have left a worker busy or dead, and
+  // an idle worker may have died since: start from fresh workers there.
+  for (size_t slot = 0; slot < workers_.size(); ++slot) {
+    Worker& w = workers_[slot];
+    if (w.pid > 0 && w.job < 0 && w.pidfd.valid() &&
+        !WaitReadable(w.pidfd.get(), absl::ZeroDuration())) {
+      continue;  // idle and alive
+    }
+    if (w.pid > 0) (void)Reap(w, /*kill_now=*/true);
+    if (absl::Status s = Spawn(w, static_cast<int>(slot)); !s.ok()) return s;
+    ++stats_.restarts;
+  }
+
   auto finish = [&](Worker& w, absl::StatusOr<std::string> result) {
     const size_t job = static_cast<size_t>(w.job);
     stats_.job_wall_ms[job] =

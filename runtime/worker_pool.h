@@ -129,7 +129,9 @@ class WorkerPool {
   // index order, as soon as it and all earlier jobs are done. Per-job
   // failures (handler errors, a worker that died or timed out) are results.
   // Returns an error only when the pool itself broke (a replacement worker
-  // could not be forked); jobs not yet reported are then dropped.
+  // could not be forked, or kept dying before its first request); jobs not
+  // yet reported are then dropped, and the next Run() starts by replacing
+  // the workers that were left busy or dead.
   absl::Status Run(
       std::span<const WorkerJob> jobs,
       absl::FunctionRef<void(size_t, absl::StatusOr<std::string>)> on_result);

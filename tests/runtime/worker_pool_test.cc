@@ -345,6 +345,38 @@ TEST(WorkerPoolTest, WorkersThatCannotStartDoNotLoopForever) {
   }
 }
 
+TEST(WorkerPoolTest, RecoversOnTheNextRunAfterWorkersCouldNotStart) {
+  // Workers die at start while a flag file exists.
+  const std::string flag = absl::StrCat(
+      std::filesystem::temp_directory_path().string(), "/worker_pool_test_",
+      getpid(), "_die");
+  { std::ofstream(flag) << "1"; }
+  WorkerPoolOptions options;
+  options.workers = 2;
+  auto pool = WorkerPool::Create(
+      [flag](int index) -> absl::StatusOr<std::unique_ptr<WorkerHandler>> {
+        if (std::filesystem::exists(flag)) _exit(9);
+        return std::make_unique<FakeHandler>(index);
+      },
+      options);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  size_t succeeded = 0;
+  (void)(*pool)->Run(Jobs({"a", "b", "c", "d", "e", "f", "g", "h"}),
+                     [&](size_t, absl::StatusOr<std::string> r) {
+                       succeeded += r.ok();
+                     });
+  EXPECT_EQ(succeeded, 0u);
+  std::filesystem::remove(flag);
+  // Workers forked while the flag existed are gone by now.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  Collected r = RunAll(**pool, Jobs({"x", "y", "z"}));
+  ASSERT_EQ(r.results.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(r.results[i].ok()) << r.results[i].status();
+    EXPECT_EQ(Payload(r.results[i]), std::string(1, "xyz"[i]));
+  }
+}
+
 TEST(WorkerPoolTest, AffinityKeepsLibrariesOnTheirWorkers) {
   WorkerPoolOptions options;
   options.workers = 2;
