@@ -5,9 +5,10 @@
 //   trace_throughput --mode inproc [--rounds R] FILE... | @LIST
 //
 // pool:   a WorkerPool of N zygote processes (runtime/worker_pool.h), as
-//         `dynahug trace --jobs N` uses it (--no-affinity: plain FIFO, no
-//         routing by the packages a file needs; --no-compact: zygotes keep
-//         4 KiB pages, see TraceWorkerOptions::compact_every). Latency of a file = from handing
+//         `dynahug trace --jobs N` uses it (--affinity: route files by the
+//         packages they need, TraceNeeds, instead of plain FIFO; --prewarm:
+//         TraceWorkerOptions::prewarm; --no-compact: zygotes keep 4 KiB
+//         pages, see TraceWorkerOptions::compact_every). Latency of a file = from handing
 //         it to a worker to its reply in the parent (static analysis, fork,
 //         sandbox, load, hooks, event transfer, trace assembly,
 //         serialization and the pipe to the parent).
@@ -143,8 +144,8 @@ std::string Stat(const char* name, const std::vector<double>& v) {
 
 int Usage() {
   std::cerr << "usage: trace_throughput --mode pool|inproc [--workers N] "
-               "[--rounds R] [--no-affinity] [--no-compact | --compact-every N] "
-               "FILE... | @LIST\n";
+               "[--rounds R] [--affinity] [--prewarm] "
+               "[--no-compact | --compact-every N] FILE... | @LIST\n";
   return 2;
 }
 
@@ -154,13 +155,17 @@ int main(int argc, char** argv) {
   std::string mode;
   int workers = 1;
   int rounds = 1;
-  bool affinity = true;
+  bool affinity = false;
   dynahug::runtime::TraceWorkerOptions worker_options;
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--no-affinity") {
-      affinity = false;
+    if (arg == "--affinity") {
+      affinity = true;
+      continue;
+    }
+    if (arg == "--prewarm") {
+      worker_options.prewarm = true;
       continue;
     }
     if (arg == "--no-compact") {

@@ -18,8 +18,9 @@ namespace {
 
 struct TraceCommandOptions {
   bool json = false;
-  // Worker processes; 1 traces in this process.
+  // Worker processes (zygotes).
   uint64_t jobs = 1;
+  TraceWorkerOptions worker;
   TraceOptions trace;
   std::vector<std::string> files;
 };
@@ -30,7 +31,7 @@ constexpr uint64_t kMaxJobs = 64;
 constexpr char kUsage[] =
     "usage: dynahug trace FILE... [--opcodes] [--format text|json] "
     "[--loader auto|torch.load|joblib.load|numpy.load|pickle.load] "
-    "[--timeout SECONDS] [--memory MIB] [--jobs N]\n";
+    "[--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]\n";
 
 bool ParseUint(const std::string& text, uint64_t& value) {
   auto [end, ec] =
@@ -54,6 +55,8 @@ bool ParseOptions(const std::vector<std::string>& args,
     uint64_t n = 0;
     if (arg == "--opcodes") {
       options.trace.load.opcodes = true;
+    } else if (arg == "--prewarm") {
+      options.worker.prewarm = true;
     } else if (arg == "--format") {
       if (!value(v)) return false;
       if (v != "text" && v != "json") {
@@ -279,21 +282,20 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
   // CPU per file than the in-process zygote (bench/README.md).
   const size_t workers =
       std::min<size_t>(options.jobs, options.files.size());
+  // Plain FIFO: routing files by the packages they need (TraceNeeds) was
+  // measured to save nothing (bench/README.md) and costs a static analysis
+  // of every file in this process.
   std::vector<WorkerJob> jobs;
   jobs.reserve(options.files.size());
-  for (const std::string& path : options.files) {
-    // With one worker there is nothing to route.
-    jobs.push_back(
-        {path, workers > 1 ? TraceNeeds(path, options.trace)
-                           : std::vector<std::string>{}});
-  }
+  for (const std::string& path : options.files) jobs.push_back({path, {}});
   WorkerPoolOptions pool_options;
   pool_options.workers = static_cast<int>(workers);
   // The sandbox bounds each load; this only catches a stuck worker.
   pool_options.job_timeout =
       2 * options.trace.policy.limits.wall_time + absl::Seconds(60);
   absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
-      WorkerPool::Create(TraceWorkerFactory(options.trace), pool_options);
+      WorkerPool::Create(TraceWorkerFactory(options.trace, {}, options.worker),
+                         pool_options);
   if (!pool.ok()) {
     err << "dynahug trace: " << std::string(pool.status().message()) << "\n";
     return kExitError;

@@ -1,13 +1,17 @@
 // `dynahug trace FILE... [--opcodes] [--format text|json] [--loader L]
-//  [--timeout SECONDS] [--memory MIB] [--jobs N]`: loads each file for real
-// inside the sandbox and shows what the load did. Without --opcodes the trace is grouped
-// (imports, globals, calls, audit events, blocked actions, integrity
+//  [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]`: loads each
+// file for real inside the sandbox and shows what the load did. Without
+// --opcodes the trace is grouped (imports, globals, calls, audit events,
+// blocked actions, integrity
 // findings, syscalls, how the child ended); with --opcodes the pickle is
 // executed one opcode at a time and every opcode (offset, name, argument) is
 // interleaved with the events it caused. --format json prints the
 // proto::Trace messages as JSON. Files are traced by a WorkerPool of
 // --jobs N zygote processes (runtime/worker_pool.h; default 1, at most one
-// per file); the output is in input order whatever N is.
+// per file); the output is in input order whatever N is. --prewarm imports
+// every allowlisted library in each zygote first, so that a file's trace does
+// not depend on which files its worker traced before
+// (TraceWorkerOptions::prewarm).
 #ifndef DYNAHUG_RUNTIME_TRACE_COMMAND_H_
 #define DYNAHUG_RUNTIME_TRACE_COMMAND_H_
 

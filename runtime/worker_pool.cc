@@ -19,6 +19,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "runtime/container.h"
 #include "runtime/loader.h"
 #include "runtime/sniff.h"
@@ -288,6 +289,32 @@ void CollectNeeds(const Member& m, const std::string& loader_override,
   for (const Member& child : m.children) {
     CollectNeeds(child, loader_override, false, out);
   }
+}
+
+// Imports `packages` in the zygote: a protocol-2 pickle made of one GLOBAL
+// per package ("<package> __name__", popped) is analysed statically and
+// handed to TraceRunner::Warm, which imports the allowlisted top-level
+// packages of a file's globals. Nothing is unpickled.
+absl::Status Prewarm(TraceRunner& runner,
+                     const std::vector<std::string>& packages) {
+  std::string pickle = "\x80\x02";
+  for (const std::string& package : packages) {
+    pickle += "c" + package + "\n__name__\n0";  // GLOBAL, POP
+  }
+  pickle += "N.";  // NONE, STOP
+  absl::StatusOr<AnalyzedFile> file = AnalyzeBytes(
+      {reinterpret_cast<const uint8_t*>(pickle.data()), pickle.size()},
+      "dynahug-prewarm");
+  if (!file.ok()) return file.status();
+  LoadOptions load;
+  load.loader = "pickle.load";
+  absl::Status status = runner.Warm(*file, load);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "zygote: pre-importing ", absl::StrJoin(packages, ", "),
+        " failed: ", std::string(status.message())));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -616,6 +643,11 @@ WorkerFactory TraceWorkerFactory(TraceOptions trace_options,
           worker_options](int) -> absl::StatusOr<std::unique_ptr<WorkerHandler>> {
     absl::StatusOr<TraceRunner> runner = TraceRunner::Create(runner_options);
     if (!runner.ok()) return runner.status();
+    if (worker_options.prewarm) {
+      absl::Status warm =
+          Prewarm(*runner, runner_options.preimport_allowlist);
+      if (!warm.ok()) return warm;
+    }
     return std::make_unique<TraceHandler>(std::move(*runner), trace_options,
                                           worker_options);
   };

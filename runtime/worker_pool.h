@@ -176,6 +176,16 @@ struct TraceWorkerOptions {
   // Re-done periodically because the zygote's own writes while a child
   // shares a huge page split it again. 0: never.
   uint32_t compact_every = 64;
+  // At start, import every package of TraceRunnerOptions'
+  // preimport_allowlist (through TraceRunner::Warm on a built-in pickle
+  // that references them; nothing is unpickled), so that every zygote is in
+  // the same state whatever files it traced before. Without it, libraries
+  // are imported lazily and a child's trace depends on the zygote's import
+  // history (e.g. a .npy load in a fresh zygote records ~2x the
+  // PYTHON_CALL events it records in one that imported torch), which with
+  // several workers depends on scheduling. Costs start-up time (seconds per
+  // worker) and memory.
+  bool prewarm = false;
 };
 
 // Handler that traces files: the request is a path, the reply a serialized

@@ -687,5 +687,60 @@ TEST_F(TraceWorkerTest, ZygoteMemoryIsCompactedForCheaperForks) {
   }
 }
 
+// Event kinds and syscall names of a trace (what a zygote's import history
+// changes).
+std::multiset<std::string> Shape(const proto::Trace& t) {
+  std::multiset<std::string> shape;
+  for (const auto& e : t.events()) {
+    if (e.kind() == proto::Event::LOG) continue;  // carries load_ms
+    shape.insert(proto::Event::Kind_Name(e.kind()) + " " + e.name());
+  }
+  for (const auto& c : t.syscalls()) {
+    shape.insert("syscall " + c.name() + " " + std::to_string(c.count()));
+  }
+  return shape;
+}
+
+TEST_F(TraceWorkerTest, PrewarmedZygotesTraceAlikeWhateverCameBefore) {
+  std::string torch_file, npy_file;
+  for (const auto& f : files_) {
+    if (f.ends_with(".pt")) torch_file = f;
+    if (f.ends_with(".npy")) npy_file = f;
+  }
+  ASSERT_FALSE(torch_file.empty());
+  ASSERT_FALSE(npy_file.empty());
+  // The npy trace, first in a fresh worker and after a torch file.
+  auto trace_npy = [&](bool prewarm, bool torch_first) {
+    WorkerPoolOptions options;
+    options.workers = 1;
+    TraceWorkerOptions worker_options;
+    worker_options.prewarm = prewarm;
+    auto pool = WorkerPool::Create(
+        TraceWorkerFactory({}, {}, worker_options), options);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    std::vector<WorkerJob> jobs;
+    if (torch_first) jobs.push_back({torch_file, {}});
+    jobs.push_back({npy_file, {}});
+    proto::Trace last;
+    absl::Status s = (*pool)->Run(
+        jobs, [&](size_t, absl::StatusOr<std::string> reply) {
+          ASSERT_TRUE(reply.ok()) << reply.status();
+          ASSERT_TRUE(last.ParseFromString(*reply));
+        });
+    EXPECT_TRUE(s.ok()) << s;
+    return last;
+  };
+  const proto::Trace cold = trace_npy(false, false);
+  const proto::Trace after_torch = trace_npy(false, true);
+  const proto::Trace warm_cold = trace_npy(true, false);
+  const proto::Trace warm_after_torch = trace_npy(true, true);
+  // Lazily warmed zygotes differ (this is what prewarm is for; if this
+  // stops holding, the lazy path became deterministic and the option may
+  // go).
+  EXPECT_NE(Shape(cold), Shape(after_torch));
+  EXPECT_EQ(Shape(warm_cold), Shape(warm_after_torch));
+  EXPECT_EQ(warm_cold.loaded_type(), cold.loaded_type());
+}
+
 }  // namespace
 }  // namespace dynahug::runtime
