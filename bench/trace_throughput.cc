@@ -8,9 +8,9 @@
 //         `dynahug trace --jobs N` uses it (--affinity: route files by the
 //         packages they need, TraceNeeds, instead of plain FIFO; --prewarm:
 //         TraceWorkerOptions::prewarm; --no-compact: zygotes keep 4 KiB
-//         pages, see TraceWorkerOptions::compact_every). Latency of a file = from handing
-//         it to a worker to its reply in the parent (static analysis, fork,
-//         sandbox, load, hooks, event transfer, trace assembly,
+//         pages, see TraceWorkerOptions::compact_every). Latency of a file =
+//         from handing it to a worker to its reply in the parent (static
+//         analysis, fork, sandbox, load, hooks, event transfer, trace assembly,
 //         serialization and the pipe to the parent).
 // inproc: one TraceRunner in this process (`dynahug trace`, --jobs 1), with
 //         the parent-side time split into static analysis, the sandboxed
@@ -130,8 +130,8 @@ struct Samples {
       if (first_not_ok.empty()) {
         first_not_ok = absl::StrCat(
             trace->file().path(), ": child ",
-            dynahug::proto::ChildExit::Status_Name(trace->exit().status()),
-            " ", trace->exit().reason());
+            dynahug::proto::ChildExit::Status_Name(trace->exit().status()), " ",
+            trace->exit().reason());
       }
     }
   }
@@ -237,8 +237,8 @@ int main(int argc, char** argv) {
       }
       std::vector<absl::StatusOr<Trace>> traces;
       const auto start = Clock::now();
-      absl::Status run = (*pool)->Run(
-          jobs, [&](size_t, absl::StatusOr<std::string> reply) {
+      absl::Status run =
+          (*pool)->Run(jobs, [&](size_t, absl::StatusOr<std::string> reply) {
             if (!reply.ok()) {
               traces.push_back(reply.status());
               return;
@@ -277,8 +277,7 @@ int main(int argc, char** argv) {
     }
     extra = absl::StrFormat(
         ", \"restarts\": %d, \"affinity_hits\": %d, \"jobs_per_worker\": [%s]",
-        (*pool)->stats().restarts, (*pool)->stats().affinity_hits,
-        per_worker);
+        (*pool)->stats().restarts, (*pool)->stats().affinity_hits, per_worker);
   } else {
     const auto t0 = Clock::now();
     auto runner = dynahug::runtime::TraceRunner::Create();
@@ -339,8 +338,7 @@ int main(int argc, char** argv) {
                    n_warm / warm_s,
                    (zygote_cpu_ms + children_cpu_ms + driver_cpu_ms) / n_warm,
                    zygote_cpu_ms / n_warm, children_cpu_ms / n_warm,
-                   driver_cpu_ms / n_warm,
-                   Stat("latency_ms", warm.latency_ms),
+                   driver_cpu_ms / n_warm, Stat("latency_ms", warm.latency_ms),
                    Stat("child_wall_ms", warm.child_wall_ms),
                    Stat("child_cpu_ms", warm.child_cpu_ms),
                    Stat("load_ms", warm.load_ms))

@@ -135,7 +135,8 @@ std::string EventLine(const proto::Event& e) {
 
 void CollectGlobals(const proto::Member& m, std::vector<std::string>& out) {
   for (const auto& p : m.pickles()) {
-    for (const auto& g : p.globals()) out.push_back(g.module() + "." + g.name());
+    for (const auto& g : p.globals())
+      out.push_back(g.module() + "." + g.name());
   }
   for (const auto& c : m.children()) CollectGlobals(c, out);
 }
@@ -190,8 +191,9 @@ void PrintTraceText(const proto::Trace& trace, bool chronological,
   out << "\n";
   for (const auto& e : trace.events()) {
     if (e.kind() == proto::Event::LOG && e.name() == kLoadResultEvent) {
-      out << "  load result" << (e.member().empty() ? "" : " [" + e.member() + "]")
-          << ": " << ArgsText(e, 400) << "\n";
+      out << "  load result"
+          << (e.member().empty() ? "" : " [" + e.member() + "]") << ": "
+          << ArgsText(e, 400) << "\n";
     }
   }
 
@@ -211,11 +213,11 @@ void PrintTraceText(const proto::Trace& trace, bool chronological,
   } else {
     // Grouped by kind, in the order the kinds matter to a reader.
     const proto::Event::Kind order[] = {
-        proto::Event::BLOCKED,     proto::Event::AUDIT,
-        proto::Event::GLOBAL,      proto::Event::PICKLE_CALL,
-        proto::Event::IMPORT,      proto::Event::NATIVE,
-        proto::Event::INTEGRITY,   proto::Event::PYTHON_CALL,
-        proto::Event::LOG,         proto::Event::SYSCALL,
+        proto::Event::BLOCKED,   proto::Event::AUDIT,
+        proto::Event::GLOBAL,    proto::Event::PICKLE_CALL,
+        proto::Event::IMPORT,    proto::Event::NATIVE,
+        proto::Event::INTEGRITY, proto::Event::PYTHON_CALL,
+        proto::Event::LOG,       proto::Event::SYSCALL,
         proto::Event::OPCODE};
     for (proto::Event::Kind kind : order) {
       std::vector<const proto::Event*> group;
@@ -280,8 +282,7 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
   // worker rather than tracing in this process: the worker compacts its
   // memory for cheaper forks (TraceWorkerOptions), which measured ~15% less
   // CPU per file than the in-process zygote (bench/README.md).
-  const size_t workers =
-      std::min<size_t>(options.jobs, options.files.size());
+  const size_t workers = std::min<size_t>(options.jobs, options.files.size());
   // Plain FIFO: routing files by the packages they need (TraceNeeds) was
   // measured to save nothing (bench/README.md) and costs a static analysis
   // of every file in this process.
@@ -293,24 +294,22 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
   // The sandbox bounds each load; this only catches a stuck worker.
   pool_options.job_timeout =
       2 * options.trace.policy.limits.wall_time + absl::Seconds(60);
-  absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
-      WorkerPool::Create(TraceWorkerFactory(options.trace, {}, options.worker),
-                         pool_options);
+  absl::StatusOr<std::unique_ptr<WorkerPool>> pool = WorkerPool::Create(
+      TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
   if (!pool.ok()) {
     err << "dynahug trace: " << std::string(pool.status().message()) << "\n";
     return kExitError;
   }
   if (options.json) out << "{\"traces\": [";
-  absl::Status run = (*pool)->Run(
-      jobs, [&](size_t index, absl::StatusOr<std::string> reply) {
+  absl::Status run =
+      (*pool)->Run(jobs, [&](size_t index, absl::StatusOr<std::string> reply) {
         if (!reply.ok()) {
           // Worker deaths name the worker, not the file.
           const std::string message(reply.status().message());
-          emit(absl::Status(
-              reply.status().code(),
-              message.rfind("worker ", 0) == 0
-                  ? options.files[index] + ": " + message
-                  : message));
+          emit(absl::Status(reply.status().code(),
+                            message.rfind("worker ", 0) == 0
+                                ? options.files[index] + ": " + message
+                                : message));
           return;
         }
         proto::Trace trace;

@@ -310,9 +310,9 @@ absl::Status Prewarm(TraceRunner& runner,
   load.loader = "pickle.load";
   absl::Status status = runner.Warm(*file, load);
   if (!status.ok()) {
-    return absl::InternalError(absl::StrCat(
-        "zygote: pre-importing ", absl::StrJoin(packages, ", "),
-        " failed: ", std::string(status.message())));
+    return absl::InternalError(
+        absl::StrCat("zygote: pre-importing ", absl::StrJoin(packages, ", "),
+                     " failed: ", std::string(status.message())));
   }
   return absl::OkStatus();
 }
@@ -475,9 +475,8 @@ absl::Status WorkerPool::Run(
     const std::string how = Reap(w, kill_now);
     if (job >= 0) {
       w.job = job;
-      finish(w, absl::InternalError(absl::StrCat(
-                    "worker ", slot, " (pid ", pid, ") ", what, " (", how,
-                    ")")));
+      finish(w, absl::InternalError(absl::StrCat("worker ", slot, " (pid ", pid,
+                                                 ") ", what, " (", how, ")")));
     }
     ++stats_.restarts;
     return Spawn(w, static_cast<int>(slot));
@@ -510,9 +509,11 @@ absl::Status WorkerPool::Run(
         // Died while idle: nothing was attempted; replace it and retry.
         const std::string how = Reap(w, /*kill_now=*/false);
         if (++idle_deaths > 3) {
-          return absl::InternalError(absl::StrCat(
-              "worker pool: worker ", slot, " keeps dying before its first "
-              "request (last: ", how, ")"));
+          return absl::InternalError(
+              absl::StrCat("worker pool: worker ", slot,
+                           " keeps dying before its first "
+                           "request (last: ",
+                           how, ")"));
         }
         ++stats_.restarts;
         if (absl::Status s = Spawn(w, static_cast<int>(slot)); !s.ok()) {
@@ -553,8 +554,8 @@ absl::Status WorkerPool::Run(
     if (fds.empty()) continue;  // only too-big requests were handed out
     int timeout_ms = -1;
     if (wait != absl::InfiniteDuration()) {
-      timeout_ms = static_cast<int>(std::clamp<int64_t>(
-          absl::ToInt64Milliseconds(wait) + 1, 0, 1 << 30));
+      timeout_ms = static_cast<int>(
+          std::clamp<int64_t>(absl::ToInt64Milliseconds(wait) + 1, 0, 1 << 30));
     }
     const int ready = poll(fds.data(), fds.size(), timeout_ms);
     if (ready < 0 && errno != EINTR) {
@@ -568,8 +569,8 @@ absl::Status WorkerPool::Run(
       bool dead = false;
       for (;;) {
         char buf[65536];
-        const ssize_t got = recv(w.socket.get(), buf, sizeof(buf),
-                                 MSG_DONTWAIT);
+        const ssize_t got =
+            recv(w.socket.get(), buf, sizeof(buf), MSG_DONTWAIT);
         if (got > 0) {
           w.inbox.append(buf, static_cast<size_t>(got));
           continue;
@@ -604,8 +605,8 @@ absl::Status WorkerPool::Run(
         }
       }
       if (problem.has_value() || (dead && w.job >= 0)) {
-        const std::string what =
-            problem.value_or(absl::StrCat("died while handling request ", w.job));
+        const std::string what = problem.value_or(
+            absl::StrCat("died while handling request ", w.job));
         if (absl::Status s = replace(slot, what, problem.has_value());
             !s.ok()) {
           return s;
@@ -622,11 +623,12 @@ absl::Status WorkerPool::Run(
     for (size_t slot = 0; slot < workers_.size(); ++slot) {
       Worker& w = workers_[slot];
       if (w.job < 0 || after - w.started < options_.job_timeout) continue;
-      if (absl::Status s = replace(
-              slot, absl::StrCat("exceeded the job timeout of ",
-                                 absl::FormatDuration(options_.job_timeout),
-                                 " and was killed"),
-              /*kill_now=*/true);
+      if (absl::Status s =
+              replace(slot,
+                      absl::StrCat("exceeded the job timeout of ",
+                                   absl::FormatDuration(options_.job_timeout),
+                                   " and was killed"),
+                      /*kill_now=*/true);
           !s.ok()) {
         return s;
       }
@@ -639,13 +641,12 @@ WorkerFactory TraceWorkerFactory(TraceOptions trace_options,
                                  TraceRunnerOptions runner_options,
                                  TraceWorkerOptions worker_options) {
   return [trace_options = std::move(trace_options),
-          runner_options = std::move(runner_options),
-          worker_options](int) -> absl::StatusOr<std::unique_ptr<WorkerHandler>> {
+          runner_options = std::move(runner_options), worker_options](
+             int) -> absl::StatusOr<std::unique_ptr<WorkerHandler>> {
     absl::StatusOr<TraceRunner> runner = TraceRunner::Create(runner_options);
     if (!runner.ok()) return runner.status();
     if (worker_options.prewarm) {
-      absl::Status warm =
-          Prewarm(*runner, runner_options.preimport_allowlist);
+      absl::Status warm = Prewarm(*runner, runner_options.preimport_allowlist);
       if (!warm.ok()) return warm;
     }
     return std::make_unique<TraceHandler>(std::move(*runner), trace_options,

@@ -14,8 +14,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -132,15 +132,15 @@ TEST(WorkerPoolTest, RejectsBadOptions) {
     size_t lookahead;
     bool factory;
   };
-  for (const Case& c : {Case{"zero workers", 0, 8, true},
-                        Case{"too many workers", 5000, 8, true},
-                        Case{"zero lookahead", 2, 0, true},
-                        Case{"no factory", 2, 8, false}}) {
+  for (const Case& c :
+       {Case{"zero workers", 0, 8, true},
+        Case{"too many workers", 5000, 8, true},
+        Case{"zero lookahead", 2, 0, true}, Case{"no factory", 2, 8, false}}) {
     WorkerPoolOptions options;
     options.workers = c.workers;
     options.lookahead = c.lookahead;
-    auto pool = WorkerPool::Create(c.factory ? FakeFactory() : nullptr,
-                                   options);
+    auto pool =
+        WorkerPool::Create(c.factory ? FakeFactory() : nullptr, options);
     EXPECT_EQ(pool.status().code(), absl::StatusCode::kInvalidArgument)
         << c.name;
   }
@@ -210,8 +210,7 @@ TEST(WorkerPoolTest, DeadWorkerFailsItsJobAndIsReplaced) {
     EXPECT_FALSE(r.results[1].ok()) << c.request;
     EXPECT_THAT(std::string(r.results[1].status().message()),
                 HasSubstr("died while handling request 1"));
-    EXPECT_THAT(std::string(r.results[1].status().message()),
-                HasSubstr(c.how));
+    EXPECT_THAT(std::string(r.results[1].status().message()), HasSubstr(c.how));
     for (size_t i : {0, 2, 3, 4}) {
       EXPECT_TRUE(r.results[i].ok()) << c.request << " " << i;
     }
@@ -236,9 +235,9 @@ TEST(WorkerPoolTest, StuckWorkerIsKilledAtTheJobTimeout) {
   ASSERT_TRUE(pool.ok()) << pool.status();
   const auto start = std::chrono::steady_clock::now();
   Collected r = RunAll(**pool, Jobs({"hang", "a", "b", "hang", "c"}));
-  const double seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - start)
-                             .count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   ASSERT_EQ(r.results.size(), 5u);
   for (size_t i : {0, 3}) {
     EXPECT_FALSE(r.results[i].ok());
@@ -326,11 +325,10 @@ TEST(WorkerPoolTest, WorkersThatCannotStartDoNotLoopForever) {
       options);
   ASSERT_TRUE(pool.ok()) << pool.status();
   std::vector<absl::StatusOr<std::string>> results;
-  absl::Status s = (*pool)->Run(
-      Jobs({"a", "b", "c", "d", "e", "f"}),
-      [&](size_t, absl::StatusOr<std::string> r) {
-        results.push_back(std::move(r));
-      });
+  absl::Status s = (*pool)->Run(Jobs({"a", "b", "c", "d", "e", "f"}),
+                                [&](size_t, absl::StatusOr<std::string> r) {
+                                  results.push_back(std::move(r));
+                                });
   // Either every job failed (the request reached the worker before it
   // died) or the pool gave up with a clear error; nothing succeeded and
   // nothing hung.
@@ -347,9 +345,9 @@ TEST(WorkerPoolTest, WorkersThatCannotStartDoNotLoopForever) {
 
 TEST(WorkerPoolTest, RecoversOnTheNextRunAfterWorkersCouldNotStart) {
   // Workers die at start while a flag file exists.
-  const std::string flag = absl::StrCat(
-      std::filesystem::temp_directory_path().string(), "/worker_pool_test_",
-      getpid(), "_die");
+  const std::string flag =
+      absl::StrCat(std::filesystem::temp_directory_path().string(),
+                   "/worker_pool_test_", getpid(), "_die");
   { std::ofstream(flag) << "1"; }
   WorkerPoolOptions options;
   options.workers = 2;
@@ -361,10 +359,9 @@ TEST(WorkerPoolTest, RecoversOnTheNextRunAfterWorkersCouldNotStart) {
       options);
   ASSERT_TRUE(pool.ok()) << pool.status();
   size_t succeeded = 0;
-  (void)(*pool)->Run(Jobs({"a", "b", "c", "d", "e", "f", "g", "h"}),
-                     [&](size_t, absl::StatusOr<std::string> r) {
-                       succeeded += r.ok();
-                     });
+  (void)(*pool)->Run(
+      Jobs({"a", "b", "c", "d", "e", "f", "g", "h"}),
+      [&](size_t, absl::StatusOr<std::string> r) { succeeded += r.ok(); });
   EXPECT_EQ(succeeded, 0u);
   std::filesystem::remove(flag);
   // Workers forked while the flag existed are gone by now.
@@ -416,8 +413,8 @@ TEST(WorkerPoolTest, LookaheadBoundsWorkInFlight) {
     auto pool = WorkerPool::Create(FakeFactory(), options);
     EXPECT_TRUE(pool.ok()) << pool.status();
     const auto start = std::chrono::steady_clock::now();
-    Collected r = RunAll(**pool, Jobs({"sleep:100", "sleep:100", "sleep:100",
-                                       "sleep:100"}));
+    Collected r = RunAll(
+        **pool, Jobs({"sleep:100", "sleep:100", "sleep:100", "sleep:100"}));
     EXPECT_EQ(r.results.size(), 4u);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                          start)
@@ -461,9 +458,9 @@ TEST(WorkerPoolTest, ShutdownKillsAWorkerThatDoesNotExit) {
     ASSERT_TRUE(pool.ok()) << pool.status();
     pids = (*pool)->worker_pids();
   }
-  const double seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - start)
-                             .count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   for (pid_t pid : pids) EXPECT_TRUE(Gone(pid)) << pid;
   EXPECT_LT(seconds, 3.0);
 }
@@ -543,8 +540,8 @@ class TraceWorkerTest : public ::testing::Test {
     if (!pool.ok()) return out;
     std::vector<WorkerJob> jobs;
     for (const auto& p : paths) jobs.push_back({p, TraceNeeds(p, {})});
-    absl::Status s = (*pool)->Run(
-        jobs, [&](size_t, absl::StatusOr<std::string> reply) {
+    absl::Status s =
+        (*pool)->Run(jobs, [&](size_t, absl::StatusOr<std::string> reply) {
           if (!reply.ok()) {
             out.push_back(reply.status());
             return;
@@ -668,12 +665,12 @@ TEST_F(TraceWorkerTest, ZygoteMemoryIsCompactedForCheaperForks) {
     options.workers = 1;
     TraceWorkerOptions worker_options;
     worker_options.compact_every = every;
-    auto pool = WorkerPool::Create(
-        TraceWorkerFactory({}, {}, worker_options), options);
+    auto pool =
+        WorkerPool::Create(TraceWorkerFactory({}, {}, worker_options), options);
     ASSERT_TRUE(pool.ok()) << pool.status();
     std::vector<WorkerJob> jobs = {{torch_file, {}}, {torch_file, {}}};
-    absl::Status s = (*pool)->Run(
-        jobs, [&](size_t, absl::StatusOr<std::string> reply) {
+    absl::Status s =
+        (*pool)->Run(jobs, [&](size_t, absl::StatusOr<std::string> reply) {
           EXPECT_TRUE(reply.ok()) << reply.status();
         });
     ASSERT_TRUE(s.ok()) << s;
@@ -715,15 +712,15 @@ TEST_F(TraceWorkerTest, PrewarmedZygotesTraceAlikeWhateverCameBefore) {
     options.workers = 1;
     TraceWorkerOptions worker_options;
     worker_options.prewarm = prewarm;
-    auto pool = WorkerPool::Create(
-        TraceWorkerFactory({}, {}, worker_options), options);
+    auto pool =
+        WorkerPool::Create(TraceWorkerFactory({}, {}, worker_options), options);
     EXPECT_TRUE(pool.ok()) << pool.status();
     std::vector<WorkerJob> jobs;
     if (torch_first) jobs.push_back({torch_file, {}});
     jobs.push_back({npy_file, {}});
     proto::Trace last;
-    absl::Status s = (*pool)->Run(
-        jobs, [&](size_t, absl::StatusOr<std::string> reply) {
+    absl::Status s =
+        (*pool)->Run(jobs, [&](size_t, absl::StatusOr<std::string> reply) {
           ASSERT_TRUE(reply.ok()) << reply.status();
           ASSERT_TRUE(last.ParseFromString(*reply));
         });
