@@ -24,7 +24,9 @@
 // imported: nothing new is imported and the fork costs what it already
 // costs); otherwise the first pending request. So torch files gather on the
 // workers that imported torch and files that need only numpy or pickle stay
-// on small zygotes, whose forks are cheaper.
+// on small zygotes, whose forks are cheaper. (For tracing this was measured
+// to save nothing -- the small zygotes' children import more -- so
+// `dynahug trace` leaves `needs` empty: plain FIFO. bench/README.md.)
 //
 // Processes: workers get PR_SET_PDEATHSIG(SIGKILL) (they die with the
 // parent), stdin and stdout on /dev/null (stderr is kept for diagnostics),
