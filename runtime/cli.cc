@@ -23,13 +23,17 @@ commands:
                  container member, statically (nothing is unpickled).
 
   trace FILE... [--opcodes] [--format text|json] [--loader L]
-               [--timeout SECONDS] [--memory MIB]
+               [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]
                  Load each file for real inside the sandbox (seccomp, no
                  network, writes confined to a scratch directory, limits)
                  and show what the load did: globals, calls, audit events,
                  blocked actions, integrity findings, syscalls, exit status.
                  --opcodes executes the pickle one opcode at a time and
                  interleaves each opcode with the events it caused.
+                 --jobs N traces with N worker zygotes in parallel (output
+                 stays in input order); --prewarm makes every worker import
+                 all allowlisted ML libraries first, so a trace does not
+                 depend on what the worker traced before.
                  Needs root (namespaces, seccomp supervision).
 
 options:
