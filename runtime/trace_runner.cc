@@ -182,18 +182,28 @@ absl::StatusOr<TraceRunner> TraceRunner::Create(
                      options.preimport_allowlist);
 }
 
-absl::Status TraceRunner::Warm(const AnalyzedFile& file,
-                               const LoadOptions& load) {
+void LoaderPackages(std::string_view loader, std::set<std::string>& out) {
+  if (loader == "torch.load") out.insert("torch");
+  if (loader == "joblib.load") out.insert({"joblib", "numpy"});
+  if (loader == "numpy.load") out.insert("numpy");
+}
+
+std::set<std::string> PackagesNeeded(const AnalyzedFile& file,
+                                     const LoadOptions& load) {
   std::set<std::string> wanted;
   for (const LoadTarget& target : LoadTargets(file)) {
-    const std::string loader =
-        load.loader == "auto" ? DefaultLoaderFor(target.format).value_or("")
-                              : load.loader;
-    if (loader == "torch.load") wanted.insert("torch");
-    if (loader == "joblib.load") wanted.insert({"joblib", "numpy"});
-    if (loader == "numpy.load") wanted.insert("numpy");
+    LoaderPackages(load.loader == "auto"
+                       ? DefaultLoaderFor(target.format).value_or("")
+                       : load.loader,
+                   wanted);
   }
   CollectPackages(file.root(), wanted);
+  return wanted;
+}
+
+absl::Status TraceRunner::Warm(const AnalyzedFile& file,
+                               const LoadOptions& load) {
+  const std::set<std::string> wanted = PackagesNeeded(file, load);
   std::vector<std::string> to_import;
   for (const std::string& package : wanted) {
     if (imported_.count(package)) continue;

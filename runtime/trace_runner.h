@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -95,6 +96,16 @@ class TraceRunner {
   // far fewer page faults per child than snapshotting in the child.
   std::optional<hooks::IntegritySnapshot> baseline_;
 };
+
+// Top-level packages loading `file` needs: those of each load target's loader
+// (torch for torch.load, joblib + numpy for joblib.load, numpy for
+// numpy.load) and the top-level packages of its static globals. Not filtered
+// by any allowlist. Pure.
+std::set<std::string> PackagesNeeded(const AnalyzedFile& file,
+                                     const LoadOptions& load);
+
+// Packages the loader `loader` ("torch.load", ...) itself imports.
+void LoaderPackages(std::string_view loader, std::set<std::string>& out);
 
 // The loader `load` resolves to for `file` ("torch.load", ...).
 std::string ResolveLoader(const AnalyzedFile& file, const LoadOptions& load);

@@ -266,31 +266,6 @@ class TraceHandler final : public WorkerHandler {
 };
 
 // Packages a loader imports (mirrors TraceRunner::Warm).
-void LoaderPackages(std::string_view loader, std::set<std::string>& out) {
-  if (loader == "torch.load") out.insert("torch");
-  if (loader == "joblib.load") out.insert({"joblib", "numpy"});
-  if (loader == "numpy.load") out.insert("numpy");
-}
-
-// Mirrors TraceRunner's choice of load targets (the file, or the loadable
-// members of an archive) and Warm's package set.
-void CollectNeeds(const Member& m, const std::string& loader_override,
-                  bool root, std::set<std::string>& out) {
-  absl::StatusOr<std::string> loader = DefaultLoaderFor(FormatName(m.format));
-  const bool loadable = loader.ok() && (root || !m.bytes.empty());
-  if (loadable) {
-    LoaderPackages(loader_override == "auto" ? *loader : loader_override, out);
-  }
-  for (const auto& stream : m.pickles) {
-    for (const auto& g : stream.globals) {
-      out.insert(g.module.substr(0, g.module.find('.')));
-    }
-  }
-  for (const Member& child : m.children) {
-    CollectNeeds(child, loader_override, false, out);
-  }
-}
-
 // Imports `packages` in the zygote: a protocol-2 pickle made of one GLOBAL
 // per package ("<package> __name__", popped) is analysed statically and
 // handed to TraceRunner::Warm, which imports the allowlisted top-level
@@ -665,7 +640,7 @@ std::vector<std::string> TraceNeeds(const std::string& path,
   if (static_cast<uint64_t>(st.st_size) <= max_analyze_bytes) {
     absl::StatusOr<AnalyzedFile> file = AnalyzeFile(path, options.analyze);
     if (!file.ok()) return {};
-    CollectNeeds(file->root(), loader, true, needs);
+    needs = PackagesNeeded(*file, options.load);
   } else if (loader != "auto") {
     LoaderPackages(loader, needs);
   } else {

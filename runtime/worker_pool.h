@@ -199,10 +199,8 @@ WorkerFactory TraceWorkerFactory(TraceOptions trace_options,
                                  TraceRunnerOptions runner_options = {},
                                  TraceWorkerOptions worker_options = {});
 
-// WorkerJob::needs for tracing `path`: the allowlisted top-level packages
-// TraceRunner::Warm would import for it (torch for torch formats, joblib
-// and numpy for joblib, numpy for npy/npz, plus the packages of its static
-// globals), sorted. Files up to `max_analyze_bytes` are analysed statically
+// WorkerJob::needs for tracing `path`: PackagesNeeded (trace_runner.h, the
+// set TraceRunner::Warm imports) filtered by the allowlist, sorted. Files up to `max_analyze_bytes` are analysed statically
 // in the calling process (no unpickling); larger ones are classified from
 // their first bytes only. Empty when the file cannot be read (the worker
 // reports why).
