@@ -1,5 +1,7 @@
 // Audit hook: path classification and normalisation tables, live recording
 // gated by the load-phase flag.
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "gtest/gtest.h"
@@ -217,12 +219,60 @@ TEST(ObserverAuditHookTest, RecordsOnlyWhileRecordingIsOn) {
   EXPECT_TRUE(seen[1].has_pickle_offset());
 }
 
-TEST(ObserverAuditHookTest, InstallAfterInitIsRefusedWhenNotInstalled) {
-  // In this process the interpreter installed the hook, so Install() is an
-  // idempotent success; VerifyActive confirms delivery.
+TEST(ObserverAuditHookTest, InstallIsIdempotentOnceInstalled) {
+  // The shared interpreter installed the hook before initialising.
   SharedInterpreter();
+  ASSERT_TRUE(AuditHook::Instance().installed());
   EXPECT_TRUE(AuditHook::Instance().Install().ok());
   EXPECT_TRUE(AuditHook::Instance().VerifyActive().ok());
+}
+
+// The exit codes of the refusal check below, one per broken promise.
+enum RefusalExit {
+  kRefused = 0,
+  kInitFailed = 2,
+  kInstallAccepted = 3,
+  kWrongInstallError = 4,
+  kClaimsInstalled = 5,
+  kVerifyAccepted = 6,
+  kWrongVerifyError = 7,
+  kEventsSeen = 8,
+};
+
+TEST(ObserverAuditHookDeathTest, InstallAfterInitIsRefusedWhenNotInstalled) {
+  // A fresh process (threadsafe style re-executes the binary and runs only
+  // this statement) where Python was initialised without the hook: a late
+  // Install() must be refused rather than silently claim coverage of code
+  // that already ran, and VerifyActive must report the hook missing.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        if (!dynahug::testing::InitializePythonWithoutAuditHook()) {
+          std::_Exit(kInitFailed);
+        }
+        AuditHook& hook = AuditHook::Instance();
+        absl::Status install = hook.Install();
+        fprintf(stderr, "Install: %s\n", install.ToString().c_str());
+        if (install.ok()) std::_Exit(kInstallAccepted);
+        if (install.code() != absl::StatusCode::kFailedPrecondition) {
+          std::_Exit(kWrongInstallError);
+        }
+        if (hook.installed()) std::_Exit(kClaimsInstalled);
+        absl::Status verify = hook.VerifyActive();
+        fprintf(stderr, "VerifyActive: %s\n", verify.ToString().c_str());
+        if (verify.ok()) std::_Exit(kVerifyAccepted);
+        if (verify.code() != absl::StatusCode::kFailedPrecondition) {
+          std::_Exit(kWrongVerifyError);
+        }
+        // Nothing was hooked: Python-level audit events reach no callback.
+        PyRun_SimpleString("import sys\nsys.audit('dynahug.t', 1)");
+        if (hook.events_seen() != 0) std::_Exit(kEventsSeen);
+        std::_Exit(kRefused);
+      },
+      ::testing::ExitedWithCode(kRefused),
+      "Install: FAILED_PRECONDITION: AuditHook::Install: the interpreter is "
+      "already initialised.*VerifyActive: FAILED_PRECONDITION: audit "
+      "hook: not installed");
 }
 
 }  // namespace

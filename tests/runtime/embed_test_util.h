@@ -39,6 +39,22 @@ inline runtime::Interpreter& SharedInterpreter() {
   return *interp;
 }
 
+// Initialises CPython directly, as a host that never installed the audit
+// hook would: isolated configuration (the environment is ignored), Debian's
+// standard library, no site import and no AuditHook::Install. Only for a
+// fresh process (a threadsafe-style death test) that must run with the hook
+// absent. Returns false when initialisation failed.
+inline bool InitializePythonWithoutAuditHook() {
+  PyConfig config;
+  PyConfig_InitIsolatedConfig(&config);
+  config.site_import = 0;
+  config.install_signal_handlers = 0;
+  PyStatus status = PyConfig_SetString(&config, &config.home, L"/usr");
+  if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  return !PyStatus_Exception(status) && Py_IsInitialized();
+}
+
 // Runs `command` through /bin/sh; returns its exit status and stdout.
 inline int RunCommand(const std::string& command, std::string* out) {
   FILE* p = popen(command.c_str(), "r");

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sandbox/child_launcher.h"
+#include "tests/security_test_util.h"
 
 namespace dynahug::sandbox {
 namespace {
@@ -39,7 +40,8 @@ class PythonPayloadTest : public ::testing::TestWithParam<PayloadCase> {
   void SetUp() override {
     const SandboxSupport s = ProbeSandboxSupport();
     if (!s.root || !s.user_notification || !s.pidfd) {
-      GTEST_SKIP() << "needs root, seccomp user notification and pidfd";
+      DYNAHUG_SECURITY_SKIP(
+          "the sandbox needs root, seccomp user notification and pidfd");
     }
   }
 };
