@@ -2,7 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <grp.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/landlock.h>
@@ -21,8 +21,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/time.h>
-#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,12 +64,20 @@ namespace {
 // gives it the lowest free number, kListenerFd.
 constexpr int kEventFd = 3;
 constexpr int kSetupFd = 4;
-constexpr int kLandlockFd = 5;
 constexpr int kListenerFd = 5;
 constexpr int kExitSetupFailed = 121;
+// The child died from a fatal signal that its handler reported (see
+// EmulateFatalSignals); the signal number is in the status word.
+constexpr int kExitFatalSignal = 123;
 
 // Status word shared (MAP_SHARED) between parent and child.
 constexpr uint32_t kStatusOutOfMemory = 1u << 0;
+constexpr int kStatusSignalShift = 8;  // bits 8-15: fatal signal number
+
+// Scratch mounts: a tmpfs on /tmp and one on /home (holding the user's home
+// directory) in the child's own mount namespace.
+constexpr char kTmpMount[] = "/tmp";
+constexpr char kHomeMount[] = "/home";
 
 // The full Landlock ruleset attribute (ABI 6); older kernels accept it as
 // long as the fields they do not know are zero.
@@ -89,13 +97,12 @@ int LandlockAbi() {
 }
 
 uint64_t LandlockWriteRights(int abi) {
-  uint64_t rights = LANDLOCK_ACCESS_FS_WRITE_FILE |
-                    LANDLOCK_ACCESS_FS_REMOVE_DIR |
-                    LANDLOCK_ACCESS_FS_REMOVE_FILE |
-                    LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |
-                    LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |
-                    LANDLOCK_ACCESS_FS_MAKE_FIFO |
-                    LANDLOCK_ACCESS_FS_MAKE_BLOCK | LANDLOCK_ACCESS_FS_MAKE_SYM;
+  uint64_t rights =
+      LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR |
+      LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_MAKE_CHAR |
+      LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |
+      LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO |
+      LANDLOCK_ACCESS_FS_MAKE_BLOCK | LANDLOCK_ACCESS_FS_MAKE_SYM;
   if (abi >= 2) rights |= LANDLOCK_ACCESS_FS_REFER;
   if (abi >= 3) rights |= LANDLOCK_ACCESS_FS_TRUNCATE;
   return rights;
@@ -105,12 +112,16 @@ absl::Status Errno(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, " failed: ", strerror(errno)));
 }
 
-// Builds the Landlock ruleset in the parent: writes are handled (denied)
-// everywhere except under `scratch` and on /dev/null; reads are not handled,
-// so they stay allowed. ABI >= 4: TCP bind/connect handled with no rule
-// (denied). ABI >= 6: signals and abstract unix sockets scoped to the domain.
-absl::StatusOr<UniqueFd> BuildLandlockRuleset(int abi,
-                                              const std::string& scratch) {
+// Creates and applies (landlock_restrict_self) the Landlock ruleset in the
+// child, after its mounts exist: writes are handled (denied) everywhere
+// except beneath `writable` (the scratch mounts) and on the harmless device
+// nodes; reads are not handled, so they stay allowed. ABI >= 4: TCP
+// bind/connect handled with no rule (denied). ABI >= 6: signals and
+// abstract unix sockets scoped to the domain. Async-signal-safe enough for
+// the child: no allocation.
+[[noreturn]] void ChildFail(const char* what, int err);
+
+void ApplyLandlock(int abi, const char* const* writable, size_t n_writable) {
   const uint64_t write_rights = LandlockWriteRights(abi);
   LandlockRulesetAttr attr{};
   attr.handled_access_fs = write_rights;
@@ -124,28 +135,31 @@ absl::StatusOr<UniqueFd> BuildLandlockRuleset(int abi,
   const size_t attr_size = abi >= 6   ? sizeof attr
                            : abi >= 4 ? 2 * sizeof(uint64_t)
                                       : sizeof(uint64_t);
-  UniqueFd ruleset(static_cast<int>(
-      syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0)));
-  if (!ruleset) return Errno("landlock_create_ruleset");
-
-  auto add_path = [&](const std::string& path,
-                      uint64_t rights) -> absl::Status {
-    UniqueFd target(open(path.c_str(), O_PATH | O_CLOEXEC));
-    if (!target) return Errno(absl::StrCat("open(", path, ", O_PATH)"));
+  const int ruleset = static_cast<int>(
+      syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0));
+  if (ruleset < 0) ChildFail("landlock_create_ruleset", errno);
+  auto add_path = [&](const char* path, uint64_t rights) {
+    const int target = open(path, O_PATH | O_CLOEXEC);
+    if (target < 0) ChildFail("open(landlock rule path, O_PATH)", errno);
     landlock_path_beneath_attr rule{};
     rule.allowed_access = rights;
-    rule.parent_fd = target.get();
-    if (syscall(SYS_landlock_add_rule, ruleset.get(),
-                LANDLOCK_RULE_PATH_BENEATH, &rule, 0) != 0) {
-      return Errno(absl::StrCat("landlock_add_rule(", path, ")"));
+    rule.parent_fd = target;
+    if (syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH,
+                &rule, 0) != 0) {
+      ChildFail("landlock_add_rule", errno);
     }
-    return absl::OkStatus();
+    close(target);
   };
-  if (auto s = add_path(scratch, write_rights); !s.ok()) return s;
+  for (size_t i = 0; i < n_writable; ++i) add_path(writable[i], write_rights);
   uint64_t file_rights = LANDLOCK_ACCESS_FS_WRITE_FILE;
   if (abi >= 3) file_rights |= LANDLOCK_ACCESS_FS_TRUNCATE;
-  if (auto s = add_path("/dev/null", file_rights); !s.ok()) return s;
-  return ruleset;
+  for (const char* dev : {"/dev/null", "/dev/zero", "/dev/full"}) {
+    add_path(dev, file_rights);
+  }
+  if (syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) {
+    ChildFail("landlock_restrict_self", errno);
+  }
+  close(ruleset);
 }
 
 // The compiled seccomp program, cached per option set (building it with
@@ -153,6 +167,7 @@ absl::StatusOr<UniqueFd> BuildLandlockRuleset(int abi,
 absl::StatusOr<std::vector<sock_filter>> CachedFilter(
     const SeccompPolicyOptions& options) {
   static std::mutex mu;
+  // The launcher always passes the same channel_fd (kEventFd).
   static std::optional<std::vector<sock_filter>> cache[2];
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = cache[options.allow_hot_syscalls_unrecorded ? 1 : 0];
@@ -195,40 +210,78 @@ absl::StatusOr<int> SharedEmptyNetns() {
   return netns_fd;
 }
 
-// A per-child scratch directory, removed (recursively, never following
-// symlinks or crossing mounts) on destruction.
-class ScratchDir {
- public:
-  static absl::StatusOr<ScratchDir> Create(const std::string& parent) {
-    std::string tmpl = absl::StrCat(parent, "/dynahug-XXXXXX");
-    if (mkdtemp(tmpl.data()) == nullptr) {
-      return Errno(absl::StrCat("mkdtemp(", tmpl, ")"));
-    }
-    return ScratchDir(std::move(tmpl));
-  }
-  ScratchDir(ScratchDir&& other) noexcept
-      : path_(std::exchange(other.path_, "")) {}
-  ScratchDir& operator=(ScratchDir&&) = delete;
-  ~ScratchDir() {
-    if (path_.empty()) return;
-    nftw(
-        path_.c_str(),
-        [](const char* p, const struct stat*, int type, FTW*) {
-          if (type == FTW_DP) {
-            rmdir(p);
-          } else {
-            unlink(p);
-          }
-          return 0;
-        },
-        16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-  }
-  const std::string& path() const { return path_; }
+// The calling process's own pid namespace, to return to after each fork
+// into a new one. Opened once; lives as long as the process.
+absl::StatusOr<int> OwnPidNamespace() {
+  static const int fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open(/proc/self/ns/pid)");
+  return fd;
+}
 
- private:
-  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
-  std::string path_;
-};
+// The child's home directory: /home/<user> on a tmpfs that hides the
+// host's /home, or /tmp (also a private tmpfs) when the host has no /home
+// to mount on.
+std::string HomeDirectory(const Identity& identity) {
+  struct stat st {};
+  if (stat(kHomeMount, &st) == 0 && S_ISDIR(st.st_mode)) {
+    return absl::StrCat(kHomeMount, "/", identity.user);
+  }
+  return kTmpMount;
+}
+
+// Findings the parent adds when the channel was tampered with, corrupted
+// or cut short: INTEGRITY events the child cannot suppress.
+void AddChannelFindings(const ChannelStats& channel, uint64_t tamper_attempts,
+                        ChildResult* result) {
+  auto add = [&](const char* name, uint64_t count, std::string detail) {
+    proto::Event event;
+    event.set_kind(proto::Event::INTEGRITY);
+    event.set_name(name);
+    event.set_count(count);
+    if (!detail.empty()) {
+      proto::Argument* arg = event.add_args();
+      arg->set_key("detail");
+      arg->set_value(std::move(detail));
+    }
+    result->events.push_back(std::move(event));
+  };
+  if (tamper_attempts > 0) {
+    add("sandbox.channel.tamper", tamper_attempts,
+        "the body wrote to, duplicated, replaced or closed the event "
+        "channel descriptor (denied)");
+  }
+  if (channel.corrupt_records > 0) {
+    add("sandbox.channel.corrupt", channel.corrupt_records, channel.error);
+  }
+  if (channel.out_of_sequence > 0) {
+    add("sandbox.channel.out_of_sequence", channel.out_of_sequence,
+        "events with a repeated or earlier sequence number (discarded)");
+  }
+  if (channel.after_end > 0) {
+    add("sandbox.channel.after_end", channel.after_end,
+        "events after the end marker (discarded)");
+  }
+  const uint64_t dropped = channel.dropped_by_child + channel.dropped_by_reader;
+  if (dropped > 0) {
+    add("sandbox.channel.dropped", dropped,
+        absl::StrCat(channel.dropped_by_child, " dropped in the child, ",
+                     channel.dropped_by_reader, " beyond the reader's limits"));
+  }
+  if (!channel.end_marker && (result->status == ChildStatus::kOk ||
+                              result->status == ChildStatus::kLoadFailed)) {
+    // The child ended by itself without the launcher's end marker: the body
+    // exited from inside the load (os._exit, exit from native code).
+    add("sandbox.channel.no_end_marker", 1,
+        "the child exited without closing its event channel: the trace may "
+        "be incomplete");
+    if (result->status == ChildStatus::kOk) {
+      result->status = ChildStatus::kLoadFailed;
+      result->reason =
+          "exited 0 without closing the event channel (the body exited "
+          "from inside the load)";
+    }
+  }
+}
 
 // Kills and reaps the child unless disarmed: no child outlives RunSandboxed.
 class ChildReaper {
@@ -291,7 +344,7 @@ void ChildNewHandler() {
   std::set_new_handler(nullptr);
 }
 
-[[noreturn]] void ChildFail(const char* what, int err) {
+void ChildFail(const char* what, int err) {
   char buf[512];
   const int n = snprintf(buf, sizeof buf, "E%s failed: %s", what,
                          err != 0 ? strerrordesc_np(err) : "unexpected state");
@@ -387,8 +440,16 @@ void SetLimit(int resource, rlim_t soft, rlim_t hard, const char* what) {
   ChildCheck(setrlimit(resource, &limit) == 0, what);
 }
 
+// True while the parent still holds the setup pipe's read end: a pipe's
+// write end polls POLLERR once no reader is left. (getppid() cannot tell:
+// the parent is outside the child's pid namespace, so it reads 0.)
+bool ParentAlive(int setup_fd) {
+  pollfd pfd{setup_fd, 0, 0};
+  return poll(&pfd, 1, 0) == 0 || (pfd.revents & POLLERR) == 0;
+}
+
 // Drops every capability and, with `run_as`, switches to that uid/gid.
-void DropPrivileges(const std::optional<RunAs>& run_as, pid_t parent_pid) {
+void DropPrivileges(const std::optional<RunAs>& run_as, int setup_fd) {
   // Bounding set first (needs CAP_SETPCAP), then securebits, then the
   // identity (needs CAP_SETUID/CAP_SETGID), then the capability sets.
   for (int cap = 0; cap <= 63; ++cap) {
@@ -399,12 +460,12 @@ void DropPrivileges(const std::optional<RunAs>& run_as, pid_t parent_pid) {
   ChildCheck(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == 0 ||
                  errno == EINVAL,
              "prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
-  ChildCheck(prctl(PR_SET_SECUREBITS,
-                   SECBIT_NOROOT | SECBIT_NOROOT_LOCKED |
-                       SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED |
-                       SECBIT_KEEP_CAPS_LOCKED,
-                   0, 0, 0) == 0,
-             "prctl(PR_SET_SECUREBITS)");
+  ChildCheck(
+      prctl(PR_SET_SECUREBITS,
+            SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED,
+            0, 0, 0) == 0,
+      "prctl(PR_SET_SECUREBITS)");
   if (run_as) {
     ChildCheck(setgroups(0, nullptr) == 0, "setgroups(0)");
     ChildCheck(setresgid(run_as->gid, run_as->gid, run_as->gid) == 0,
@@ -414,7 +475,7 @@ void DropPrivileges(const std::optional<RunAs>& run_as, pid_t parent_pid) {
     // A credential change clears the parent-death signal: arm it again.
     ChildCheck(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0,
                "prctl(PR_SET_PDEATHSIG)");
-    if (getppid() != parent_pid) _exit(kExitSetupFailed);
+    if (!ParentAlive(setup_fd)) _exit(kExitSetupFailed);
   }
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
@@ -423,16 +484,16 @@ void DropPrivileges(const std::optional<RunAs>& run_as, pid_t parent_pid) {
 
 struct ChildPlan {
   const Policy* policy;
-  pid_t parent_pid;
   int event_w;
   int setup_w;
-  int landlock_fd;  // -1 in mount-namespace mode
-  int stderr_fd;    // -1 unless inherit_stderr
-  int netns_fd;     // shared empty network namespace, or -1 for a new one
-  bool mount_namespace;
-  const std::string* scratch;
+  int stderr_fd;     // -1 unless inherit_stderr
+  int netns_fd;      // shared empty network namespace, or -1 for a new one
+  int landlock_abi;  // 0: no Landlock layer
+  const std::string* home;  // the user's home directory (scratch, cwd)
   const std::vector<std::string>* env;
   char** envp;
+  // Host paths kept visible at their location under the scratch mounts.
+  const std::vector<std::string>* visible_paths;
   const std::vector<sock_filter>* filter;
   volatile uint32_t* status_word;
 };
@@ -461,42 +522,72 @@ void ChildContext::ReportOutOfMemory() {
 
 namespace {
 
-[[noreturn]] void RunChild(const ChildPlan& plan,
-                           absl::FunctionRef<int(ChildContext&)> body) {
-  const Policy& policy = *plan.policy;
+// Signals whose default action ends the process. The child is the first
+// process (pid 1) of its own pid namespace, and the kernel ignores signals
+// that pid 1 sends itself or gets from inside its namespace while their
+// disposition is SIG_DFL (a real fault, a parent's SIGKILL or the CPU
+// hard limit still kill it). A handler makes them fatal again, as for any
+// other process: it records the signal and exits, and the parent reports
+// the child as killed by that signal.
+constexpr int kFatalSignals[] = {
+    SIGHUP,    SIGINT,  SIGQUIT,   SIGILL,  SIGTRAP, SIGABRT, SIGBUS,
+    SIGFPE,    SIGUSR1, SIGSEGV,   SIGUSR2, SIGPIPE, SIGALRM, SIGTERM,
+    SIGSTKFLT, SIGXCPU, SIGVTALRM, SIGPROF, SIGIO,   SIGPWR,  SIGSYS};
 
-  g_child_setup_fd = plan.setup_w;
-  // 1. Session, parent-death signal, signals.
+void FatalSignalHandler(int sig) {
+  if (g_child_status_word != nullptr) {
+    __atomic_or_fetch(g_child_status_word,
+                      static_cast<uint32_t>(sig & 0xff) << kStatusSignalShift,
+                      __ATOMIC_SEQ_CST);
+  }
+  _exit(kExitFatalSignal);
+}
+
+// Step 1: own session, parent-death signal, signal state.
+void EnterSession(const ChildPlan& plan) {
   if (setsid() < 0) _exit(kExitSetupFailed);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) _exit(kExitSetupFailed);
-  if (getppid() != plan.parent_pid) _exit(kExitSetupFailed);
+  if (!ParentAlive(plan.setup_w)) _exit(kExitSetupFailed);
+  g_child_status_word = plan.status_word;
   for (int sig = 1; sig < NSIG; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     struct sigaction action {};
     action.sa_handler = sig == SIGXFSZ ? SIG_IGN : SIG_DFL;
     sigaction(sig, &action, nullptr);  // EINVAL for glibc-internal signals
   }
+  for (int sig : kFatalSignals) {
+    struct sigaction action {};
+    action.sa_handler = FatalSignalHandler;
+    action.sa_flags = SA_NODEFER;
+    sigaction(sig, &action, nullptr);
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
+}
 
-  // 2. Namespaces (before the descriptor cleanup closes the netns fd).
-  int flags = CLONE_NEWUTS;
-  if (plan.mount_namespace) flags |= CLONE_NEWNS;
+// Step 2: namespaces. The pid namespace was entered at fork (the child is
+// its pid 1); here: network (shared empty one, or new), and new mount, UTS,
+// IPC and cgroup namespaces. Time namespaces apply only to children, which
+// the child cannot create.
+void EnterNamespaces(const ChildPlan& plan) {
+  int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP;
   if (plan.netns_fd >= 0) {
     ChildCheck(setns(plan.netns_fd, CLONE_NEWNET) == 0,
                "setns(shared empty network namespace)");
   } else {
     flags |= CLONE_NEWNET;
   }
-  ChildCheck(unshare(flags) == 0, "unshare(CLONE_NEWNET|CLONE_NEWUTS)");
-  const std::string& hostname = policy.identity.hostname;
-  ChildCheck(sethostname(hostname.data(), hostname.size()) == 0,
-             "sethostname");
+  ChildCheck(unshare(flags) == 0,
+             "unshare(CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWCGROUP)");
+  const std::string& hostname = plan.policy->identity.hostname;
+  ChildCheck(sethostname(hostname.data(), hostname.size()) == 0, "sethostname");
+}
 
-  // 3. Descriptors: move the kept ones out of the way, then to their fixed
-  // numbers, then close everything else.
-  int keep[4] = {plan.event_w, plan.setup_w, plan.landlock_fd, plan.stderr_fd};
+// Step 3: the event channel on kEventFd, the setup pipe on kSetupFd,
+// /dev/null (or the parent's stderr) on 0-2, everything else closed.
+void ArrangeDescriptors(const ChildPlan& plan) {
+  int keep[3] = {plan.event_w, plan.setup_w, plan.stderr_fd};
   for (int& fd : keep) {
     if (fd < 0) continue;
     fd = fcntl(fd, F_DUPFD_CLOEXEC, 64);
@@ -507,89 +598,182 @@ namespace {
   ChildCheck(dup2(keep[0], kEventFd) == kEventFd, "dup2(event channel)");
   const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   ChildCheck(devnull >= 0, "open(/dev/null)");
-  ChildCheck(dup2(devnull, 0) == 0 && dup2(devnull, 1) == 1,
-             "dup2(/dev/null)");
-  ChildCheck(dup2(keep[3] >= 0 ? keep[3] : devnull, 2) == 2, "dup2(stderr)");
-  if (keep[2] >= 0) {
-    ChildCheck(dup2(keep[2], kLandlockFd) == kLandlockFd, "dup2(landlock)");
-    ChildCheck(syscall(SYS_close_range, kLandlockFd + 1, ~0u, 0) == 0,
-               "close_range");
-  } else {
-    ChildCheck(syscall(SYS_close_range, kSetupFd + 1, ~0u, 0) == 0,
-               "close_range");
-  }
+  ChildCheck(dup2(devnull, 0) == 0 && dup2(devnull, 1) == 1, "dup2(/dev/null)");
+  ChildCheck(dup2(keep[2] >= 0 ? keep[2] : devnull, 2) == 2, "dup2(stderr)");
+  ChildCheck(syscall(SYS_close_range, kSetupFd + 1, ~0u, 0) == 0,
+             "close_range");
   // dup2 clears FD_CLOEXEC; set it again (exec is denied anyway).
-  for (int fd = 0; fd <= (keep[2] >= 0 ? kLandlockFd : kSetupFd); ++fd) {
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-  }
+  for (int fd = 0; fd <= kSetupFd; ++fd) fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
 
-  // 4. Filesystem (mount-namespace mode; Landlock is applied in step 7).
-  if (plan.mount_namespace) {
-    ChildCheck(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0,
-               "mount(/, MS_REC|MS_PRIVATE)");
-    mount_attr attr{};
-    attr.attr_set = MOUNT_ATTR_RDONLY;
-    ChildCheck(syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &attr,
-                       sizeof attr) == 0,
-               "mount_setattr(/, AT_RECURSIVE, MOUNT_ATTR_RDONLY)");
-    char options[96];
-    snprintf(options, sizeof options, "size=%llu,mode=0700,uid=%u,gid=%u",
+void MountTmpfs(const char* target, const char* options, unsigned long flags,
+                const char* what) {
+  ChildCheck(mount("tmpfs", target, "tmpfs", flags, options) == 0, what);
+}
+
+// Creates `path`'s missing parent directories (mode 0755), then `path`
+// itself as an empty directory or file to bind-mount on.
+bool MakeMountTarget(const std::string& path, bool directory) {
+  for (size_t slash = path.find('/', 1); slash != std::string::npos;
+       slash = path.find('/', slash + 1)) {
+    const std::string parent = path.substr(0, slash);
+    if (mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) return false;
+  }
+  if (directory) return mkdir(path.c_str(), 0755) == 0 || errno == EEXIST;
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0444);
+  if (fd < 0) return false;
+  close(fd);
+  return true;
+}
+
+// Step 4: the filesystem, in the child's own mount namespace:
+//   - every host mount private and recursively read-only, nosuid, nodev
+//     (metadata changes -- chmod, utimes, xattrs, file flags -- and writes
+//     to host files fail with EROFS whatever the child's uid owns);
+//   - a fresh read-only procfs for the child's pid namespace (no host
+//     process is visible);
+//   - /dev: a small read-only tmpfs with null, zero, full, random, urandom
+//     (no disks, no host shared memory);
+//   - /tmp and /home: fresh tmpfs mounts bounded in bytes and inodes, the
+//     only writable places; the user's home directory is in /home. They
+//     exist only in this namespace and vanish with the child: nothing is
+//     left on the host to remove, whatever the payload wrote;
+//   - Policy::visible_paths that the scratch mounts hid are bind-mounted
+//     back, read-only, at their own path.
+void BuildFilesystem(const ChildPlan& plan) {
+  const Policy& policy = *plan.policy;
+  ChildCheck(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0,
+             "mount(/, MS_REC|MS_PRIVATE)");
+  // Paths to keep: opened before anything covers them.
+  std::vector<int> visible_fds;
+  for (const std::string& path : *plan.visible_paths) {
+    visible_fds.push_back(open(path.c_str(), O_PATH | O_CLOEXEC));
+  }
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  ChildCheck(syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &attr,
+                     sizeof attr) == 0,
+             "mount_setattr(/, AT_RECURSIVE, RDONLY|NOSUID|NODEV)");
+  ChildCheck(mount("proc", "/proc", "proc",
+                   MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0,
+             "mount(proc on /proc)");
+
+  MountTmpfs("/dev", "size=64k,nr_inodes=64,mode=0755", MS_NOSUID | MS_NOEXEC,
+             "mount(tmpfs on /dev)");
+  struct Node {
+    const char* path;
+    unsigned minor;
+  };
+  for (const Node& node :
+       {Node{"/dev/null", 3}, Node{"/dev/zero", 5}, Node{"/dev/full", 7},
+        Node{"/dev/random", 8}, Node{"/dev/urandom", 9}}) {
+    ChildCheck(mknod(node.path, S_IFCHR | 0666, makedev(1, node.minor)) == 0 &&
+                   chmod(node.path, 0666) == 0,
+               "mknod(/dev/...)");
+  }
+  ChildCheck(symlink("/proc/self/fd", "/dev/fd") == 0 &&
+                 symlink("/proc/self/fd/0", "/dev/stdin") == 0 &&
+                 symlink("/proc/self/fd/1", "/dev/stdout") == 0 &&
+                 symlink("/proc/self/fd/2", "/dev/stderr") == 0 &&
+                 mkdir("/dev/shm", 01777) == 0,
+             "populating /dev");
+  ChildCheck(
+      mount(nullptr, "/dev", nullptr,
+            MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) == 0,
+      "mount(/dev, MS_REMOUNT|MS_RDONLY)");
+
+  const uid_t uid = policy.run_as ? policy.run_as->uid : 0;
+  const gid_t gid = policy.run_as ? policy.run_as->gid : 0;
+  char options[128];
+  snprintf(options, sizeof options, "size=%llu,nr_inodes=%llu,mode=1777",
+           static_cast<unsigned long long>(policy.limits.scratch_bytes),
+           static_cast<unsigned long long>(policy.limits.scratch_inodes));
+  MountTmpfs(kTmpMount, options, MS_NOSUID | MS_NODEV, "mount(tmpfs on /tmp)");
+  if (plan.home->rfind(kHomeMount, 0) == 0) {
+    snprintf(options, sizeof options, "size=%llu,nr_inodes=%llu,mode=0755",
              static_cast<unsigned long long>(policy.limits.scratch_bytes),
-             policy.run_as ? policy.run_as->uid : 0u,
-             policy.run_as ? policy.run_as->gid : 0u);
-    ChildCheck(mount("tmpfs", plan.scratch->c_str(), "tmpfs",
-                     MS_NOSUID | MS_NODEV, options) == 0,
-               "mount(tmpfs on scratch)");
+             static_cast<unsigned long long>(policy.limits.scratch_inodes));
+    MountTmpfs(kHomeMount, options, MS_NOSUID | MS_NODEV,
+               "mount(tmpfs on /home)");
+    ChildCheck(mkdir(plan.home->c_str(), 0700) == 0 &&
+                   chown(plan.home->c_str(), uid, gid) == 0,
+               "mkdir(home directory)");
   }
 
-  // 5. cwd and limits.
-  ChildCheck(chdir(plan.scratch->c_str()) == 0, "chdir(scratch)");
-  {
-    char statm[256];
-    ChildCheck(ReadSmallFile("/proc/self/statm", statm, sizeof statm) > 0,
-               "read(/proc/self/statm)");
-    const rlim_t vm_bytes = strtoull(statm, nullptr, 10) *
-                            static_cast<rlim_t>(sysconf(_SC_PAGESIZE));
-    const rlim_t memory = vm_bytes + policy.limits.memory_bytes;
-    SetLimit(RLIMIT_AS, memory, memory, "setrlimit(RLIMIT_AS)");
-    SetLimit(RLIMIT_DATA, memory, memory, "setrlimit(RLIMIT_DATA)");
+  for (size_t i = 0; i < visible_fds.size(); ++i) {
+    const int fd = visible_fds[i];
+    if (fd < 0) continue;  // did not exist: nothing to keep
+    const std::string& path = (*plan.visible_paths)[i];
+    struct stat want {
+    }, now{};
+    ChildCheck(fstat(fd, &want) == 0, "fstat(visible path)");
+    if (stat(path.c_str(), &now) == 0 && now.st_dev == want.st_dev &&
+        now.st_ino == want.st_ino) {
+      close(fd);
+      continue;  // not hidden
+    }
+    char source[64];
+    snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
+    ChildCheck(MakeMountTarget(path, S_ISDIR(want.st_mode)) &&
+                   mount(source, path.c_str(), nullptr, MS_BIND | MS_REC,
+                         nullptr) == 0,
+               "bind-mounting a visible path under scratch");
+    close(fd);
   }
-  SetLimit(RLIMIT_CPU, policy.limits.cpu_seconds,
-           policy.limits.cpu_seconds + 1, "setrlimit(RLIMIT_CPU)");
-  SetLimit(RLIMIT_FSIZE, policy.limits.file_size_bytes,
-           policy.limits.file_size_bytes, "setrlimit(RLIMIT_FSIZE)");
-  SetLimit(RLIMIT_NOFILE, policy.limits.open_files, policy.limits.open_files,
+  ChildCheck(chdir(plan.home->c_str()) == 0, "chdir(home)");
+}
+
+// Step 5: rlimits.
+void ApplyLimits(const Limits& limits) {
+  char statm[256];
+  ChildCheck(ReadSmallFile("/proc/self/statm", statm, sizeof statm) > 0,
+             "read(/proc/self/statm)");
+  const rlim_t vm_bytes =
+      strtoull(statm, nullptr, 10) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE));
+  const rlim_t memory = vm_bytes + limits.memory_bytes;
+  SetLimit(RLIMIT_AS, memory, memory, "setrlimit(RLIMIT_AS)");
+  SetLimit(RLIMIT_DATA, memory, memory, "setrlimit(RLIMIT_DATA)");
+  SetLimit(RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1,
+           "setrlimit(RLIMIT_CPU)");
+  SetLimit(RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes,
+           "setrlimit(RLIMIT_FSIZE)");
+  SetLimit(RLIMIT_NOFILE, limits.open_files, limits.open_files,
            "setrlimit(RLIMIT_NOFILE)");
-  SetLimit(RLIMIT_NPROC, policy.limits.processes, policy.limits.processes,
+  SetLimit(RLIMIT_NPROC, limits.processes, limits.processes,
            "setrlimit(RLIMIT_NPROC)");
   SetLimit(RLIMIT_CORE, 0, 0, "setrlimit(RLIMIT_CORE)");
   SetLimit(RLIMIT_MSGQUEUE, 0, 0, "setrlimit(RLIMIT_MSGQUEUE)");
+}
 
-  // 6. Environment.
+// Step 6: the scrubbed environment, also in the kernel's copy.
+void InstallEnvironment(const ChildPlan& plan) {
   ScrubKernelEnvironBlock(*plan.env);
   environ = plan.envp;
+  // The process name a payload reads in /proc/self/comm and /proc/1/comm.
+  prctl(PR_SET_NAME, "python3", 0, 0, 0);
+}
 
-  // 7. Privileges, Landlock, capabilities.
+// Step 7: no new privileges, Landlock, not dumpable, no capabilities.
+void LockPrivileges(const ChildPlan& plan) {
   ChildCheck(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0,
              "prctl(PR_SET_NO_NEW_PRIVS)");
-  if (plan.landlock_fd >= 0) {
-    ChildCheck(syscall(SYS_landlock_restrict_self, kLandlockFd, 0) == 0,
-               "landlock_restrict_self");
-    close(kLandlockFd);
+  if (plan.landlock_abi > 0) {
+    const char* writable[] = {kTmpMount, plan.home->c_str()};
+    ApplyLandlock(plan.landlock_abi, writable, 2);
   }
   ChildCheck(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0,
              "prctl(PR_SET_DUMPABLE, 0)");
-  DropPrivileges(policy.run_as, plan.parent_pid);
-
-  g_child_status_word = plan.status_word;
+  DropPrivileges(plan.policy->run_as, plan.setup_w);
   std::set_new_handler(ChildNewHandler);
+}
 
-  // 8. Seccomp, last. The parent fetches the listener with pidfd_getfd()
-  // when the child says "R". With the hot set allowed, write() does not wait
-  // for the supervisor, so "R" is sent once the listener exists. When every
-  // syscall is notified, "R" must go first and the parent retries
-  // pidfd_getfd() until the listener appears.
-  const bool write_is_free = policy.seccomp.allow_hot_syscalls_unrecorded;
+// Step 8: the seccomp filter, last. The parent fetches the listener with
+// pidfd_getfd() when the child says "R". With the hot set allowed, write()
+// does not wait for the supervisor, so "R" is sent once the listener
+// exists. When every syscall is notified, "R" must go first and the parent
+// retries pidfd_getfd() until the listener appears.
+void InstallSeccomp(const ChildPlan& plan) {
+  const bool write_is_free = plan.policy->seccomp.allow_hot_syscalls_unrecorded;
   if (!write_is_free) {
     ChildCheck(write(kSetupFd, "R", 1) == 1, "write(setup pipe)");
   }
@@ -609,10 +793,26 @@ namespace {
   // Waits (as a notified syscall) until the parent holds its own copy.
   close(kListenerFd);
   if (write(kSetupFd, "K", 1) != 1) _exit(kExitSetupFailed);
+}
+
+[[noreturn]] void RunChild(const ChildPlan& plan,
+                           absl::FunctionRef<int(ChildContext&)> body) {
+  const Policy& policy = *plan.policy;
+  g_child_setup_fd = plan.setup_w;
+  EnterSession(plan);
+  EnterNamespaces(plan);
+  ArrangeDescriptors(plan);
+  ChildPlan arranged = plan;
+  arranged.setup_w = kSetupFd;
+  BuildFilesystem(arranged);
+  ApplyLimits(policy.limits);
+  InstallEnvironment(arranged);
+  LockPrivileges(arranged);
+  InstallSeccomp(arranged);
 
   EventWriter writer(UniqueFd(kEventFd), policy.channel);
-  ChildContext ctx = ChildContextAccess::Make(&writer, plan.scratch, plan.env,
-                                              plan.status_word);
+  ChildContext ctx =
+      ChildContextAccess::Make(&writer, plan.home, plan.env, plan.status_word);
   // The start marker: the supervisor counts from the next syscall on.
   close(kSetupFd);
   int rc;
@@ -628,7 +828,8 @@ namespace {
                      64ull << 20, policy.limits.memory_bytes / 8))) {
     MarkOutOfMemory();
   }
-  writer.Close(absl::Seconds(2));
+  // The end marker; the channel stays open (closing it is denied) until exit.
+  writer.Finish(absl::Seconds(2));
   _exit(rc & 0xff);
 }
 
@@ -637,13 +838,16 @@ namespace {
 // ---------------------------------------------------------------------------
 
 std::vector<std::string> BuildEnvironment(const Policy& policy,
-                                          const std::string& scratch) {
+                                          const std::string& home) {
   const Identity& id = policy.identity;
   return {
-      absl::StrCat("HOME=", scratch),     absl::StrCat("TMPDIR=", scratch),
-      absl::StrCat("PWD=", scratch),      absl::StrCat("USER=", id.user),
-      absl::StrCat("LOGNAME=", id.user),  absl::StrCat("HOSTNAME=", id.hostname),
-      absl::StrCat("PATH=", id.path),     absl::StrCat("LANG=", id.lang),
+      absl::StrCat("HOME=", home),
+      absl::StrCat("PWD=", home),
+      absl::StrCat("USER=", id.user),
+      absl::StrCat("LOGNAME=", id.user),
+      absl::StrCat("HOSTNAME=", id.hostname),
+      absl::StrCat("PATH=", id.path),
+      absl::StrCat("LANG=", id.lang),
       absl::StrCat("SHELL=", id.shell),
   };
 }
@@ -669,28 +873,31 @@ void Classify(const Policy& policy, int wait_status, bool timed_out,
   if (timed_out) {
     result->status = ChildStatus::kTimeout;
     result->signal = SIGKILL;
-    result->reason =
-        absl::StrCat("wall-clock limit ",
-                     absl::ToInt64Milliseconds(policy.limits.wall_time),
-                     " ms exceeded");
+    result->reason = absl::StrCat(
+        "wall-clock limit ", absl::ToInt64Milliseconds(policy.limits.wall_time),
+        " ms exceeded");
     return;
   }
   if (WIFSIGNALED(wait_status)) {
     const int sig = WTERMSIG(wait_status);
     result->signal = sig;
     if (sig == SIGXCPU ||
-        (sig == SIGKILL && result->cpu_ms >= static_cast<double>(cpu_limit_ms))) {
+        (sig == SIGKILL &&
+         result->cpu_ms >= static_cast<double>(cpu_limit_ms))) {
       result->status = ChildStatus::kCpuLimit;
       result->reason = absl::StrCat("CPU limit ", policy.limits.cpu_seconds,
                                     " s exceeded (", sigabbrev_np(sig), ")");
     } else if (out_of_memory) {
       result->status = ChildStatus::kMemoryLimit;
-      result->reason = absl::StrCat("memory limit reached: allocation failed, "
-                                    "then killed by SIG", sigabbrev_np(sig));
+      result->reason = absl::StrCat(
+          "memory limit reached: allocation failed, "
+          "then killed by SIG",
+          sigabbrev_np(sig));
     } else if (sig == SIGSYS) {
       result->status = ChildStatus::kViolation;
-      result->reason = "killed by the seccomp filter (SIGSYS): syscall from a "
-                       "foreign ABI (i386/x32) or raised SIGSYS";
+      result->reason =
+          "killed by the seccomp filter (SIGSYS): syscall from a "
+          "foreign ABI (i386/x32) or raised SIGSYS";
     } else {
       result->status = ChildStatus::kSignaled;
       result->reason = absl::StrCat("killed by SIG", sigabbrev_np(sig));
@@ -705,8 +912,10 @@ void Classify(const Policy& policy, int wait_status, bool timed_out,
     result->status = ChildStatus::kOk;
   } else if (out_of_memory) {
     result->status = ChildStatus::kMemoryLimit;
-    result->reason = absl::StrCat("memory limit reached: allocation failed, "
-                                  "exit code ", result->exit_code);
+    result->reason = absl::StrCat(
+        "memory limit reached: allocation failed, "
+        "exit code ",
+        result->exit_code);
   } else {
     result->status = ChildStatus::kLoadFailed;
     result->reason = result->exit_code == kExitUncaughtException
@@ -719,13 +928,20 @@ void Classify(const Policy& policy, int wait_status, bool timed_out,
 
 absl::string_view ChildStatusName(ChildStatus status) {
   switch (status) {
-    case ChildStatus::kOk: return "OK";
-    case ChildStatus::kLoadFailed: return "LOAD_FAILED";
-    case ChildStatus::kSignaled: return "SIGNALED";
-    case ChildStatus::kTimeout: return "TIMEOUT";
-    case ChildStatus::kMemoryLimit: return "MEMORY_LIMIT";
-    case ChildStatus::kCpuLimit: return "CPU_LIMIT";
-    case ChildStatus::kViolation: return "VIOLATION";
+    case ChildStatus::kOk:
+      return "OK";
+    case ChildStatus::kLoadFailed:
+      return "LOAD_FAILED";
+    case ChildStatus::kSignaled:
+      return "SIGNALED";
+    case ChildStatus::kTimeout:
+      return "TIMEOUT";
+    case ChildStatus::kMemoryLimit:
+      return "MEMORY_LIMIT";
+    case ChildStatus::kCpuLimit:
+      return "CPU_LIMIT";
+    case ChildStatus::kViolation:
+      return "VIOLATION";
   }
   return "UNKNOWN";
 }
@@ -733,45 +949,22 @@ absl::string_view ChildStatusName(ChildStatus status) {
 absl::StatusOr<ChildResult> RunSandboxed(
     const Policy& policy, absl::FunctionRef<int(ChildContext&)> body) {
   // Everything that can fail or allocate much is prepared before fork().
-  absl::StatusOr<std::vector<sock_filter>> filter =
-      CachedFilter(policy.seccomp);
+  SeccompPolicyOptions seccomp = policy.seccomp;
+  seccomp.channel_fd = kEventFd;
+  absl::StatusOr<FsIsolation> fs =
+      ResolveFsIsolation(policy.fs_isolation, LandlockAbi());
+  if (!fs.ok()) return fs.status();
+  absl::StatusOr<std::vector<sock_filter>> filter = CachedFilter(seccomp);
   if (!filter.ok()) return filter.status();
+  const bool use_landlock = *fs == FsIsolation::kLandlock;
+  const int abi = use_landlock ? LandlockAbi() : 0;
 
-  const int abi = LandlockAbi();
-  bool use_landlock = false;
-  switch (policy.fs_isolation) {
-    case FsIsolation::kAuto: use_landlock = abi >= 1; break;
-    case FsIsolation::kLandlock:
-      if (abi < 1) {
-        return absl::FailedPreconditionError(
-            "Landlock requested but not supported by this kernel");
-      }
-      use_landlock = true;
-      break;
-    case FsIsolation::kMountNamespace: use_landlock = false; break;
-  }
-
-  absl::StatusOr<ScratchDir> scratch = ScratchDir::Create(policy.scratch_parent);
-  if (!scratch.ok()) return scratch.status();
-  if (policy.run_as &&
-      chown(scratch->path().c_str(), policy.run_as->uid, policy.run_as->gid) !=
-          0) {
-    return Errno(absl::StrCat("chown(", scratch->path(), ")"));
-  }
-  UniqueFd landlock;
-  if (use_landlock) {
-    absl::StatusOr<UniqueFd> ruleset =
-        BuildLandlockRuleset(abi, scratch->path());
-    if (!ruleset.ok()) return ruleset.status();
-    landlock = *std::move(ruleset);
-  }
-
+  UniqueFd channel[2];
+  if (auto s = MakeChannel(channel, 1 << 20); !s.ok()) return s;
+  UniqueFd event_r = std::move(channel[0]), event_w = std::move(channel[1]);
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return Errno("pipe2(event channel)");
-  UniqueFd event_r(fds[0]), event_w(fds[1]);
   if (pipe2(fds, O_CLOEXEC) != 0) return Errno("pipe2(setup)");
   UniqueFd setup_r(fds[0]), setup_w(fds[1]);
-  (void)fcntl(event_r.get(), F_SETPIPE_SZ, 1 << 20);  // best effort
   for (int fd : {event_r.get(), setup_r.get()}) {
     if (fcntl(fd, F_SETFL, O_NONBLOCK) != 0) return Errno("fcntl(O_NONBLOCK)");
   }
@@ -782,37 +975,47 @@ absl::StatusOr<ChildResult> RunSandboxed(
     if (!shared.ok()) return shared.status();
     netns_fd = *shared;
   }
+  absl::StatusOr<int> own_pidns = OwnPidNamespace();
+  if (!own_pidns.ok()) return own_pidns.status();
 
-  const std::vector<std::string> env = BuildEnvironment(policy, scratch->path());
+  const std::string home = HomeDirectory(policy.identity);
+  const std::vector<std::string> env = BuildEnvironment(policy, home);
   std::vector<char*> envp;
-  for (const std::string& kv : env) envp.push_back(const_cast<char*>(kv.c_str()));
+  for (const std::string& kv : env)
+    envp.push_back(const_cast<char*>(kv.c_str()));
   envp.push_back(nullptr);
   SharedStatus status_page;
   if (status_page.word() == nullptr) return Errno("mmap(shared status)");
 
-  ChildPlan plan{&policy,
-                 getpid(),
-                 event_w.get(),
-                 setup_w.get(),
-                 landlock.get(),
-                 policy.inherit_stderr ? STDERR_FILENO : -1,
-                 netns_fd,
-                 !use_landlock,
-                 &scratch->path(),
-                 &env,
-                 envp.data(),
-                 &*filter,
-                 status_page.word()};
+  ChildPlan plan{&policy,       event_w.get(),
+                 setup_w.get(), policy.inherit_stderr ? STDERR_FILENO : -1,
+                 netns_fd,      abi,
+                 &home,         &env,
+                 envp.data(),   &policy.visible_paths,
+                 &*filter,      status_page.word()};
 
   const absl::Time start = absl::Now();
+  // The child is the first process of a new pid namespace: unshare() sets
+  // the namespace this thread's next child is created in; the thread
+  // returns to its own right after the fork.
+  if (unshare(CLONE_NEWPID) != 0) return Errno("unshare(CLONE_NEWPID)");
   const pid_t pid = fork();
-  if (pid < 0) return Errno("fork");
+  const int fork_errno = errno;
   if (pid == 0) RunChild(plan, body);  // never returns
+  if (setns(*own_pidns, CLONE_NEWPID) != 0) {
+    const int setns_errno = errno;
+    if (pid > 0) ChildReaper reap(pid);
+    errno = setns_errno;
+    return Errno("setns(own pid namespace) after fork");
+  }
+  if (pid < 0) {
+    errno = fork_errno;
+    return Errno("fork");
+  }
 
   ChildReaper reaper(pid);
   event_w.reset();
   setup_w.reset();
-  landlock.reset();
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd) return Errno("pidfd_open(child)");
 
@@ -839,6 +1042,7 @@ absl::StatusOr<ChildResult> RunSandboxed(
         if (IsSeccompListener(listener.get())) {
           SupervisorOptions options;
           options.start_marker_fd = kSetupFd;
+          options.child = ChildView{/*self_pid=*/1, kEventFd};
           supervisor.emplace(std::move(listener), pid, options);
           return absl::OkStatus();
         }
@@ -981,9 +1185,9 @@ absl::StatusOr<ChildResult> RunSandboxed(
           absl::StrCat("sandbox setup failed in the child: ", setup_error));
     }
     if (timed_out) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "sandbox setup did not finish within ",
-          absl::FormatDuration(policy.limits.wall_time)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("sandbox setup did not finish within ",
+                       absl::FormatDuration(policy.limits.wall_time)));
     }
     return absl::InternalError(absl::StrCat(
         "sandboxed child ended during setup (",
@@ -1000,9 +1204,14 @@ absl::StatusOr<ChildResult> RunSandboxed(
   result.fs_isolation =
       use_landlock ? FsIsolation::kLandlock : FsIsolation::kMountNamespace;
   result.landlock_abi = use_landlock ? abi : 0;
-  const bool out_of_memory =
-      (__atomic_load_n(status_page.word(), __ATOMIC_SEQ_CST) &
-       kStatusOutOfMemory) != 0;
+  const uint32_t status_word =
+      __atomic_load_n(status_page.word(), __ATOMIC_SEQ_CST);
+  const bool out_of_memory = (status_word & kStatusOutOfMemory) != 0;
+  const int fatal_signal = (status_word >> kStatusSignalShift) & 0xff;
+  if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == kExitFatalSignal &&
+      fatal_signal > 0 && fatal_signal < 65) {
+    wait_status = fatal_signal;  // as if killed by it (see kFatalSignals)
+  }
   Classify(policy, wait_status, timed_out, out_of_memory, &result);
   result.channel = reader.stats();
   std::vector<proto::Event> child_events = reader.TakeEvents();
@@ -1012,11 +1221,12 @@ absl::StatusOr<ChildResult> RunSandboxed(
     result.events.reserve(child_events.size() + blocked.size());
     size_t next = 0;
     for (size_t i = 0; i < blocked.size(); ++i) {
-      const size_t at = std::min(i < blocked_positions.size()
-                                     ? blocked_positions[i]
-                                     : child_events.size(),
-                                 child_events.size());
-      while (next < at) result.events.push_back(std::move(child_events[next++]));
+      const size_t at =
+          std::min(i < blocked_positions.size() ? blocked_positions[i]
+                                                : child_events.size(),
+                   child_events.size());
+      while (next < at)
+        result.events.push_back(std::move(child_events[next++]));
       result.events.push_back(std::move(blocked[i]));
     }
     while (next < child_events.size()) {
@@ -1025,20 +1235,45 @@ absl::StatusOr<ChildResult> RunSandboxed(
   } else {
     result.events = std::move(child_events);
   }
+  result.channel_tamper_attempts =
+      supervisor ? supervisor->channel_tamper_attempts() : 0;
+  AddChannelFindings(result.channel, result.channel_tamper_attempts, &result);
   return result;
+}
+
+absl::StatusOr<FsIsolation> ResolveFsIsolation(FsIsolation requested,
+                                               int landlock_abi) {
+  switch (requested) {
+    case FsIsolation::kAuto:
+      return landlock_abi >= 1 ? FsIsolation::kLandlock
+                               : FsIsolation::kMountNamespace;
+    case FsIsolation::kLandlock:
+      if (landlock_abi < 1) {
+        return absl::FailedPreconditionError(
+            "Landlock requested but not supported by this kernel");
+      }
+      return FsIsolation::kLandlock;
+    case FsIsolation::kMountNamespace:
+      return FsIsolation::kMountNamespace;
+  }
+  return absl::InvalidArgumentError("unknown FsIsolation");
 }
 
 proto::ChildExit ToProto(const ChildResult& result) {
   proto::ChildExit out;
   switch (result.status) {
-    case ChildStatus::kOk: out.set_status(proto::ChildExit::OK); break;
+    case ChildStatus::kOk:
+      out.set_status(proto::ChildExit::OK);
+      break;
     case ChildStatus::kLoadFailed:
       out.set_status(proto::ChildExit::LOAD_FAILED);
       break;
     case ChildStatus::kSignaled:
       out.set_status(proto::ChildExit::SIGNALED);
       break;
-    case ChildStatus::kTimeout: out.set_status(proto::ChildExit::TIMEOUT); break;
+    case ChildStatus::kTimeout:
+      out.set_status(proto::ChildExit::TIMEOUT);
+      break;
     case ChildStatus::kMemoryLimit:
       out.set_status(proto::ChildExit::MEMORY_LIMIT);
       break;

@@ -1,44 +1,53 @@
 // RunSandboxed: runs a callback in a forked, isolated child and reports how it
 // ended, what it streamed back, and which system calls it made.
 //
-// The child, before `body` runs and in this order:
+// The child is the first process (pid 1) of a new pid namespace, like a
+// container's main process, and before `body` runs, in this order:
 //   1. setsid() (own session and process group), PR_SET_PDEATHSIG(SIGKILL);
 //      signal mask cleared, dispositions reset (SIGXFSZ ignored so that the
-//      file-size limit fails writes with EFBIG instead of killing).
+//      file-size limit fails writes with EFBIG instead of killing); fatal
+//      signals get a handler that ends the child as that signal would
+//      (pid 1 would otherwise ignore them).
 //   2. An empty network namespace (only a down loopback; shared by this
-//      process's children unless Policy::fresh_network_namespace), and
-//      unshare(CLONE_NEWUTS [| CLONE_NEWNS]) for a plausible hostname.
+//      process's children unless Policy::fresh_network_namespace), and new
+//      mount, UTS (plausible hostname), IPC and cgroup namespaces.
 //   3. Every descriptor closed except the event channel; 0/1/2 on /dev/null
 //      (or the parent's stderr on 2 if Policy::inherit_stderr).
-//   4. Filesystem write confinement to a fresh scratch directory: Landlock
-//      when the kernel has it (reads stay allowed everywhere; ABI >= 4 also
-//      denies TCP bind/connect, ABI >= 6 scopes signals and abstract unix
-//      sockets to the sandbox), otherwise a private mount namespace with /
-//      recursively read-only and a size-limited tmpfs on the scratch path.
-//   5. cwd = scratch; rlimits (CPU, address space, data, file size, open
-//      files, processes, core 0, message queues 0).
-//   6. A scrubbed, plausible environment (HOME/TMPDIR/PWD = scratch, USER,
+//   4. The filesystem in the child's mount namespace: every host mount
+//      read-only, nosuid, nodev; a fresh read-only /proc showing only the
+//      child; a minimal /dev; private tmpfs mounts on /tmp and /home (the
+//      only writable places, bounded in bytes and inodes, gone with the
+//      child); Policy::visible_paths bound back where those hide them;
+//      cwd = the home directory.
+//   5. rlimits (CPU, address space, data, file size, open files, processes,
+//      core 0, message queues 0).
+//   6. A scrubbed, plausible environment (HOME=/home/<user>, PWD, USER,
 //      LOGNAME, HOSTNAME, PATH, LANG, SHELL; nothing from the parent); the
 //      original environment block the kernel exposes in /proc/self/environ
-//      is overwritten with the scrubbed one (zero-padded).
-//   7. PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE 0, all capabilities dropped
-//      (effective/permitted/inheritable, bounding set, ambient), securebits
-//      locked; with Policy::run_as, an unprivileged uid/gid.
+//      is overwritten with the scrubbed one (zero-padded); comm "python3".
+//   7. PR_SET_NO_NEW_PRIVS; Landlock when the kernel has it (writes only
+//      beneath the scratch mounts; ABI >= 4 also denies TCP bind/connect,
+//      ABI >= 6 scopes signals and abstract unix sockets to the sandbox);
+//      PR_SET_DUMPABLE 0, all capabilities dropped (effective/permitted/
+//      inheritable, bounding set, ambient), securebits locked; with
+//      Policy::run_as, an unprivileged uid/gid.
 //   8. The seccomp filter (seccomp_policy.h), last, with a user-notification
 //      listener that the parent takes with pidfd_getfd() and supervises.
 // Any failure in 1-8 is a setup error: RunSandboxed returns a non-OK Status
 // carrying the child's message, never a ChildResult.
 //
-// The parent polls the child's pidfd, the event pipe and the seccomp
+// The parent polls the child's pidfd, the event channel and the seccomp
 // listener in the calling thread (no threads are created), kills the whole
-// process group at the wall-clock limit, reaps the child with wait4() and
-// removes the scratch directory. No zombie or child outlives the call, also
-// on error paths.
+// process group at the wall-clock limit and reaps the child with wait4().
+// No zombie or child outlives the call, also on error paths, and nothing the
+// child wrote outlives it (its scratch is a tmpfs only its mount namespace
+// holds).
 //
-// Preconditions: Linux >= 5.9 with seccomp user notification, pidfd_open and
-// pidfd_getfd; CAP_SYS_ADMIN/CAP_SYS_PTRACE (run as root) for unshare and
-// pidfd_getfd on a non-dumpable child. The caller must not reap children it
-// did not create (no waitpid(-1) / SIGCHLD=SIG_IGN in other threads).
+// Preconditions: Linux >= 5.12 with seccomp user notification, pidfd_open,
+// pidfd_getfd and mount_setattr; CAP_SYS_ADMIN/CAP_SYS_PTRACE (run as root)
+// for the namespaces and pidfd_getfd on a non-dumpable child. The caller
+// must not reap children it did not create (no waitpid(-1) /
+// SIGCHLD=SIG_IGN in other threads).
 //
 // Thread safety: RunSandboxed may be called from several threads at once;
 // each call owns its child. fork() in a multithreaded parent copies only the
@@ -63,11 +72,22 @@
 
 namespace dynahug::sandbox {
 
+// Filesystem confinement. The read-only mount namespace with tmpfs scratch
+// is always used; Landlock is a second layer on top of it.
 enum class FsIsolation {
-  kAuto,            // Landlock if available, else mount namespace
-  kLandlock,        // fail setup if Landlock is unavailable
-  kMountNamespace,  // read-only / and a tmpfs scratch, even with Landlock
+  kAuto,            // mount namespace, plus Landlock if the kernel has it
+  kLandlock,        // mount namespace plus Landlock; fail setup without it
+  kMountNamespace,  // mount namespace only (what a kernel without Landlock
+                    // gets; also for testing what it still guarantees)
 };
+
+// What `requested` means on a kernel with Landlock ABI `landlock_abi` (0:
+// none): kLandlock (both layers) or kMountNamespace, or an error when
+// Landlock is required but missing. Landlock's ABI level does not change
+// the guarantees: the read-only mounts already cover what ABI < 3 lacks
+// (truncate) and what no ABI covers (chmod, utimes, xattrs, file flags).
+absl::StatusOr<FsIsolation> ResolveFsIsolation(FsIsolation requested,
+                                               int landlock_abi);
 
 struct Limits {
   // Wall-clock limit from fork to exit, including sandbox setup.
@@ -86,8 +106,10 @@ struct Limits {
   // RLIMIT_NPROC. Note: the kernel exempts uid 0 from it; the seccomp policy
   // is what stops process creation.
   uint64_t processes = 512;
-  // Size of the scratch tmpfs in mount-namespace mode, bytes.
+  // Size of each scratch tmpfs (/tmp, /home), bytes.
   uint64_t scratch_bytes = 64ull << 20;
+  // Files and directories each scratch tmpfs can hold.
+  uint64_t scratch_inodes = 16384;
 };
 
 // What the child's environment claims to be.
@@ -109,8 +131,11 @@ struct Policy {
   Limits limits;
   FsIsolation fs_isolation = FsIsolation::kAuto;
   Identity identity;
-  // Where per-child scratch directories are created (mkdtemp).
-  std::string scratch_parent = "/tmp";
+  // Host paths (files or directories) the child must still see at their
+  // own location although a scratch mount (/tmp, /home) hides them, e.g.
+  // the model file being loaded. Bound back read-only; paths that do not
+  // exist or are not hidden are ignored.
+  std::vector<std::string> visible_paths;
   EventChannelLimits channel;
   SeccompPolicyOptions seccomp;
   // false: children join one empty network namespace that this process
@@ -131,7 +156,8 @@ class ChildContext {
  public:
   // Events to stream to the parent.
   EventWriter& events() { return *events_; }
-  // Absolute path of the writable scratch directory (also cwd and HOME).
+  // Absolute path of the child's home directory (also cwd): writable, on a
+  // private tmpfs, like /tmp.
   const std::string& scratch_dir() const { return *scratch_dir_; }
   // The scrubbed environment, "KEY=value" (already installed in `environ`;
   // an embedded interpreter should rebuild os.environ from it).
@@ -174,7 +200,10 @@ struct ChildResult {
   // (each denied syscall with its arguments, bounded) placed after the body
   // events that were in the pipe when the syscall was answered, i.e. after
   // the events the body wrote before making it (single-threaded bodies:
-  // exactly; events a full pipe held back in the child's buffer come later).
+  // exactly; events a full channel held back in the child's buffer come
+  // later), then the parent's INTEGRITY findings about the channel itself
+  // ("sandbox.channel.*": tamper, corrupt, out_of_sequence, after_end,
+  // dropped, no_end_marker), which the body cannot suppress.
   std::vector<proto::Event> events;
   ChannelStats channel;
   // Syscalls the body made (see seccomp_policy.h for what is counted).
@@ -182,6 +211,9 @@ struct ChildResult {
   // Which filesystem confinement was used (kLandlock or kMountNamespace).
   FsIsolation fs_isolation = FsIsolation::kAuto;
   int landlock_abi = 0;
+  // Denied attempts of the body to write to, replace or close the event
+  // channel (also reported as INTEGRITY "sandbox.channel.tamper").
+  uint64_t channel_tamper_attempts = 0;
 };
 
 // Runs `body` in a sandboxed child (see the file comment). The body's return

@@ -1,22 +1,33 @@
 // The child -> parent event channel: length-delimited proto::Event messages
-// over a pipe.
+// over a connected AF_UNIX SOCK_SEQPACKET socket (the launcher's channel) or
+// a pipe (tests, tools).
 //
 // Wire format: each message is a base-128 varint byte length followed by the
 // serialized Event, exactly what protobuf's SerializeDelimitedToOstream and
 // ParseDelimitedFromZeroCopyStream (google/protobuf/util/
-// delimited_message_util.h) write and read. The writer ends a clean stream
-// with an end marker: an Event {kind: LOG, name: kEndMarkerName, count:
-// <events the writer dropped>}; the reader consumes it.
+// delimited_message_util.h) write and read. On a SOCK_SEQPACKET socket every
+// event is its own record (sent with sendmmsg(2), in batches); on a pipe the
+// messages form one byte stream. The writer ends a clean stream with an end
+// marker: an Event {kind: LOG, name: kEndMarkerName, count: <events the
+// writer dropped>}; the reader consumes it.
 //
-// The child side (EventWriter) never blocks indefinitely: the pipe is
-// non-blocking, bytes the pipe cannot take are kept in a bounded buffer, and
-// events that do not fit are dropped and counted (Event.sequence has a gap).
-// The parent side (EventReader) is a pure byte-stream parser: the parent
-// feeds it whatever it read, concurrently with the child, so the child never
-// waits on a full pipe for long. It is hostile-input safe: the child may be
-// running attacker code that writes arbitrary bytes. Limits bound memory;
-// once a limit is hit the reader keeps consuming (and discarding) bytes so the
-// child is not blocked, and reports what it discarded.
+// Why records on a socket: the child runs attacker code. A byte stream is
+// blinded by one garbage write (every later length prefix is misread); a
+// record that does not parse is rejected alone and counted
+// (ChannelStats::corrupt_records) while the reader goes on with the next one.
+// A socket also cannot be reopened through /proc/self/fd (a pipe can), and
+// the seccomp policy (seccomp_policy.h, ChildView::channel_fd) denies every
+// write, dup, close or replacement of the channel descriptor except the
+// writer's sendmmsg, which Python's standard library does not expose.
+//
+// The child side (EventWriter) never blocks indefinitely: the descriptor is
+// used non-blocking, records the socket cannot take are kept in a bounded
+// buffer, and events that do not fit are dropped and counted
+// (Event.sequence has a gap). The parent side (EventReader) parses
+// whatever it read, concurrently with the child, so the child never waits on
+// a full socket for long. It is hostile-input safe. Limits bound memory;
+// once a limit is hit the reader keeps consuming (and discarding) bytes so
+// the child is not blocked, and reports what it discarded.
 //
 // Thread safety: neither class is thread-safe; use each from one thread.
 #ifndef DYNAHUG_SANDBOX_EVENT_CHANNEL_H_
@@ -71,8 +82,13 @@ class EventWriter {
   // true when nothing is left buffered.
   bool Flush(absl::Duration timeout);
 
-  // Writes the end marker, flushes (waiting at most `timeout`) and closes the
-  // pipe. Idempotent.
+  // Writes the end marker and flushes (waiting at most `timeout`), leaving
+  // the descriptor open: in the sandboxed child, closing the channel is
+  // denied by the policy, and the process is about to exit. Idempotent; no
+  // event is written afterwards.
+  void Finish(absl::Duration timeout);
+
+  // Finish(), then closes the descriptor. Idempotent.
   void Close(absl::Duration timeout);
 
   uint64_t written() const { return written_; }
@@ -81,14 +97,21 @@ class EventWriter {
   int fd() const { return fd_.get(); }
 
  private:
-  // Writes without blocking; false when the pipe is broken.
+  // Writes without blocking; false when the channel is broken.
   bool PushNonBlocking();
+  bool PushRecords();
   bool Enqueue(const proto::Event& event, bool force);
+  size_t Pending() const;
 
   UniqueFd fd_;
   EventChannelLimits limits_;
+  bool records_ = false;  // SOCK_SEQPACKET: one record per event
+  bool finished_ = false;
   std::string buffer_;  // pending bytes start at buffer_offset_
   size_t buffer_offset_ = 0;
+  // Record mode: end offsets (in buffer_) of the pending records.
+  std::vector<size_t> record_ends_;
+  size_t record_next_ = 0;
   uint64_t next_sequence_ = 0;
   uint64_t written_ = 0;
   uint64_t dropped_ = 0;
@@ -106,12 +129,23 @@ struct ChannelStats {
   uint64_t dropped_by_child = 0;
   // Well-formed events the reader discarded because a limit was reached.
   uint64_t dropped_by_reader = 0;
-  // Bytes of an incomplete last message (the child died mid-write).
+  // Bytes of an incomplete last message (the child died mid-write; byte
+  // streams only: records arrive whole or not at all).
   uint64_t torn_bytes = 0;
   // True when the child closed the stream with an end marker.
   bool end_marker = false;
-  // Non-empty when the stream was malformed (bad varint, oversized length,
-  // unparseable message); everything after that point is discarded.
+  // Records that were not exactly one well-formed event (record mode). Each
+  // is discarded alone; parsing goes on. Only code running in the child
+  // other than the launcher's writer can produce them.
+  uint64_t corrupt_records = 0;
+  // Events received after the end marker (record mode; discarded). Only
+  // code other than the writer can produce them.
+  uint64_t after_end = 0;
+  // Events whose sequence number went backwards or repeated (discarded).
+  uint64_t out_of_sequence = 0;
+  // Byte streams: non-empty when the stream was malformed (bad varint,
+  // oversized length, unparseable message); everything after that point is
+  // discarded. Records: a description of the first corrupt record.
   std::string error;
 };
 
@@ -120,10 +154,15 @@ class EventReader {
  public:
   explicit EventReader(const EventChannelLimits& limits);
 
-  // Consumes the next bytes of the stream, in any chunking.
+  // Consumes the next bytes of a byte stream, in any chunking.
   void Feed(absl::string_view bytes);
 
-  // Reads from `fd` (non-blocking) until it would block or reaches EOF.
+  // Consumes one record (SOCK_SEQPACKET message): exactly one delimited
+  // event, else it is counted in corrupt_records and discarded.
+  void FeedRecord(absl::string_view record);
+
+  // Reads from `fd` (non-blocking) until it would block or reaches EOF:
+  // records from a SOCK_SEQPACKET socket, bytes from anything else.
   // Returns true at EOF. Read errors other than EAGAIN/EINTR are returned.
   absl::StatusOr<bool> ReadFrom(int fd);
 
@@ -136,7 +175,8 @@ class EventReader {
 
  private:
   void Parse();
-  void Accept(proto::Event event);
+  void Accept(proto::Event event, bool record);
+  void NoteCorrupt(std::string why);
 
   EventChannelLimits limits_;
   std::vector<proto::Event> events_;
@@ -146,7 +186,15 @@ class EventReader {
   uint64_t expected_sequence_ = 0;
   uint64_t sequence_gaps_ = 0;
   bool finished_ = false;
+  bool saw_sequence_zero_ = false;
+  int fd_kind_ = -1;  // ReadFrom's descriptor: 1 seqpacket, 0 other, -1 unknown
+  std::string record_buf_;
 };
+
+// Creates the launcher's channel: a connected AF_UNIX SOCK_SEQPACKET pair,
+// close-on-exec. `[0]` is the parent's (read) end, `[1]` the child's; the
+// child's send buffer is raised to `send_buffer_bytes` where permitted.
+absl::Status MakeChannel(UniqueFd (&ends)[2], int send_buffer_bytes);
 
 }  // namespace dynahug::sandbox
 

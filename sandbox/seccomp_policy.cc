@@ -97,6 +97,32 @@ constexpr DenyRule kDenied[] = {
     {SYS_connect, "network connection"},
     {SYS_bind, "binding a socket"},
     {SYS_listen, "listening on a socket"},
+    // sendmsg's destination address and SCM_RIGHTS descriptors live in
+    // memory: a datagram to a host socket path (/dev/log, a daemon's socket)
+    // or passing the event channel to a new descriptor number cannot be told
+    // apart race-free. Loaders never need it.
+    {SYS_sendmsg, "sendmsg (destination and descriptors not inspectable)"},
+    // System V IPC and POSIX message queues name host-wide objects (the
+    // child also has its own IPC namespace; the denial makes attempts
+    // visible and covers kernels or setups where the namespace is shared).
+    {SYS_shmget, "System V shared memory"},
+    {SYS_shmat, "System V shared memory"},
+    {SYS_shmctl, "System V shared memory"},
+    {SYS_shmdt, "System V shared memory"},
+    {SYS_msgget, "System V message queues"},
+    {SYS_msgsnd, "System V message queues"},
+    {SYS_msgrcv, "System V message queues"},
+    {SYS_msgctl, "System V message queues"},
+    {SYS_semget, "System V semaphores"},
+    {SYS_semop, "System V semaphores"},
+    {SYS_semtimedop, "System V semaphores"},
+    {SYS_semctl, "System V semaphores"},
+    {SYS_mq_open, "POSIX message queues"},
+    {SYS_mq_unlink, "POSIX message queues"},
+    {SYS_mq_timedsend, "POSIX message queues"},
+    {SYS_mq_timedreceive, "POSIX message queues"},
+    {SYS_mq_notify, "POSIX message queues"},
+    {SYS_mq_getsetattr, "POSIX message queues"},
 };
 
 bool IsDenied(int nr) {
@@ -106,21 +132,75 @@ bool IsDenied(int nr) {
   return false;
 }
 
-constexpr SyscallDecision kAllow{true, 0, false};
-constexpr SyscallDecision kDenyEperm{false, EPERM, true};
+constexpr SyscallDecision kAllow{true, 0, false, false};
+constexpr SyscallDecision kDenyEperm{false, EPERM, true, false};
+constexpr SyscallDecision kChannelTamper{false, EPERM, true, true};
 
 // Signal delivery is allowed only inside the child's own thread group / its
 // process group (pid == child_pid, pgid == child_pid after setsid()).
 SyscallDecision DecideSignalTarget(int64_t target, pid_t child_pid) {
+  if (target == -1) return kDenyEperm;  // every process it may signal
   if (target == 0 || target == child_pid || target == -child_pid) return kAllow;
   return kDenyEperm;
 }
 
+bool IsFd(uint64_t arg, int fd) {
+  return fd >= 0 && static_cast<int>(static_cast<uint32_t>(arg)) == fd;
+}
+
+// Calls that would let the body write to, replace, duplicate or close the
+// event channel descriptor. Reads of it are harmless (nothing is ever sent
+// to the child) and stay allowed.
+bool TouchesChannel(int nr, const std::array<uint64_t, 6>& a, int fd) {
+  if (fd < 0) return false;
+  switch (nr) {
+    case SYS_write:
+    case SYS_writev:
+    case SYS_pwrite64:
+    case SYS_pwritev:
+    case SYS_pwritev2:
+    case SYS_sendto:
+    case SYS_sendmsg:
+    case SYS_vmsplice:
+    case SYS_sendfile:  // out_fd first
+    case SYS_close:
+    case SYS_shutdown:
+    case SYS_dup:
+    case SYS_fcntl:
+    case SYS_ioctl:
+    case SYS_setsockopt:
+    case SYS_fchmod:
+    case SYS_fchown:
+    case SYS_ftruncate:
+    case SYS_fallocate:
+      return IsFd(a[0], fd);
+    case SYS_dup2:
+    case SYS_dup3:
+      return IsFd(a[0], fd) || IsFd(a[1], fd);
+    case SYS_tee:
+      return IsFd(a[1], fd);
+    case SYS_splice:
+    case SYS_copy_file_range:
+      return IsFd(a[2], fd);
+    case SYS_close_range: {
+      const uint64_t first = static_cast<uint32_t>(a[0]);
+      const uint64_t last = static_cast<uint32_t>(a[1]);
+      return first <= static_cast<uint64_t>(fd) &&
+             static_cast<uint64_t>(fd) <= last;
+    }
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
-SyscallDecision DecideSyscall(const SyscallRequest& request, pid_t child_pid) {
+SyscallDecision DecideSyscall(const SyscallRequest& request,
+                              const ChildView& child) {
   const int nr = request.nr;
   const auto& a = request.args;
+  const pid_t child_pid = child.self_pid;
+  if (TouchesChannel(nr, a, child.channel_fd)) return kChannelTamper;
   if (IsDenied(nr)) return kDenyEperm;
   switch (nr) {
     case SYS_clone:
@@ -134,9 +214,20 @@ SyscallDecision DecideSyscall(const SyscallRequest& request, pid_t child_pid) {
       return SyscallDecision{false, ENOSYS, false};
     case SYS_socket:
     case SYS_socketpair:
-      // AF_UNIX only (local IPC some libraries set up); no IP, netlink,
-      // packet or vsock sockets.
-      return (static_cast<int>(a[0]) == AF_UNIX) ? kAllow : kDenyEperm;
+      // AF_UNIX stream/seqpacket only (local IPC some libraries set up); no
+      // IP, netlink, packet or vsock sockets. No datagram sockets: they are
+      // the one kind that can send to a host socket path without connect()
+      // (sendto with an address, sendmsg with msg_name), and the mount
+      // namespace does not hide socket files (/dev/log, daemons' sockets).
+      return (static_cast<int>(a[0]) == AF_UNIX &&
+              (static_cast<int>(a[1]) & 0xf) != SOCK_DGRAM)
+                 ? kAllow
+                 : kDenyEperm;
+    case SYS_sendmmsg:
+      // The launcher's event writer sends on the channel with sendmmsg (the
+      // kernel filter lets that through without a round trip). Anywhere else
+      // it has sendmsg's problems.
+      return IsFd(a[0], child.channel_fd) ? kAllow : kDenyEperm;
     case SYS_sendto:
       // sendto with a destination address is a connectionless send to
       // somewhere; on connected sockets the address is NULL.
@@ -172,15 +263,33 @@ const std::vector<int>& HotSyscalls() {
   // beyond what the descriptors/mappings already give. Path-based calls
   // (openat, stat...), ioctl, and everything else stay recorded.
   static const std::vector<int>* const kHot = new std::vector<int>{
-      SYS_read,         SYS_write,          SYS_pread64,
-      SYS_pwrite64,     SYS_readv,          SYS_writev,
-      SYS_lseek,        SYS_fstat,          SYS_munmap,
-      SYS_brk,          SYS_madvise,        SYS_mremap,
-      SYS_futex,        SYS_sched_yield,    SYS_rt_sigprocmask,
-      SYS_getpid,       SYS_gettid,         SYS_clock_gettime,
-      SYS_gettimeofday, SYS_clock_nanosleep, SYS_nanosleep,
-      SYS_rseq,         SYS_set_robust_list, SYS_poll,
-      SYS_ppoll,        SYS_epoll_wait,     SYS_epoll_pwait,
+      SYS_read,
+      SYS_write,
+      SYS_pread64,
+      SYS_pwrite64,
+      SYS_readv,
+      SYS_writev,
+      SYS_lseek,
+      SYS_fstat,
+      SYS_munmap,
+      SYS_brk,
+      SYS_madvise,
+      SYS_mremap,
+      SYS_futex,
+      SYS_sched_yield,
+      SYS_rt_sigprocmask,
+      SYS_getpid,
+      SYS_gettid,
+      SYS_clock_gettime,
+      SYS_gettimeofday,
+      SYS_clock_nanosleep,
+      SYS_nanosleep,
+      SYS_rseq,
+      SYS_set_robust_list,
+      SYS_poll,
+      SYS_ppoll,
+      SYS_epoll_wait,
+      SYS_epoll_pwait,
       SYS_sched_getaffinity,
   };
   return *kHot;
@@ -203,9 +312,9 @@ absl::StatusOr<std::vector<sock_filter>> BuildSeccompFilter(
     return absl::OkStatus();
   };
   // Another ABI (i386 int 0x80, x32) would slip past x86-64 syscall numbers.
-  if (auto s = check(seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH,
-                                      SCMP_ACT_KILL_PROCESS),
-                     "seccomp_attr_set(ACT_BADARCH)");
+  if (auto s = check(
+          seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS),
+          "seccomp_attr_set(ACT_BADARCH)");
       !s.ok()) {
     return s;
   }
@@ -216,35 +325,55 @@ absl::StatusOr<std::vector<sock_filter>> BuildSeccompFilter(
     return s;
   }
   // Exit paths and signal returns never need a decision.
-  for (int nr : {SYS_exit, SYS_exit_group, SYS_rt_sigreturn,
-                 SYS_restart_syscall}) {
+  for (int nr :
+       {SYS_exit, SYS_exit_group, SYS_rt_sigreturn, SYS_restart_syscall}) {
     if (auto s = check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0),
                        "seccomp_rule_add(exit path)");
         !s.ok()) {
       return s;
     }
   }
+  const int channel = options.channel_fd;
+  if (channel >= 0 && options.allow_hot_syscalls_unrecorded) {
+    // The event writer's syscall: no round trip per event.
+    if (auto s =
+            check(seccomp_rule_add(
+                      ctx, SCMP_ACT_ALLOW, SCMP_SYS(sendmmsg), 1,
+                      SCMP_A0(SCMP_CMP_EQ, static_cast<uint32_t>(channel))),
+                  "seccomp_rule_add(sendmmsg on the channel)");
+        !s.ok()) {
+      return s;
+    }
+  }
   if (options.allow_hot_syscalls_unrecorded) {
     for (int nr : HotSyscalls()) {
-      if (auto s = check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0),
-                         "seccomp_rule_add(hot syscall)");
-          !s.ok()) {
+      const bool writes =
+          nr == SYS_write || nr == SYS_writev || nr == SYS_pwrite64;
+      // Writes to the channel descriptor fall through to NOTIFY, where
+      // DecideSyscall denies them as tampering.
+      const int rc =
+          writes && channel >= 0
+              ? seccomp_rule_add(
+                    ctx, SCMP_ACT_ALLOW, nr, 1,
+                    SCMP_A0(SCMP_CMP_NE, static_cast<uint32_t>(channel)))
+              : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+      if (auto s = check(rc, "seccomp_rule_add(hot syscall)"); !s.ok()) {
         return s;
       }
     }
     // mmap/mprotect without PROT_EXEC: allowed silently. With PROT_EXEC
     // (loading native code, JIT, shellcode) they fall through to NOTIFY.
-    if (auto s = check(
-            seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
-                             SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)),
-            "seccomp_rule_add(mmap)");
+    if (auto s =
+            check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
+                                   SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)),
+                  "seccomp_rule_add(mmap)");
         !s.ok()) {
       return s;
     }
-    if (auto s = check(
-            seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
-                             SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)),
-            "seccomp_rule_add(mprotect)");
+    if (auto s =
+            check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
+                                   SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)),
+                  "seccomp_rule_add(mprotect)");
         !s.ok()) {
       return s;
     }
@@ -257,29 +386,28 @@ absl::StatusOr<std::vector<sock_filter>> BuildSeccompFilter(
     return absl::InternalError(
         absl::StrCat("memfd_create failed: ", strerror(errno)));
   }
-  if (auto s = check(seccomp_export_bpf(ctx, memfd.get()),
-                     "seccomp_export_bpf");
+  if (auto s =
+          check(seccomp_export_bpf(ctx, memfd.get()), "seccomp_export_bpf");
       !s.ok()) {
     return s;
   }
   struct stat st {};
   if (fstat(memfd.get(), &st) != 0) {
-    return absl::InternalError(absl::StrCat("fstat(memfd) failed: ",
-                                            strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("fstat(memfd) failed: ", strerror(errno)));
   }
   if (st.st_size <= 0 || st.st_size % sizeof(sock_filter) != 0 ||
       st.st_size / sizeof(sock_filter) > BPF_MAXINSNS) {
-    return absl::InternalError(
-        absl::StrCat("seccomp_export_bpf produced ", st.st_size,
-                     " bytes, not a valid BPF program"));
+    return absl::InternalError(absl::StrCat("seccomp_export_bpf produced ",
+                                            st.st_size,
+                                            " bytes, not a valid BPF program"));
   }
   std::vector<sock_filter> program(st.st_size / sizeof(sock_filter));
   const ssize_t n =
       pread(memfd.get(), program.data(), static_cast<size_t>(st.st_size), 0);
   if (n != st.st_size) {
-    return absl::InternalError(
-        absl::StrCat("pread(memfd) failed: ",
-                     n < 0 ? strerror(errno) : "short read"));
+    return absl::InternalError(absl::StrCat(
+        "pread(memfd) failed: ", n < 0 ? strerror(errno) : "short read"));
   }
   return program;
 }

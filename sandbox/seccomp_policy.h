@@ -52,18 +52,39 @@ struct SyscallDecision {
   // BLOCKED event). False for clone3 -> ENOSYS, which only steers glibc to
   // its clone() fallback so that thread creation can be inspected.
   bool denied = false;
+  // True when the call tried to use, duplicate, replace or close the event
+  // channel descriptor: the body tampering with its own recording.
+  bool channel_tamper = false;
 };
 
-// Decides one notified syscall of the child whose thread-group id is
-// `child_pid` (as seen in the supervisor's pid namespace, which the child
-// shares).
-SyscallDecision DecideSyscall(const SyscallRequest& request, pid_t child_pid);
+// What the decisions need to know about the child.
+struct ChildView {
+  // The child's thread-group id as the child itself sees it: 1 when it is
+  // the first process of its own pid namespace (the launcher's default).
+  // kill/tgkill/prlimit targets are compared with it.
+  pid_t self_pid = 1;
+  // The event channel's descriptor number in the child, or -1. Only the
+  // launcher's EventWriter may use it, and only through sendmmsg(2), which
+  // the Python standard library does not expose: every other write to it,
+  // and every close, dup, dup2/dup3 onto it, fcntl, ioctl, shutdown or
+  // setsockopt of it, is denied and flagged as channel tampering.
+  int channel_fd = -1;
+};
+
+// Decides one notified syscall of the child described by `child`.
+SyscallDecision DecideSyscall(const SyscallRequest& request,
+                              const ChildView& child);
 
 // Options for the kernel-side filter.
 struct SeccompPolicyOptions {
   // When false, every syscall except the exit paths is notified and counted
   // (exact counts, slower: one supervisor round trip per syscall).
   bool allow_hot_syscalls_unrecorded = true;
+  // The event channel descriptor (ChildView::channel_fd), or -1. The hot
+  // write syscalls (write, writev, pwrite64) are allowed in the kernel only
+  // on other descriptors, so that a write to the channel is notified and
+  // denied; sendmmsg(2) is allowed in the kernel only on the channel.
+  int channel_fd = -1;
 };
 
 // The syscalls the filter allows without notification when

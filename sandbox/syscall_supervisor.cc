@@ -61,7 +61,8 @@ absl::Status SyscallSupervisor::HandleOne() {
   SyscallRequest call;
   call.nr = request.data.nr;
   for (int i = 0; i < 6; ++i) call.args[i] = request.data.args[i];
-  const SyscallDecision decision = DecideSyscall(call, child_pid_);
+  const SyscallDecision decision = DecideSyscall(call, options_.child);
+  if (decision.channel_tamper) ++channel_tamper_;
 
   const bool in_range = call.nr >= 0 && call.nr < kMaxSyscall;
   if (recording_ && in_range) {
@@ -74,8 +75,7 @@ absl::Status SyscallSupervisor::HandleOne() {
       event.set_name(SyscallName(call.nr));
       event.set_blocked(true);
       event.set_count(1);
-      event.set_timestamp_ns(
-          static_cast<uint64_t>(MonotonicNs() - start_ns_));
+      event.set_timestamp_ns(static_cast<uint64_t>(MonotonicNs() - start_ns_));
       for (int i = 0; i < 6; ++i) {
         proto::Argument* arg = event.add_args();
         arg->set_key(absl::StrCat("arg", i));
@@ -84,6 +84,11 @@ absl::Status SyscallSupervisor::HandleOne() {
       proto::Argument* err = event.add_args();
       err->set_key("errno");
       err->set_value(strerrorname_np(decision.error));
+      if (decision.channel_tamper) {
+        proto::Argument* why = event.add_args();
+        why->set_key("rule");
+        why->set_value("event channel tampering");
+      }
       blocked_events_.push_back(std::move(event));
     }
   }

@@ -36,6 +36,8 @@ struct SupervisorOptions {
   // Denied syscalls are also reported as BLOCKED events (with their register
   // arguments), up to this many; counts stay exact beyond it.
   size_t max_blocked_events = 256;
+  // The child as the policy sees it (its own pid, the channel descriptor).
+  ChildView child;
 };
 
 class SyscallSupervisor {
@@ -62,6 +64,9 @@ class SyscallSupervisor {
   // BLOCKED events recorded so far (not yet taken).
   size_t blocked_event_count() const { return blocked_events_.size(); }
   bool recording() const { return recording_; }
+  // Denied attempts to use, replace or close the event channel, counted
+  // whether or not recording had started and beyond max_blocked_events.
+  uint64_t channel_tamper_attempts() const { return channel_tamper_; }
   // Notifications answered (including before the marker).
   uint64_t notifications() const { return notifications_; }
 
@@ -74,6 +79,7 @@ class SyscallSupervisor {
   bool recording_;
   int64_t start_ns_ = 0;
   uint64_t notifications_ = 0;
+  uint64_t channel_tamper_ = 0;
   std::vector<uint64_t> counts_;
   std::vector<uint64_t> denied_;
   std::vector<proto::Event> blocked_events_;
