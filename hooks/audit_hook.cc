@@ -26,7 +26,6 @@ using runtime::PyRef;
 
 constexpr char kProbeEvent[] = "dynahug.audit_selftest";
 
-
 // --- argument building -------------------------------------------------------
 
 std::string Truncate(std::string_view s, size_t max) {
@@ -713,6 +712,9 @@ std::vector<proto::Frame> EventStack(
 // CFuncPtr's own tp_call, once interposed (process-wide; see
 // AuditHook::InterposeCtypesCalls).
 ternaryfunc g_cfuncptr_call = nullptr;
+// The interposed CFuncPtr type and its "__call__" slot wrapper.
+PyTypeObject* g_cfuncptr_type = nullptr;
+PyWrapperDescrObject* g_cfuncptr_wrapper = nullptr;
 
 // Replaces `from` by `to` in `type` and in every subclass that inherited it.
 // Uses type.__subclasses__ of the built-in type, so no payload code runs.
@@ -960,12 +962,22 @@ bool AuditHook::InterposeCtypesCalls() {
     return false;
   }
   g_cfuncptr_call = type->tp_call;
+  g_cfuncptr_type = type;
+  Py_INCREF(descr);  // kept for CtypesInterposerIntact, like the type
+  g_cfuncptr_wrapper = wrapper;
   wrapper->d_wrapped = reinterpret_cast<void*>(&AuditHook::ForeignCall);
   PatchCall(type, g_cfuncptr_call, &AuditHook::ForeignCall, 0);
   return true;
 }
 
 bool AuditHook::ctypes_interposed() const { return g_cfuncptr_call != nullptr; }
+
+bool AuditHook::CtypesInterposerIntact() const {
+  if (g_cfuncptr_call == nullptr) return true;
+  return g_cfuncptr_type->tp_call == &AuditHook::ForeignCall &&
+         g_cfuncptr_wrapper->d_wrapped ==
+             reinterpret_cast<void*>(&AuditHook::ForeignCall);
+}
 
 PyObject* AuditHook::ForeignCall(PyObject* self, PyObject* args,
                                  PyObject* kwargs) {

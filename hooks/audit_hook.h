@@ -99,6 +99,10 @@ class AuditHook {
   // callers rarely need it. Requires the GIL. Process-wide, permanent.
   bool InterposeCtypesCalls();
   bool ctypes_interposed() const;
+  // False when the interposition was made and CFuncPtr's call slot or its
+  // "__call__" wrapper no longer points at the interposer (something undid
+  // it, e.g. through ctypes writes). True when never interposed.
+  bool CtypesInterposerIntact() const;
 
   // NATIVE events emitted since Start() (the budget marker included).
   uint64_t native_events() const { return native_events_; }
@@ -111,13 +115,12 @@ class AuditHook {
   // library call). `sink` must stay valid until Stop().
   void Start(EventSink* sink, PathContext ctx, AuditLimits limits = {});
   void Stop();
+  // Not reachable from Python: only C++ (the loader) switches recording.
   void SetRecording(bool on) {
     recording_ = on && sink_ != nullptr;
     ++toggles_;
   }
-  // Number of SetRecording calls so far. The loader switches recording on
-  // and off exactly once per load; any other count means something else
-  // (e.g. the loaded code through the bridge) switched it.
+  // Number of SetRecording calls so far.
   uint64_t recording_toggles() const { return toggles_; }
   bool recording() const { return recording_; }
 

@@ -2,8 +2,10 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "hooks/unpickler_hooks.h"
 
@@ -42,7 +44,374 @@ class LoadPhase {
   LoadPhase& operator=(const LoadPhase&) = delete;
 };
 
+void Finding(std::vector<proto::Event>& out, const char* name,
+             std::initializer_list<std::pair<const char*, std::string>> args) {
+  proto::Event e;
+  e.set_kind(proto::Event::INTEGRITY);
+  e.set_name(name);
+  for (const auto& [k, v] : args) {
+    proto::Argument* a = e.add_args();
+    a->set_key(k);
+    a->set_value(v);
+  }
+  out.push_back(std::move(e));
+}
+
+// Value of a module's global, read from its dict (no module __getattr__);
+// borrowed, or null.
+PyObject* ModuleGlobal(const char* module, const char* name) {
+  PyRef n(PyUnicode_FromString(module));
+  PyRef m(n ? PyImport_GetModule(n.get()) : nullptr);
+  if (!m || !PyModule_Check(m.get())) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  return PyDict_GetItemString(PyModule_GetDict(m.get()), name);
+}
+
+// The hooks of the loading thread as they were before the library call.
+struct HookState {
+  Py_tracefunc c_trace = nullptr;
+  PyObject* trace_obj = nullptr;
+  PyObject* threading_profile = nullptr;  // threading._profile_hook
+  PyObject* threading_trace = nullptr;    // threading._trace_hook
+  PyRef keep_profile, keep_trace;
+
+  static HookState Capture() {
+    HookState h;
+    PyThreadState* ts = PyThreadState_Get();
+    h.c_trace = ts->c_tracefunc;
+    h.trace_obj = ts->c_traceobj;
+    h.threading_profile = ModuleGlobal("threading", "_profile_hook");
+    h.threading_trace = ModuleGlobal("threading", "_trace_hook");
+    h.keep_profile = PyRef::Borrow(h.threading_profile);
+    h.keep_trace = PyRef::Borrow(h.threading_trace);
+    return h;
+  }
+
+  // Findings for what changed since Capture(), the profiler excepted.
+  void Compare(std::vector<proto::Event>& out) const {
+    PyThreadState* ts = PyThreadState_Get();
+    if (ts->c_tracefunc != c_trace || ts->c_traceobj != trace_obj) {
+      Finding(out, "loader.hook.disabled", {{"hook", "sys.settrace"}});
+    }
+    if (ModuleGlobal("threading", "_profile_hook") != threading_profile) {
+      Finding(out, "loader.hook.disabled", {{"hook", "threading.setprofile"}});
+    }
+    if (ModuleGlobal("threading", "_trace_hook") != threading_trace) {
+      Finding(out, "loader.hook.disabled", {{"hook", "threading.settrace"}});
+    }
+  }
+};
+
 }  // namespace
+
+// Identity snapshot of the objects the loader's Python half is made of:
+// module globals, functions (code, defaults, closure cells, globals),
+// classes (metaclass, bases, MRO, every class-dict entry) and the dicts they
+// hold (unpickler dispatch tables), down to the pure-Python and joblib
+// unpickler classes in their MROs. Keeps references (taken once, in the
+// zygote; children only compare pointers). Immutable types and
+// modules other than the loader's own are recorded by identity only (the
+// integrity diff watches library modules).
+class Loader::Seal {
+ public:
+  // Records `root` and everything reachable from it under the rules above.
+  // `skip` names globals of a root module that are recorded by identity only
+  // (state the loader itself mutates).
+  void AddRoot(PyObject* root, const std::string& label,
+               const absl::flat_hash_set<std::string>& skip = {}) {
+    skip_ = &skip;
+    Visit(root, label, /*root=*/true);
+    skip_ = nullptr;
+  }
+
+  // Re-records dict[key] (a binding the loader itself changed).
+  void Rebind(PyObject* dict, const char* key) {
+    for (Entry& e : entries_) {
+      if (e.holder.get() != dict) continue;
+      if (e.slot == Slot::kDictSize) {
+        e.size = PyDict_GET_SIZE(dict);
+      } else if (e.slot == Slot::kDictItem && PyUnicode_Check(e.key.get()) &&
+                 PyUnicode_CompareWithASCIIString(e.key.get(), key) == 0) {
+        e.value = PyRef::Borrow(PyDict_GetItemString(dict, key));
+      }
+    }
+  }
+
+  // One INTEGRITY event per changed entry (at most kMaxFindings, then one
+  // with the count of the rest).
+  void Check(std::vector<proto::Event>& out) const {
+    size_t changed = 0;
+    for (const Entry& e : entries_) {
+      const char* change = Compare(e);
+      if (change == nullptr) continue;
+      if (++changed <= kMaxFindings) {
+        Finding(out, "loader.tampered",
+                {{"what", e.label}, {"change", change}});
+      }
+    }
+    if (changed > kMaxFindings) {
+      Finding(out, "loader.tampered",
+              {{"what", "<more>"},
+               {"change", absl::StrCat(changed - kMaxFindings)}});
+    }
+    PyErr_Clear();
+  }
+
+  size_t size() const { return entries_.size(); }
+
+ private:
+  static constexpr size_t kMaxEntries = 100000;
+  static constexpr size_t kMaxFindings = 64;
+  enum class Slot {
+    kDictItem,
+    kDictSize,
+    kCode,
+    kDefaults,
+    kKwdefaults,
+    kClosure,
+    kGlobals,
+    kCell,
+    kObType,
+    kBases,
+    kMro,
+  };
+  struct Entry {
+    Slot slot;
+    PyRef holder;
+    PyRef key;
+    PyRef value;
+    Py_ssize_t size = 0;
+    std::string label;
+  };
+
+  static PyObject* Current(const Entry& e) {
+    PyObject* h = e.holder.get();
+    switch (e.slot) {
+      case Slot::kCode:
+        return reinterpret_cast<PyFunctionObject*>(h)->func_code;
+      case Slot::kDefaults:
+        return reinterpret_cast<PyFunctionObject*>(h)->func_defaults;
+      case Slot::kKwdefaults:
+        return reinterpret_cast<PyFunctionObject*>(h)->func_kwdefaults;
+      case Slot::kClosure:
+        return reinterpret_cast<PyFunctionObject*>(h)->func_closure;
+      case Slot::kGlobals:
+        return reinterpret_cast<PyFunctionObject*>(h)->func_globals;
+      case Slot::kCell:
+        return PyCell_GET(h);
+      case Slot::kObType:
+        return reinterpret_cast<PyObject*>(Py_TYPE(h));
+      case Slot::kBases:
+        return reinterpret_cast<PyTypeObject*>(h)->tp_bases;
+      case Slot::kMro:
+        return reinterpret_cast<PyTypeObject*>(h)->tp_mro;
+      case Slot::kDictItem:
+      case Slot::kDictSize:
+        break;
+    }
+    return nullptr;
+  }
+
+  // nullptr when unchanged, else how it changed.
+  static const char* Compare(const Entry& e) {
+    if (e.slot == Slot::kDictSize) {
+      return PyDict_GET_SIZE(e.holder.get()) != e.size ? "resized" : nullptr;
+    }
+    if (e.slot == Slot::kDictItem) {
+      // Keys are str or int: the lookup runs no Python code.
+      PyObject* now = PyDict_GetItemWithError(e.holder.get(), e.key.get());
+      if (now == nullptr) {
+        PyErr_Clear();
+        return "removed";
+      }
+      return now != e.value.get() ? "rebound" : nullptr;
+    }
+    return Current(e) != e.value.get() ? "rebound" : nullptr;
+  }
+
+  void Add(Slot slot, PyObject* holder, PyObject* key, PyObject* value,
+           std::string label) {
+    if (entries_.size() >= kMaxEntries) return;
+    Entry e;
+    e.slot = slot;
+    e.holder = PyRef::Borrow(holder);
+    e.key = PyRef::Borrow(key);
+    e.value = PyRef::Borrow(value);
+    if (slot == Slot::kDictSize) e.size = PyDict_GET_SIZE(holder);
+    e.label = std::move(label);
+    entries_.push_back(std::move(e));
+  }
+
+  static std::string KeyLabel(PyObject* key) {
+    if (PyUnicode_Check(key)) return Utf8(key);
+    if (PyLong_Check(key)) {
+      long v = PyLong_AsLong(key);
+      PyErr_Clear();
+      return absl::StrCat("[", v, "]");
+    }
+    return "<key>";
+  }
+
+  // A class whose dict Python code can change.
+  static bool MutableClass(PyObject* obj) {
+    if (!PyType_Check(obj)) return false;
+    unsigned long flags = reinterpret_cast<PyTypeObject*>(obj)->tp_flags;
+    return (flags & Py_TPFLAGS_HEAPTYPE) != 0 &&
+           (flags & Py_TPFLAGS_IMMUTABLETYPE) == 0;
+  }
+
+  void RecordDict(PyObject* dict, const std::string& label, bool visit_values,
+                  bool loader_only) {
+    Add(Slot::kDictSize, dict, nullptr, nullptr, label);
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    std::vector<std::pair<PyObject*, std::string>> to_visit;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+      std::string name = absl::StrCat(label, ".", KeyLabel(key));
+      Add(Slot::kDictItem, dict, key, value, name);
+      if (!visit_values) continue;
+      if (skip_ != nullptr && PyUnicode_Check(key) &&
+          skip_->contains(Utf8(key))) {
+        continue;
+      }
+      if (loader_only && !FromLoader(value)) continue;
+      to_visit.emplace_back(value, std::move(name));
+    }
+    for (auto& [v, name] : to_visit) Visit(v, name, false);
+  }
+
+  // Defined by the loader code (its functions share the loader's globals;
+  // its classes name the loader module).
+  bool FromLoader(PyObject* obj) const {
+    if (PyFunction_Check(obj)) {
+      return reinterpret_cast<PyFunctionObject*>(obj)->func_globals ==
+             loader_globals_;
+    }
+    if (PyType_Check(obj)) {
+      PyObject* d = reinterpret_cast<PyTypeObject*>(obj)->tp_dict;
+      PyObject* m =
+          d != nullptr ? PyDict_GetItemString(d, "__module__") : nullptr;
+      return m != nullptr && PyUnicode_Check(m) &&
+             PyUnicode_CompareWithASCIIString(m, kLoaderModule) == 0;
+    }
+    return false;
+  }
+
+  void Visit(PyObject* obj, const std::string& label, bool root) {
+    if (obj == nullptr || entries_.size() >= kMaxEntries) return;
+    if (!visited_.insert(obj).second) return;
+    keep_.push_back(PyRef::Borrow(obj));
+    if (PyModule_Check(obj)) {
+      const char* name = PyModule_GetName(obj);
+      PyErr_Clear();
+      const bool own =
+          root || (name != nullptr && strcmp(name, kPickleModule) == 0);
+      if (!own) return;  // library modules: the integrity diff's job
+      PyObject* dict = PyModule_GetDict(obj);
+      if (root && loader_globals_ == nullptr) loader_globals_ = dict;
+      RecordDict(dict, label, true, /*loader_only=*/!root);
+      return;
+    }
+    if (PyFunction_Check(obj)) {
+      auto* f = reinterpret_cast<PyFunctionObject*>(obj);
+      Add(Slot::kCode, obj, nullptr, f->func_code, label + ".__code__");
+      Add(Slot::kDefaults, obj, nullptr, f->func_defaults,
+          label + ".__defaults__");
+      Add(Slot::kKwdefaults, obj, nullptr, f->func_kwdefaults,
+          label + ".__kwdefaults__");
+      Add(Slot::kGlobals, obj, nullptr, f->func_globals,
+          label + ".__globals__");
+      Add(Slot::kClosure, obj, nullptr, f->func_closure,
+          label + ".__closure__");
+      if (f->func_closure != nullptr && PyTuple_Check(f->func_closure)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(f->func_closure); ++i) {
+          PyObject* cell = PyTuple_GET_ITEM(f->func_closure, i);
+          if (!PyCell_Check(cell)) continue;
+          std::string name = absl::StrCat(label, ".__closure__[", i, "]");
+          Add(Slot::kCell, cell, nullptr, PyCell_GET(cell), name);
+          PyObject* v = PyCell_GET(cell);
+          if (v != nullptr && (PyFunction_Check(v) || PyType_Check(v))) {
+            Visit(v, name, false);
+          }
+        }
+      }
+      return;
+    }
+    if (PyType_Check(obj)) {
+      if (!MutableClass(obj)) return;
+      auto* t = reinterpret_cast<PyTypeObject*>(obj);
+      Add(Slot::kObType, obj, nullptr,
+          reinterpret_cast<PyObject*>(Py_TYPE(obj)), label + ".__class__");
+      Add(Slot::kBases, obj, nullptr, t->tp_bases, label + ".__bases__");
+      Add(Slot::kMro, obj, nullptr, t->tp_mro, label + ".__mro__");
+      if (t->tp_dict != nullptr) RecordDict(t->tp_dict, label, true, false);
+      Visit(reinterpret_cast<PyObject*>(Py_TYPE(obj)), label + ".__class__",
+            false);
+      if (t->tp_mro != nullptr && PyTuple_Check(t->tp_mro)) {
+        for (Py_ssize_t i = 1; i < PyTuple_GET_SIZE(t->tp_mro); ++i) {
+          PyObject* base = PyTuple_GET_ITEM(t->tp_mro, i);
+          Visit(base,
+                runtime::PyTypeName(reinterpret_cast<PyTypeObject*>(base)),
+                false);
+        }
+      }
+      return;
+    }
+    if (PyDict_Check(obj)) {
+      RecordDict(obj, label, true, false);
+      return;
+    }
+    if (Py_IS_TYPE(obj, &PyProperty_Type)) {
+      // fget/fset/fdel are read-only attributes of a property.
+      for (const char* attr : {"fget", "fset", "fdel"}) {
+        PyRef f(PyObject_GetAttrString(obj, attr));
+        if (!f) {
+          PyErr_Clear();
+          continue;
+        }
+        if (PyFunction_Check(f.get())) {
+          Visit(f.get(), absl::StrCat(label, ".", attr), false);
+        }
+      }
+    }
+    // Anything else: its binding is recorded by identity only.
+  }
+
+  static std::string Utf8(PyObject* obj) {
+    const char* s = PyUnicode_Check(obj) ? PyUnicode_AsUTF8(obj) : nullptr;
+    if (s == nullptr) {
+      PyErr_Clear();
+      return "?";
+    }
+    return s;
+  }
+
+  static constexpr char kLoaderModule[] = "dynahug_loader";
+  static constexpr char kPickleModule[] = "dynahug_pickle";
+  std::vector<Entry> entries_;
+  absl::flat_hash_set<const PyObject*> visited_;
+  std::vector<PyRef> keep_;  // visited objects stay alive (no address reuse)
+  PyObject* loader_globals_ = nullptr;
+  const absl::flat_hash_set<std::string>* skip_ = nullptr;
+};
+
+namespace {
+// Globals the loader itself mutates: recorded by binding only.
+const absl::flat_hash_set<std::string>& MutableGlobals() {
+  static const auto* names = new absl::flat_hash_set<std::string>{
+      "_STATE", "_stubs", "_ELEMENT_SIZE", "_OPS", "sys", "__builtins__"};
+  return *names;
+}
+}  // namespace
+
+Loader::Loader() = default;
+Loader::Loader(Loader&&) noexcept = default;
+Loader& Loader::operator=(Loader&&) noexcept = default;
+Loader::~Loader() = default;
+
+namespace {}  // namespace
 
 absl::StatusOr<std::string> DefaultLoaderFor(std::string_view format) {
   static const auto* table =
@@ -80,6 +449,7 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   std::string source(internal::kLoaderSource);
   PyRef code(Py_CompileString(source.c_str(), kLoaderFilename, Py_file_input));
   if (!code) return StatusFromPyErr("Loader::Create: compile loader");
+  if (absl::Status s = hooks::AllowBridgeCaller(code.get()); !s.ok()) return s;
   loader.module_ = PyRef(PyModule_New("dynahug_loader"));
   if (!loader.module_) return StatusFromPyErr("Loader::Create: module");
   PyObject* globals = PyModule_GetDict(loader.module_.get());  // borrowed
@@ -90,23 +460,36 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   }
   PyRef result(PyEval_EvalCode(code.get(), globals, globals));
   if (!result) return StatusFromPyErr("Loader::Create: run loader code");
+  // The bridge's functions are bound in the namespace; the module itself
+  // need not be.
+  if (PyDict_DelItemString(globals, "_dh") != 0) {
+    return StatusFromPyErr("Loader::Create: hide the bridge");
+  }
   // The pure-Python unpickler's own frames are transparent to the profiler.
   PyRef pickle(PyImport_ImportModule("pickle"));
   if (!pickle) return StatusFromPyErr("Loader::Create: import pickle");
   PyRef file(PyObject_GetAttrString(pickle.get(), "__file__"));
   if (!file) return StatusFromPyErr("Loader::Create: pickle.__file__");
   loader.pickle_file_ = Utf8(file.get());
-  loader.run_ = PyRef::Borrow(PyDict_GetItemString(globals, "run"));
-  if (!loader.run_) {
-    return absl::InternalError("Loader::Create: loader code defines no run()");
+  loader.prepare_ = PyRef::Borrow(PyDict_GetItemString(globals, "prepare"));
+  loader.result_ = PyRef::Borrow(PyDict_GetItemString(globals, "result"));
+  if (!loader.prepare_ || !loader.result_) {
+    return absl::InternalError(
+        "Loader::Create: loader code defines no prepare()/result()");
   }
+  loader.seal_ = std::make_unique<Seal>();
+  loader.seal_->AddRoot(loader.module_.get(), "dynahug_loader",
+                        MutableGlobals());
+  loader.seal_->AddRoot(loader.bridge_.get(), "_dynahug_bridge");
   return loader;
 }
 
 absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
                                         const LoadOptions& options,
                                         hooks::EventSink& sink) {
-  if (!run_) return absl::FailedPreconditionError("Loader::Load: moved-from");
+  if (!prepare_) {
+    return absl::FailedPreconditionError("Loader::Load: moved-from");
+  }
   LoadResult out;
   if (options.loader == "auto") {
     absl::StatusOr<std::string> loader = DefaultLoaderFor(options.format);
@@ -135,6 +518,25 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
     if (!name) return StatusFromPyErr("Loader::Load: torch_zip_member");
     member = Utf8(name.get());
   }
+  PyRef prepared(
+      PyObject_CallFunction(prepare_.get(), "ssiLis", path.c_str(),
+                            out.loader.c_str(), options.opcodes ? 1 : 0,
+                            static_cast<long long>(options.lazy_storage_bytes),
+                            options.record_calls ? 0 : 1, member.c_str()));
+  if (!prepared) return StatusFromPyErr("Loader::Load: prepare");
+  if (!PyTuple_Check(prepared.get()) || PyTuple_GET_SIZE(prepared.get()) != 2) {
+    return absl::InternalError("Loader::Load: malformed prepare() result");
+  }
+  PyObject* driver = PyTuple_GET_ITEM(prepared.get(), 0);
+  PyObject* new_class = PyTuple_GET_ITEM(prepared.get(), 1);
+  if (new_class != Py_None) {
+    // Built by prepare() (joblib's unpickler subclass): sealed from now on.
+    seal_->Rebind(PyModule_GetDict(module_.get()), "_joblib_unpickler");
+    seal_->AddRoot(new_class, "dynahug_loader._joblib_unpickler");
+  }
+  PyRef path_obj(PyUnicode_DecodeFSDefault(path.c_str()));
+  if (!path_obj) return StatusFromPyErr("Loader::Load: path");
+
   hooks::EventRecorder recorder(&sink, options.recorder_limits);
   std::optional<hooks::IntegritySnapshot> snapshot;
   if (options.integrity_diff && options.integrity_baseline == nullptr) {
@@ -145,22 +547,43 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
   }
   hooks::CallProfiler profiler(options.profiler_limits, kLoaderFilename,
                                {{pickle_file_, {"_Unpickler.", "_Unframer."}}});
+  std::vector<proto::Event> findings;
   PyRef result;
-  const uint64_t toggles_before =
-      hooks::AuditHook::Instance().recording_toggles();
   {
     LoadPhase phase(&recorder, std::move(paths), options.audit_limits);
     if (options.profile_calls) {
       if (absl::Status s = profiler.Start(); !s.ok()) return s;
     }
-    result = PyRef(PyObject_CallFunction(
-        run_.get(), "ssiLis", path.c_str(), out.loader.c_str(),
-        options.opcodes ? 1 : 0,
-        static_cast<long long>(options.lazy_storage_bytes),
-        options.record_calls ? 0 : 1, member.c_str()));
-    if (options.profile_calls) profiler.Stop();
+    const HookState hooks_before = HookState::Capture();
+    hooks::AuditHook& audit = hooks::AuditHook::Instance();
+    // The recording window: switched here only, never from Python.
+    audit.SetRecording(true);
+    PyRef value(PyObject_CallOneArg(driver, path_obj.get()));
+    bool ok = static_cast<bool>(value);
+    if (!ok) {
+      PyObject *type = nullptr, *exc = nullptr, *tb = nullptr;
+      PyErr_Fetch(&type, &exc, &tb);
+      PyErr_NormalizeException(&type, &exc, &tb);
+      PyRef type_ref(type), tb_ref(tb);
+      value = PyRef(exc);
+      if (!value) value = PyRef::Borrow(Py_None);
+    }
+    // Described while still recording: str() of the payload's exception or
+    // type name may run its code.
+    result = PyRef(PyObject_CallFunction(result_.get(), "OO",
+                                         ok ? Py_True : Py_False, value.get()));
+    value = PyRef();
+    if (!audit.recording()) {
+      Finding(findings, "loader.hook.disabled", {{"hook", "audit.recording"}});
+    }
+    audit.SetRecording(false);
+    // Every hook, checked against its state before the call.
+    hooks_before.Compare(findings);
+    if (options.profile_calls && !profiler.Stop()) {
+      Finding(findings, "loader.hook.disabled", {{"hook", "profiler"}});
+    }
   }
-  if (!result) return StatusFromPyErr("Loader::Load: loader driver");
+  if (!result) return StatusFromPyErr("Loader::Load: loader result");
   if (!PyTuple_Check(result.get()) || PyTuple_GET_SIZE(result.get()) != 5) {
     return absl::InternalError("Loader::Load: malformed driver result");
   }
@@ -173,23 +596,23 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
   PyErr_Clear();
   result = PyRef();
 
-  const uint64_t toggles =
-      hooks::AuditHook::Instance().recording_toggles() - toggles_before;
-  if (toggles != 2) {
-    proto::Event e;
-    e.set_kind(proto::Event::INTEGRITY);
-    e.set_name("loader.recording.tampered");
-    proto::Argument* a = e.add_args();
-    a->set_key("toggles");
-    a->set_value(absl::StrCat(toggles));
-    recorder.Emit(std::move(e));
+  if (!hooks::AuditHook::Instance().VerifyActive().ok()) {
+    Finding(findings, "loader.hook.disabled", {{"hook", "audit.hook"}});
   }
+  if (!hooks::AuditHook::Instance().CtypesInterposerIntact()) {
+    Finding(findings, "loader.hook.disabled", {{"hook", "ctypes.interposer"}});
+  }
+  seal_->Check(findings);
+  PyErr_Clear();
+
   if (options.profile_calls) profiler.EmitTo(recorder);
+  hooks::TakeBridgeFindings(recorder);
+  for (proto::Event& e : findings) recorder.Emit(std::move(e));
   const hooks::IntegritySnapshot* baseline =
       snapshot.has_value() ? &*snapshot : options.integrity_baseline;
   if (options.integrity_diff && baseline != nullptr) {
-    absl::StatusOr<size_t> findings = baseline->DiffAndEmit(recorder);
-    if (!findings.ok()) return findings.status();
+    absl::StatusOr<size_t> diff = baseline->DiffAndEmit(recorder);
+    if (!diff.ok()) return diff.status();
   }
   recorder.Flush();
   out.dropped_events = recorder.dropped();

@@ -12,6 +12,28 @@
 // the call profiler, then INTEGRITY findings. All go through an
 // hooks::EventRecorder (sequence numbers, timestamps, folding, limits).
 //
+// Tamper checks. The loaded code can reach the loader's Python half (any of
+// its functions' __globals__), so the recording switch lives in C++ only and
+// every hook is checked from C++ after the library call against the state
+// captured before it. Each change is an INTEGRITY event emitted by C++
+// (the loaded code cannot suppress it short of killing the process):
+//   loader.hook.disabled {hook}   hook = "audit.recording" (recording found
+//       off), "audit.hook" (the audit hook no longer receives events),
+//       "ctypes.interposer" (CFuncPtr's call slot restored), "profiler"
+//       (sys.setprofile / PyEval_SetProfile replaced it on the loading
+//       thread), "threading.setprofile", "threading.settrace",
+//       "sys.settrace" (a trace function was installed or removed on the
+//       loading thread)
+//   loader.hook.replaced {hook, type}  an unpickler's find_class,
+//       persistent_load or class was rebound (hooks/unpickler_hooks.h)
+//   loader.bridge.foreign_call {calls, first}  the bridge was called by code
+//       that is not the loader's (hooks/unpickler_hooks.h)
+//   loader.tampered {what, change}  the loader's sealed namespace changed:
+//       a global, a function's code/defaults/closure, a class attribute or
+//       base, an entry of an unpickler dispatch table, the pure-Python or
+//       joblib unpickler classes it builds on. change = "rebound",
+//       "removed" or "resized" (entries added or removed).
+//
 // SAFETY: this executes the file's pickle code. Outside tests on benign
 // files it must only ever run inside the sandboxed child.
 //
@@ -20,6 +42,7 @@
 #define DYNAHUG_RUNTIME_LOADER_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -105,8 +128,9 @@ class Loader {
   // what it needs. Requires a live interpreter.
   static absl::StatusOr<Loader> Create(const Interpreter& interpreter);
 
-  Loader(Loader&&) = default;
-  Loader& operator=(Loader&&) = default;
+  Loader(Loader&&) noexcept;
+  Loader& operator=(Loader&&) noexcept;
+  ~Loader();
 
   // Loads `path`. A file that fails to load is a result (loaded == false),
   // not an error; errors are for bad options or a broken loader. Events go
@@ -116,11 +140,14 @@ class Loader {
                                   hooks::EventSink& sink);
 
  private:
-  Loader() = default;
-  PyRef module_;  // the loader namespace
-  PyRef run_;     // its run() function
+  class Seal;
+  Loader();
+  PyRef module_;   // the loader namespace
+  PyRef prepare_;  // its prepare() and result() functions
+  PyRef result_;
   PyRef bridge_;
-  std::string pickle_file_;  // pickle.py, whose unpickler is transparent
+  std::string pickle_file_;     // pickle.py, whose unpickler is transparent
+  std::unique_ptr<Seal> seal_;  // identity snapshot of the namespace
 };
 
 }  // namespace dynahug::runtime

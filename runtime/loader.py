@@ -3,7 +3,14 @@
 # Compiled into the dynahug binary and executed in a private module namespace
 # (never imported from the file system, never put in sys.modules). The C
 # bridge (hooks/unpickler_hooks.h) is injected as the global `_dh` before this
-# code runs.
+# code runs and removed from the namespace after it ran.
+#
+# Everything here is reachable by the loaded code (any function's
+# __globals__), so nothing here is trusted to stay intact: audit recording is
+# switched by C++ around the library call (there is no switch in this
+# namespace), the bridge accepts calls only from this code, and C++ seals
+# this namespace (functions, classes, dispatch tables) after creating it and
+# reports any change after every load (runtime/loader.cc).
 #
 # run() drives the REAL library loader (torch.load, joblib.load, numpy.load,
 # pickle.load) with an instrumented unpickler built on CPython's reference
@@ -44,6 +51,7 @@ _CALL_OPS = ('REDUCE', 'NEWOBJ', 'NEWOBJ_EX', 'OBJ', 'INST', 'BUILD')
 _emit = _dh.emit  # noqa: F821  (injected)
 _set_offset = _dh.set_offset  # noqa: F821
 _ident = _dh.ident  # noqa: F821
+_watch = _dh.watch  # noqa: F821
 
 
 class _State:
@@ -511,6 +519,7 @@ class _Instrumentation:
         self._dh_pb = None
         cls_find = self.find_class
         self.find_class = lambda m, n: self._dh_find_recording(cls_find, m, n)
+        _watch(self)
 
         self._unframer = _Unframer(self._file_read, self._file_readline)
         self.read = self._unframer.read
@@ -605,6 +614,7 @@ class FastUnpickler(_pickle.Unpickler):
             _record_global(self, module, name, obj)
             return obj
         self.find_class = find_class
+        _watch(self)
 
     @property
     def persistent_load(self):
@@ -762,9 +772,11 @@ LOADERS = {
 }
 
 
-def run(path, loader, opcodes, lazy_threshold, fast=False, member=''):
-    """Loads `path` with `loader`. Returns (ok, type_name, is_stub,
-    error_type, error_message); never raises for load failures."""
+def prepare(path, loader, opcodes, lazy_threshold, fast=False, member=''):
+    """Sets the load up. Returns (driver, new_class): C++ calls driver(path)
+    with audit recording on; new_class is a class this call built for the
+    instrumentation (C++ adds it to the seal), else None. Runs before any
+    observer starts."""
     fn = LOADERS.get(loader)
     if fn is None:
         raise ValueError('unknown loader %r' % (loader,))
@@ -772,34 +784,29 @@ def run(path, loader, opcodes, lazy_threshold, fast=False, member=''):
     _STATE.fast = bool(fast)
     _STATE.lazy_threshold = lazy_threshold if loader == 'torch.load' else -1
     _STATE.member = member
-    if loader == 'joblib.load':
-        _joblib_class()  # built outside the recording window
+    new_class = None
+    if loader == 'joblib.load' and _joblib_unpickler is None:
+        new_class = _joblib_class()
     # A forked child inherits the zygote's cached tempfile.gettempdir() (set
     # e.g. while importing torch, from the zygote's TMPDIR): forget it so
     # that the child's own TMPDIR (its scratch directory) is used.
     tempfile = sys.modules.get('tempfile')
     if tempfile is not None:
         tempfile.tempdir = None
-    obj = None
-    _dh.set_recording(True)  # noqa: F821
-    try:
-        obj = fn(path)
-        ok = True
-    except BaseException as e:  # the payload may raise anything
-        ok = False
-        err = e
-    finally:
-        _dh.set_recording(False)  # noqa: F821
-        _STATE.opcodes = False
-        _STATE.fast = False
-        _STATE.lazy_threshold = -1
+    return fn, new_class
+
+
+def result(ok, value):
+    """(ok, type_name, is_stub, error_type, error_message) of a driver call
+    that returned `value` (ok) or raised `value` (not ok)."""
+    _STATE.opcodes = False
+    _STATE.fast = False
+    _STATE.lazy_threshold = -1
     if not ok:
         try:
-            msg = str(err)
+            msg = str(value)
         except BaseException:
             msg = '<unprintable>'
-        return (False, '', False, _tname(type(err)), msg[:1000])
-    t = type(obj)
-    result = (True, _tname(t), issubclass(t, _StubBase), '', '')
-    del obj
-    return result
+        return (False, '', False, _tname(type(value)), msg[:1000])
+    t = type(value)
+    return (True, _tname(t), issubclass(t, _StubBase), '', '')

@@ -23,9 +23,14 @@ class BridgeTest : public ::testing::Test {
     PyDict_SetItemString(globals_.get(), "dh", b->get());
   }
   void TearDown() override { SetBridgeSink(nullptr); }
-  // Runs `code`; returns "" or the exception type name.
-  std::string Run(const char* code) {
-    PyRef r(PyRun_String(code, Py_file_input, globals_.get(), globals_.get()));
+  // Runs `code` as allowed bridge caller code (like the loader's own) or,
+  // with allowed = false, as foreign code; returns "" or the exception
+  // type name.
+  std::string Run(const char* code, bool allowed = true) {
+    PyRef compiled(Py_CompileString(code, "<bridge-test>", Py_file_input));
+    if (!compiled) return "compile";
+    if (allowed && !AllowBridgeCaller(compiled.get()).ok()) return "allow";
+    PyRef r(PyEval_EvalCode(compiled.get(), globals_.get(), globals_.get()));
     if (r) return "";
     absl::Status s = runtime::StatusFromPyErr("run");
     std::string m(s.message());
@@ -79,21 +84,21 @@ TEST_F(BridgeTest, EmitErrorsAndBounds) {
   EXPECT_LE(e.args(0).value().size(), kBridgeMaxValueBytes + 3);
 }
 
-TEST_F(BridgeTest, NoSinkDropsAndControlsReachTheAuditHook) {
+TEST_F(BridgeTest, NoSinkDropsAndOffsetReachesTheAuditHook) {
   SetBridgeSink(nullptr);
   EXPECT_EQ(Run("dh.emit(2, 'x', ())"), "");
   AuditHook& hook = AuditHook::Instance();
   MemoryEventSink sink;
   hook.Start(&sink, {});
-  uint64_t toggles = hook.recording_toggles();
-  ASSERT_EQ(Run("dh.set_offset(99)\ndh.set_recording(True)\n"
+  SetBridgeSink(&sink);
+  hook.SetRecording(true);
+  ASSERT_EQ(Run("dh.set_offset(99)\n"
                 "import sys\nsys.audit('dynahug.bridge.t')\n"
-                "dh.set_recording(False)\ndh.set_offset(-1)\n"
-                "sys.audit('dynahug.bridge.t')\n"
+                "dh.set_offset(-1)\n"
                 "assert dh.ident(sys) == id(sys)\n"),
             "");
   hook.Stop();
-  EXPECT_EQ(hook.recording_toggles() - toggles, 2u);
+  SetBridgeSink(nullptr);
   int seen = 0;
   for (const auto& e : sink.events()) {
     if (e.name() == "dynahug.bridge.t") {
@@ -102,6 +107,70 @@ TEST_F(BridgeTest, NoSinkDropsAndControlsReachTheAuditHook) {
     }
   }
   EXPECT_EQ(seen, 1);
+}
+
+// The bridge has no recording switch a payload could reach.
+TEST_F(BridgeTest, HasNoRecordingSwitch) {
+  EXPECT_EQ(Run("dh.set_recording(False)"), "builtins.AttributeError");
+  EXPECT_EQ(Run("dh.__dict__['set_recording']"), "builtins.KeyError");
+}
+
+// Calls from code that was not registered (a payload holding the bridge)
+// are dropped and reported once per load with the first caller.
+TEST_F(BridgeTest, ForeignCallsAreDroppedAndReported) {
+  MemoryEventSink sink;
+  SetBridgeSink(&sink);
+  AuditHook& hook = AuditHook::Instance();
+  hook.Start(&sink, {});
+  hook.SetRecording(true);
+  ASSERT_EQ(Run("def forge():\n"
+                "    dh.emit(3, 'forged', ())\n"
+                "    dh.set_offset(7)\n"
+                "    dh.watch(object())\n"
+                "forge()\n"
+                "import sys\nsys.audit('dynahug.bridge.f')\n",
+                /*allowed=*/false),
+            "");
+  hook.Stop();
+  SetBridgeSink(nullptr);
+  for (const auto& e : sink.events()) {
+    EXPECT_NE(e.name(), "forged");
+    if (e.name() == "dynahug.bridge.f") {
+      EXPECT_FALSE(e.has_pickle_offset());
+    }
+  }
+  MemoryEventSink findings;
+  EXPECT_EQ(TakeBridgeFindings(findings), 1u);
+  ASSERT_EQ(findings.events().size(), 1u);
+  const proto::Event& f = findings.events()[0];
+  EXPECT_EQ(f.kind(), proto::Event::INTEGRITY);
+  EXPECT_EQ(f.name(), "loader.bridge.foreign_call");
+  EXPECT_EQ(f.args(0).value(), "3");
+  EXPECT_EQ(f.args(1).value(), "forge (<bridge-test>)");
+  // Taken: reported once.
+  MemoryEventSink again;
+  EXPECT_EQ(TakeBridgeFindings(again), 0u);
+}
+
+// watch(): an unpickler whose instance find_class is rebound after it was
+// registered is reported; one left alone is not.
+TEST_F(BridgeTest, WatchedFindClassRebindingIsReported) {
+  MemoryEventSink sink;
+  SetBridgeSink(&sink);
+  ASSERT_EQ(Run("import pickle, io\n"
+                "a = pickle._Unpickler(io.BytesIO(b'N.'))\n"
+                "b = pickle._Unpickler(io.BytesIO(b'N.'))\n"
+                "a.find_class = lambda m, n: None\n"
+                "b.find_class = lambda m, n: None\n"
+                "dh.watch(a)\ndh.watch(b)\n"
+                "b.find_class = pickle._Unpickler.find_class.__get__(b)\n"),
+            "");
+  SetBridgeSink(nullptr);
+  MemoryEventSink findings;
+  EXPECT_EQ(TakeBridgeFindings(findings), 1u);
+  ASSERT_EQ(findings.events().size(), 1u);
+  EXPECT_EQ(findings.events()[0].name(), "loader.hook.replaced");
+  EXPECT_EQ(findings.events()[0].args(0).value(), "unpickler.find_class");
 }
 
 }  // namespace

@@ -6,3 +6,6 @@ dynahug_add_gtest(embed_interpreter_test
 dynahug_add_gtest(embed_loader_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_loader_test.cc
   LIBS dynahug::embed)
+dynahug_add_gtest(embed_loader_tamper_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_loader_tamper_test.cc
+  LIBS dynahug::embed)
