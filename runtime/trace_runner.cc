@@ -252,7 +252,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
   }
   trace.set_loader(ResolveLoader(file, options.load));
 
-  // The child's cwd is its scratch directory.
+  // The child's cwd is its home directory.
   std::error_code ec;
   const std::string absolute_path =
       std::filesystem::absolute(file.path(), ec).string();
@@ -311,9 +311,13 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
     return all_loaded ? 0 : 1;
   };
 
+  // The model stays visible at its own path in the child, also when it
+  // lives under /tmp or /home, which the child's scratch mounts hide.
+  sandbox::Policy policy = options.policy;
+  policy.visible_paths.push_back(absolute_path);
   Interpreter::BeforeFork();
   absl::StatusOr<sandbox::ChildResult> child =
-      sandbox::RunSandboxed(options.policy, body);
+      sandbox::RunSandboxed(policy, body);
   Interpreter::AfterForkParent();
   if (!child.ok()) return child.status();
 
