@@ -4,7 +4,6 @@
 // covers real pickles against pickletools.
 #include "hooks/pickle_decoder.h"
 
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -757,18 +756,14 @@ TEST(PickleDecoderTest, MillionNestedTuplesViaMarks) {
   data.push_back('N');
   for (size_t i = 0; i < n; ++i) data.push_back('t');
   data.push_back('.');
-  const auto start = std::chrono::steady_clock::now();
   const PickleStream s = Decode(data, false);
-  const double secs = std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - start)
-                          .count();
   ASSERT_FALSE(s.error.has_value()) << s.error->message;
   EXPECT_TRUE(s.complete);
   EXPECT_EQ(s.stats.max_stack_depth, n + 1);
-  EXPECT_LT(secs, 2.0);
+  EXPECT_EQ(s.stats.opcode_count, 2 * n + 2);
 }
 
-TEST(PickleDecoderTest, RepeatedAppendsAreLinear) {
+TEST(PickleDecoderTest, RepeatedAppendsDecodeEveryOpcode) {
   // 200k APPENDS batches of one item each onto one list.
   Bytes data = B("]");
   for (int i = 0; i < 200000; ++i) {
@@ -777,13 +772,10 @@ TEST(PickleDecoderTest, RepeatedAppendsAreLinear) {
     data.push_back('e');
   }
   data.push_back('.');
-  const auto start = std::chrono::steady_clock::now();
   const PickleStream s = Decode(data, false);
-  const double secs = std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - start)
-                          .count();
+  ASSERT_FALSE(s.error.has_value()) << s.error->message;
   EXPECT_TRUE(s.complete);
-  EXPECT_LT(secs, 2.0);
+  EXPECT_EQ(s.stats.opcode_count, 1 + 3 * 200000 + 1);
 }
 
 TEST(PickleDecoderTest, HugeDeclaredLengthsAllocateNothing) {
