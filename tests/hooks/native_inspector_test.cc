@@ -8,7 +8,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -522,28 +521,6 @@ TEST(NativeInspectorTest, DisassembleDoesNotFaultPastEndOfFile) {
   ASSERT_FALSE(d.ok());
   EXPECT_EQ(d.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(d.status().message(), HasSubstr("no safe way to read a memfd"));
-}
-
-TEST(NativeInspectorTest, CostOfOneObservation) {
-  void* fn = dlsym(RTLD_DEFAULT, "getpid");
-  Pages page(1, PROT_READ | PROT_WRITE | PROT_EXEC);
-  constexpr int kRounds = 200;
-  auto per = [](auto f) {
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < kRounds; ++i) f();
-    return std::chrono::duration<double, std::micro>(
-               std::chrono::steady_clock::now() - t0)
-               .count() /
-           kRounds;
-  };
-  double classify =
-      per([&] { (void)ClassifyAddress(reinterpret_cast<uint64_t>(fn)); });
-  double disasm = per([&] { (void)DisassembleAt(page.addr(), 64, 16); });
-  double stack = per([] { (void)CaptureNativeStack(32); });
-  fprintf(stderr,
-          "per call: ClassifyAddress(libc) %.1f us, DisassembleAt %.1f us, "
-          "CaptureNativeStack(32) %.1f us\n",
-          classify, disasm, stack);
 }
 
 }  // namespace

@@ -1,9 +1,8 @@
 // NATIVE events from the audit hook, in process with the shared interpreter:
 // ctypes calls into libc, a call into an anonymous RWX page that holds only
 // `ret`, memory wrappers, the load-phase gate, the per-load budget and the
-// switch; and the cost of one ctypes event.
+// switch. (The cost of one ctypes event: bench/embed_bench.cc.)
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -327,37 +326,6 @@ TEST(ObserverNativeInspectorTest, ArgumentValuesAreBounded) {
             ArgsOf(e)["target"] == "anonymous-exec";
   }
   EXPECT_TRUE(seen);
-}
-
-// Cost of one ctypes call with the hook recording: NATIVE on vs off.
-TEST(ObserverNativeInspectorTest, CostPerCtypesEvent) {
-  constexpr int kCalls = 2000;
-  const std::string code =
-      "libc = ctypes.CDLL(None)\nf = libc.getpid\n"
-      "for _ in range(" +
-      std::to_string(kCalls) + "): f()\n";
-  auto time = [&](bool native, int max_frames) {
-    AuditLimits limits;
-    limits.native.enabled = native;
-    limits.native.max_events = kCalls * 2;
-    limits.native.max_frames = max_frames;
-    MemoryEventSink sink;
-    auto t0 = std::chrono::steady_clock::now();
-    RunRecorded(code, &sink, limits);
-    auto t1 = std::chrono::steady_clock::now();
-    return std::chrono::duration<double, std::micro>(t1 - t0).count() / kCalls;
-  };
-  time(true, 32);  // warm the symbol cache
-  double off = time(false, 32);
-  double on = time(true, 32);
-  double on_shallow = time(true, 8);
-  fprintf(stderr,
-          "per ctypes call, recording: AUDIT only %.2f us, +NATIVE (32 "
-          "frames) %.2f us, +NATIVE (8 frames) %.2f us\n",
-          off, on, on_shallow);
-  RecordProperty("us_per_call_audit_only", std::to_string(off));
-  RecordProperty("us_per_call_native", std::to_string(on));
-  EXPECT_LT(on, 2000.0);  // sanity bound only; the numbers are the result
 }
 
 }  // namespace

@@ -3,9 +3,13 @@
 dynahug_add_gtest(embed_interpreter_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_interpreter_test.cc
   LIBS dynahug::embed)
+# The forked-child test streams through the production event channel.
 dynahug_add_gtest(embed_loader_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_loader_test.cc
-  LIBS dynahug::embed)
+  LIBS dynahug::embed dynahug::sandbox absl::time)
 dynahug_add_gtest(embed_loader_tamper_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_loader_tamper_test.cc
   LIBS dynahug::embed)
+dynahug_add_gtest(embed_disguise_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_disguise_test.cc
+  LIBS dynahug::embed absl::strings)
