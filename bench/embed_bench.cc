@@ -232,10 +232,10 @@ void ForkedChildThroughChannel(runtime::Loader& loader) {
 }
 
 void NativeCosts(runtime::Interpreter& py) {
-  if (!py.Exec("import ctypes").ok()) Die("import ctypes");
   constexpr int kCalls = 2000;
   const std::string code =
-      "libc = ctypes.CDLL(None)\nf = libc.getpid\nfor _ in range(" +
+      "import ctypes\nlibc = ctypes.CDLL(None)\nf = libc.getpid\n"
+      "for _ in range(" +
       std::to_string(kCalls) + "): f()\n";
   auto per_call_us = [&](bool native, int max_frames) {
     hooks::AuditLimits limits;
