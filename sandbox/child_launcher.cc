@@ -395,17 +395,36 @@ bool AddressSpaceNearLimit(uint64_t headroom) {
   return peak_bytes + headroom >= as.rlim_cur;
 }
 
-// Overwrites the environment block the kernel exposes as /proc/self/environ
-// (inherited from whoever exec'ed the zygote) with the scrubbed environment,
-// zero-padded.
-void ScrubKernelEnvironBlock(const std::vector<std::string>& env) {
+// Writes the NUL-separated `items` at the start of [start, end), zero-pads
+// the rest, and returns the bytes written.
+size_t FillBlock(char* start, char* end,
+                 const std::vector<std::string>& items) {
+  const size_t size = static_cast<size_t>(end - start);
+  size_t pos = 0;
+  for (const std::string& item : items) {
+    if (pos + item.size() + 1 > size) break;
+    memcpy(start + pos, item.c_str(), item.size() + 1);
+    pos += item.size() + 1;
+  }
+  memset(start + pos, 0, size - pos);
+  return pos;
+}
+
+// Overwrites the blocks the kernel exposes as /proc/self/environ and
+// /proc/self/cmdline (inherited from whoever exec'ed the zygote: its
+// environment, and a command line naming dynahug and the file) with the
+// scrubbed environment and `argv`, then shrinks both to what was written
+// (PR_SET_MM, while CAP_SYS_RESOURCE is still held; zero-padded otherwise).
+void ScrubKernelBlocks(const std::vector<std::string>& env,
+                       const std::vector<std::string>& argv) {
   char stat[4096];
   if (ReadSmallFile("/proc/self/stat", stat, sizeof stat) <= 0) {
     ChildFail("read(/proc/self/stat)", errno);
   }
   const char* p = strrchr(stat, ')');
   ChildCheck(p != nullptr, "parse(/proc/self/stat)");
-  // Field 3 starts after ") "; env_start and env_end are fields 50 and 51.
+  // Field 3 starts after ") "; arg_start, arg_end, env_start and env_end
+  // are fields 48 to 51.
   unsigned long long fields[52] = {};
   int field = 3;
   p += 2;
@@ -421,18 +440,25 @@ void ScrubKernelEnvironBlock(const std::vector<std::string>& env) {
     while (*p == ' ') ++p;
     ++field;
   }
-  ChildCheck(field > 51, "parse(/proc/self/stat) env fields");
-  char* start = reinterpret_cast<char*>(fields[50]);
-  char* end = reinterpret_cast<char*>(fields[51]);
-  if (start == nullptr || end <= start) return;
-  const size_t size = static_cast<size_t>(end - start);
-  size_t pos = 0;
-  for (const std::string& kv : env) {
-    if (pos + kv.size() + 1 > size) break;
-    memcpy(start + pos, kv.c_str(), kv.size() + 1);
-    pos += kv.size() + 1;
+  ChildCheck(field > 51, "parse(/proc/self/stat) arg/env fields");
+  char* arg_start = reinterpret_cast<char*>(fields[48]);
+  char* arg_end = reinterpret_cast<char*>(fields[49]);
+  char* env_start = reinterpret_cast<char*>(fields[50]);
+  char* env_end = reinterpret_cast<char*>(fields[51]);
+  if (env_start != nullptr && env_end > env_start) {
+    const size_t n = FillBlock(env_start, env_end, env);
+    if (n > 0) {
+      (void)prctl(PR_SET_MM, PR_SET_MM_ENV_END,
+                  reinterpret_cast<unsigned long>(env_start + n), 0, 0);
+    }
   }
-  memset(start + pos, 0, size - pos);
+  if (arg_start != nullptr && arg_end > arg_start) {
+    const size_t n = FillBlock(arg_start, arg_end, argv);
+    if (n > 0) {
+      (void)prctl(PR_SET_MM, PR_SET_MM_ARG_END,
+                  reinterpret_cast<unsigned long>(arg_start + n), 0, 0);
+    }
+  }
 }
 
 void SetLimit(int resource, rlim_t soft, rlim_t hard, const char* what) {
@@ -747,7 +773,7 @@ void ApplyLimits(const Limits& limits) {
 
 // Step 6: the scrubbed environment, also in the kernel's copy.
 void InstallEnvironment(const ChildPlan& plan) {
-  ScrubKernelEnvironBlock(*plan.env);
+  ScrubKernelBlocks(*plan.env, {"python3"});
   environ = plan.envp;
   // The process name a payload reads in /proc/self/comm and /proc/1/comm.
   prctl(PR_SET_NAME, "python3", 0, 0, 0);
