@@ -11,9 +11,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/fs.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -22,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1020,6 +1023,56 @@ TEST_P(FilesystemTest, WritesOnlyInScratch) {
   EXPECT_NE(stat("/var/tmp/dynahug_pwned", &st), 0);
 }
 
+// The child owns root's files (uid 0), and Landlock does not cover chmod,
+// utimes, xattrs, file flags or (ABI < 3) truncate: the read-only mounts
+// must, in both modes (kMountNamespace is what a kernel without Landlock,
+// or with an old ABI, gets).
+TEST_P(FilesystemTest, HostMetadataIsReadOnly) {
+  policy_.fs_isolation = GetParam();
+  const std::string dir =
+      absl::StrCat(DYNAHUG_TEST_DATA_DIR, "/metadata-", getpid());
+  const std::string file = dir + "/victim";
+  mkdir(dir.c_str(), 0755);
+  {
+    std::ofstream out(file);
+    out << "unchanged";
+  }
+  ASSERT_EQ(chmod(file.c_str(), 0644), 0);
+  struct stat before {};
+  ASSERT_EQ(stat(file.c_str(), &before), 0);
+  const ChildResult r = Run([&](ChildContext& ctx) {
+    auto report = [&](const char* name, long rc) {
+      Send(ctx, name, rc == 0 ? "changed" : ErrnoName(errno));
+    };
+    report("chmod", chmod(file.c_str(), 04755));
+    report("chmod_dir", chmod(dir.c_str(), 0777));
+    report("utimes", utimensat(AT_FDCWD, file.c_str(), nullptr, 0));
+    report("setxattr", setxattr(file.c_str(), "user.x", "1", 1, 0));
+    report("truncate", truncate(file.c_str(), 0));
+    report("chown", chown(file.c_str(), 0, 0));
+    const int fd = open(file.c_str(), O_RDONLY);
+    report("fchmod", fchmod(fd, 04755));
+    int flags = FS_APPEND_FL;
+    report("setflags", ioctl(fd, FS_IOC_SETFLAGS, &flags));
+    report("fsetxattr", fsetxattr(fd, "user.y", "1", 1, 0));
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  for (const char* name : {"chmod", "chmod_dir", "utimes", "setxattr",
+                           "truncate", "chown", "fchmod", "fsetxattr"}) {
+    EXPECT_EQ(Value(r, name), "EROFS") << name;
+  }
+  EXPECT_NE(Value(r, "setflags"), "changed");
+  struct stat after {};
+  ASSERT_EQ(stat(file.c_str(), &after), 0);
+  EXPECT_EQ(after.st_mode, before.st_mode);
+  EXPECT_EQ(after.st_size, before.st_size);
+  EXPECT_EQ(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+  EXPECT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+  unlink(file.c_str());
+  rmdir(dir.c_str());
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, FilesystemTest,
                          ::testing::Values(FsIsolation::kAuto,
                                            FsIsolation::kMountNamespace),
@@ -1057,6 +1110,111 @@ TEST(ChildResultTest, ConvertsEveryStatusToProto) {
     EXPECT_DOUBLE_EQ(p.cpu_ms(), 0.5);
     EXPECT_EQ(p.max_rss_kib(), 1234u);
   }
+}
+
+TEST(ResolveFsIsolationTest, MountNamespaceAlwaysLandlockWhenAvailable) {
+  struct Case {
+    FsIsolation requested;
+    int abi;
+    bool ok;
+    FsIsolation used;
+  };
+  const Case cases[] = {
+      {FsIsolation::kAuto, 0, true, FsIsolation::kMountNamespace},
+      {FsIsolation::kAuto, 1, true, FsIsolation::kLandlock},
+      {FsIsolation::kAuto, 2, true, FsIsolation::kLandlock},  // Debian 12
+      {FsIsolation::kAuto, 7, true, FsIsolation::kLandlock},
+      {FsIsolation::kLandlock, 0, false, FsIsolation::kAuto},
+      {FsIsolation::kLandlock, 3, true, FsIsolation::kLandlock},
+      {FsIsolation::kMountNamespace, 0, true, FsIsolation::kMountNamespace},
+      {FsIsolation::kMountNamespace, 7, true, FsIsolation::kMountNamespace},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<FsIsolation> got = ResolveFsIsolation(c.requested, c.abi);
+    ASSERT_EQ(got.ok(), c.ok) << static_cast<int>(c.requested) << "/" << c.abi;
+    if (c.ok) {
+      EXPECT_EQ(*got, c.used) << static_cast<int>(c.requested);
+    }
+  }
+}
+
+TEST_F(SandboxTest, ScratchIsBoundedInBytesAndFiles) {
+  policy_.limits.scratch_bytes = 1 << 20;
+  policy_.limits.scratch_inodes = 64;
+  const ChildResult r = Run([](ChildContext& ctx) {
+    for (const std::string& base : {std::string("/tmp"), ctx.scratch_dir()}) {
+      std::string big = base + "/big";
+      const int fd = open(big.c_str(), O_WRONLY | O_CREAT, 0600);
+      std::string chunk(64 << 10, 'x');
+      size_t written = 0;
+      int err = 0;
+      for (int i = 0; i < 64; ++i) {  // 4 MiB into a 1 MiB tmpfs
+        const ssize_t n = write(fd, chunk.data(), chunk.size());
+        if (n <= 0) {
+          err = errno;
+          break;
+        }
+        written += static_cast<size_t>(n);
+      }
+      close(fd);
+      unlink(big.c_str());
+      Send(ctx, "bytes_" + base,
+           absl::StrCat(written <= (1 << 20) ? "bounded " : "unbounded ",
+                        ErrnoName(err)));
+      int files = 0;
+      for (; files < 1000; ++files) {
+        const int f = open(absl::StrCat(base, "/f", files).c_str(),
+                           O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (f < 0) break;
+        close(f);
+      }
+      Send(ctx, "files_" + base,
+           absl::StrCat(files < 64 ? "bounded " : "unbounded ",
+                        ErrnoName(errno)));
+    }
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  for (const char* base : {"/tmp", "/home/user"}) {
+    EXPECT_EQ(Value(r, absl::StrCat("bytes_", base)), "bounded ENOSPC");
+    EXPECT_EQ(Value(r, absl::StrCat("files_", base)), "bounded ENOSPC");
+  }
+}
+
+TEST_F(SandboxTest, VisiblePathsStayVisibleAndReadOnlyUnderScratch) {
+  const std::string dir = absl::StrCat("/tmp/dynahug-visible-", getpid());
+  const std::string model = dir + "/model.bin";
+  const std::string other = dir + "/other.bin";
+  mkdir(dir.c_str(), 0755);
+  for (const std::string& path : {model, other}) {
+    std::ofstream out(path);
+    out << "weights";
+  }
+  policy_.visible_paths = {model, "/nonexistent/dynahug"};
+  const ChildResult r = Run([&](ChildContext& ctx) {
+    std::ifstream in(model);
+    std::string content;
+    std::getline(in, content);
+    Send(ctx, "read", content);
+    const int w = open(model.c_str(), O_WRONLY);
+    Send(ctx, "write", w >= 0 ? "opened" : ErrnoName(errno));
+    const int u = unlink(model.c_str());
+    Send(ctx, "unlink", u == 0 ? "removed" : ErrnoName(errno));
+    struct stat st;
+    Send(ctx, "other",
+         stat(other.c_str(), &st) == 0 ? "visible" : ErrnoName(errno));
+    return 0;
+  });
+  EXPECT_EQ(r.status, ChildStatus::kOk) << r.reason;
+  EXPECT_EQ(Value(r, "read"), "weights");
+  EXPECT_EQ(Value(r, "write"), "EROFS");
+  EXPECT_NE(Value(r, "unlink"), "removed");
+  EXPECT_EQ(Value(r, "other"), "ENOENT");  // only what was asked for
+  struct stat st;
+  EXPECT_EQ(stat(model.c_str(), &st), 0);
+  unlink(model.c_str());
+  unlink(other.c_str());
+  rmdir(dir.c_str());
 }
 
 }  // namespace
