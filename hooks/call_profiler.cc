@@ -1,6 +1,7 @@
 #include "hooks/call_profiler.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -22,9 +23,21 @@ std::string Utf8(PyObject* obj) {
   return s;
 }
 
-PyMethodDef kBootstrapDef = {
-    "_dynahug_profile_bootstrap", nullptr, METH_VARARGS,
-    "Installs the dynahug C profiler on the calling thread."};
+// `func` is _thread.start_new_thread (or its alias start_new).
+bool IsThreadStart(PyObject* func) {
+  if (!PyCFunction_Check(func)) return false;
+  auto* cf = reinterpret_cast<PyCFunctionObject*>(func);
+  if (cf->m_self == nullptr || !PyModule_Check(cf->m_self)) return false;
+  const char* module = PyModule_GetName(cf->m_self);
+  if (module == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  const char* name = cf->m_ml->ml_name;
+  return strcmp(module, "_thread") == 0 &&
+         (strcmp(name, "start_new_thread") == 0 ||
+          strcmp(name, "start_new") == 0);
+}
 
 }  // namespace
 
@@ -43,20 +56,6 @@ absl::Status CallProfiler::Start() {
     return absl::FailedPreconditionError(
         "CallProfiler: another profiler is active");
   }
-  kBootstrapDef.ml_meth = &CallProfiler::Bootstrap;
-  bootstrap_ = PyRef(PyCFunction_New(&kBootstrapDef, nullptr));
-  if (!bootstrap_) return runtime::StatusFromPyErr("CallProfiler: bootstrap");
-  // Threads started during the load install the profiler on their first
-  // event (threading.setprofile takes a Python callable). Done before the
-  // profile function is installed so that it does not profile itself.
-  PyRef name(PyUnicode_FromString("threading"));
-  PyRef module(name ? PyImport_GetModule(name.get()) : nullptr);
-  if (module) {
-    PyRef r(
-        PyObject_CallMethod(module.get(), "setprofile", "O", bootstrap_.get()));
-    if (!r) PyErr_Clear();
-  }
-  PyErr_Clear();
   g_active = this;
   running_ = true;
   PyEval_SetProfile(&CallProfiler::Callback, nullptr);
@@ -65,7 +64,27 @@ absl::Status CallProfiler::Start() {
     running_ = false;
     return runtime::StatusFromPyErr("CallProfiler: PyEval_SetProfile");
   }
+  // Threads that exist already are not profiled (as before the load, they
+  // are not the payload's); ids are unique for the interpreter's life.
+  preexisting_.clear();
+  PyThreadState* self = PyThreadState_Get();
+  for (PyThreadState* t = PyInterpreterState_ThreadHead(self->interp);
+       t != nullptr; t = PyThreadState_Next(t)) {
+    if (t != self) preexisting_.insert(t->id);
+  }
   return absl::OkStatus();
+}
+
+void CallProfiler::InstallOnNewThreads() {
+  PyThreadState* self = PyThreadState_Get();
+  for (PyThreadState* t = PyInterpreterState_ThreadHead(self->interp);
+       t != nullptr; t = PyThreadState_Next(t)) {
+    if (t->c_profilefunc != &CallProfiler::Callback &&
+        !preexisting_.contains(t->id)) {
+      _PyEval_SetProfile(t, &CallProfiler::Callback, nullptr);
+    }
+  }
+  PyErr_Clear();
 }
 
 bool CallProfiler::Stop() {
@@ -81,22 +100,7 @@ bool CallProfiler::Stop() {
   PyErr_Clear();
   running_ = false;
   if (g_active == this) g_active = nullptr;
-  PyRef name(PyUnicode_FromString("threading"));
-  PyRef module(name ? PyImport_GetModule(name.get()) : nullptr);
-  if (module) {
-    PyRef r(PyObject_CallMethod(module.get(), "setprofile", "O", Py_None));
-    if (!r) PyErr_Clear();
-  }
-  PyErr_Clear();
   return intact;
-}
-
-PyObject* CallProfiler::Bootstrap(PyObject*, PyObject*) {
-  if (g_active != nullptr) {
-    PyEval_SetProfile(&CallProfiler::Callback, nullptr);
-    PyErr_Clear();
-  }
-  Py_RETURN_NONE;
 }
 
 int CallProfiler::CodeIndex(PyCodeObject* code, PyFrameObject* frame) {
@@ -201,6 +205,10 @@ int CallProfiler::Callback(PyObject*, PyFrameObject* frame, int what,
         back ? self->VisibleCaller(reinterpret_cast<PyFrameObject*>(back.get()))
              : kRootCaller;
     self->Count(caller, callee);
+  } else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
+    // _thread.start_new_thread has made the new thread's state and started
+    // it, and this thread still holds the GIL: profile it before it runs.
+    if (IsThreadStart(arg)) self->InstallOnNewThreads();
   } else if (what == PyTrace_C_CALL) {
     if (!PyCFunction_Check(arg)) return 0;
     PyRef code(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));

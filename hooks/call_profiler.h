@@ -2,9 +2,14 @@
 // and calls of builtin (C) functions made from Python code, keyed by
 // caller -> callee edge, and reports them as PYTHON_CALL events.
 //
-// Installed with PyEval_SetProfile on the calling thread and, through
-// threading.setprofile, on threads started during the load (CPython 3.11
-// has no all-threads API).
+// A C profile function only (no Python-visible object: sys.getprofile(),
+// threading.getprofile() and sys.gettrace() read None, as in a process
+// without a profiler). Installed on the calling thread by Start() and on
+// each thread started during the load right when _thread.start_new_thread
+// returns in a profiled thread (the new thread's state exists and it cannot
+// run before this thread releases the GIL). CPython 3.11 has no
+// all-threads API; threads created by C code (PyGILState_Ensure) are not
+// profiled.
 //
 // Hidden code: functions compiled from `hidden_filename` (the loader's own
 // instrumentation) and functions matching `transparent` (the pure-Python
@@ -34,6 +39,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "hooks/event_sink.h"
 #include "runtime/py_ref.h"
@@ -87,7 +93,9 @@ class CallProfiler {
   };
   static int Callback(PyObject* obj, PyFrameObject* frame, int what,
                       PyObject* arg);
-  static PyObject* Bootstrap(PyObject* self, PyObject* args);
+  // Installs the profile function on every thread that lacks it and did
+  // not exist at Start().
+  void InstallOnNewThreads();
   // Index into functions_ for a code object / C function, or -1 when full.
   int CodeIndex(PyCodeObject* code, PyFrameObject* frame);
   int CFunctionIndex(PyObject* func);
@@ -106,7 +114,7 @@ class CallProfiler {
   absl::flat_hash_map<std::pair<int, int>, uint64_t> edges_;
   uint64_t total_calls_ = 0;
   uint64_t dropped_calls_ = 0;
-  runtime::PyRef bootstrap_;
+  absl::flat_hash_set<uint64_t> preexisting_;  // PyThreadState ids
 };
 
 }  // namespace dynahug::hooks

@@ -1,7 +1,12 @@
 #include "runtime/interpreter.h"
 
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>  // PyMemberDef of sys.flags' type
+
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -42,6 +47,58 @@ absl::Status SetString(PyConfig* config, wchar_t** field,
   if (PyStatus_Exception(status)) {
     return StatusFromPyStatus(absl::StrCat("PyConfig ", std::string(name)),
                               status);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AppendList(PyWideStringList* list, const std::string& value,
+                        std::string_view name) {
+  wchar_t* decoded = Py_DecodeLocale(value.c_str(), nullptr);
+  if (decoded == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Interpreter::Create: cannot decode ", std::string(name), " ", value));
+  }
+  PyStatus status = PyWideStringList_Append(list, decoded);
+  PyMem_RawFree(decoded);
+  if (PyStatus_Exception(status)) {
+    return StatusFromPyStatus(absl::StrCat("PyConfig ", std::string(name)),
+                              status);
+  }
+  return absl::OkStatus();
+}
+
+// sys.flags fields that read as in a plain `python3` process.
+constexpr const char* kPlainZeroFlags[] = {
+    "isolated", "ignore_environment", "no_user_site", "no_site", "safe_path"};
+
+// See "Disguise" in the header. Requires the GIL; runs before any untrusted
+// code.
+absl::Status Disguise() {
+  PyRef site(PyImport_ImportModule("site"));  // sys.flags.no_site: no main()
+  if (!site) return StatusFromPyErr("Disguise: import site");
+  for (const char* fn : {"setquit", "setcopyright", "sethelper"}) {
+    PyRef r(PyObject_CallMethod(site.get(), fn, nullptr));
+    if (!r) return StatusFromPyErr(absl::StrCat("Disguise: site.", fn));
+  }
+  PyObject* flags = PySys_GetObject("flags");  // borrowed
+  if (flags == nullptr) return absl::InternalError("Disguise: no sys.flags");
+  PyTypeObject* type = Py_TYPE(flags);
+  PyRef copy(PyStructSequence_New(type));
+  if (!copy) return StatusFromPyErr("Disguise: sys.flags copy");
+  const Py_ssize_t n = PyTuple_GET_SIZE(flags);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    const char* name = type->tp_members[i].name;
+    bool zero = false;
+    for (const char* z : kPlainZeroFlags) {
+      zero |= name != nullptr && strcmp(name, z) == 0;
+    }
+    PyObject* value = zero ? PyLong_FromLong(0)
+                           : Py_NewRef(PyStructSequence_GetItem(flags, i));
+    if (value == nullptr) return StatusFromPyErr("Disguise: flag value");
+    PyStructSequence_SetItem(copy.get(), i, value);  // steals
+  }
+  if (PySys_SetObject("flags", copy.get()) != 0) {
+    return StatusFromPyErr("Disguise: set sys.flags");
   }
   return absl::OkStatus();
 }
@@ -105,15 +162,14 @@ absl::StatusOr<Interpreter> Interpreter::Create(
       return StatusFromPyStatus("PyConfig module_search_paths", status);
     }
   }
-  {
-    wchar_t* argv0 = Py_DecodeLocale(options.argv0.c_str(), nullptr);
-    if (argv0 == nullptr) {
-      return absl::InvalidArgumentError("Interpreter::Create: bad argv0");
-    }
-    PyStatus status = PyWideStringList_Append(&config.argv, argv0);
-    PyMem_RawFree(argv0);
-    if (PyStatus_Exception(status)) {
-      return StatusFromPyStatus("PyConfig argv", status);
+  if (absl::Status s = AppendList(&config.argv, options.argv0, "argv");
+      !s.ok()) {
+    return s;
+  }
+  for (const std::string& arg : options.orig_argv) {
+    if (absl::Status s = AppendList(&config.orig_argv, arg, "orig_argv");
+        !s.ok()) {
+      return s;
     }
   }
 
@@ -128,6 +184,9 @@ absl::StatusOr<Interpreter> Interpreter::Create(
   Interpreter interpreter(options.finalize_on_destroy, init_ms);
   if (absl::Status s = hooks::AuditHook::Instance().VerifyActive(); !s.ok()) {
     return s;
+  }
+  if (options.disguise) {
+    if (absl::Status s = Disguise(); !s.ok()) return s;
   }
   return interpreter;
 }

@@ -4,9 +4,21 @@
 // Create() installs the dynahug audit hook (before initialisation, as PEP 578
 // requires for hooks that must see everything), initialises Debian's
 // libpython3.11 from an isolated PyConfig (no environment variables, no user
-// site, no site module, explicit program name and home, sys.path exactly
+// site, no site.main(), explicit program name and home, sys.path exactly
 // InterpreterOptions::module_search_paths), then verifies that the hook is
 // active. Python errors never leak out of this unit: they become statuses.
+//
+// Disguise (InterpreterOptions::disguise): code in the interpreter should
+// not be able to tell it from an ordinary `python3` process by the cheap
+// checks. After initialisation Create() imports `site` (without running
+// site.main(), so sys.path and .pth files are untouched and no user site is
+// added), installs the builtins site.main() would (help, exit, quit,
+// copyright, credits, license), and replaces sys.flags by a copy whose
+// isolated, ignore_environment, no_user_site, no_site and safe_path read 0
+// as in a plain `python3`. The isolation itself is unchanged: the
+// interpreter was configured isolated, and sys.flags is informational after
+// start-up (site.py, the only stdlib reader that would act on it at import
+// time, is imported before the replacement). sys.argv is [argv0].
 //
 // Threading and GIL: the thread that calls Create() holds the GIL for the
 // guard's whole life and must be the only thread that uses it.
@@ -36,8 +48,13 @@ struct InterpreterOptions {
   std::vector<std::string> module_search_paths = {
       "/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload",
       "/usr/lib/python3/dist-packages"};
-  // sys.argv[0].
-  std::string argv0 = "dynahug";
+  // sys.argv[0]. "" is what `python3 < script.py` shows; it names no file
+  // a payload could look for.
+  std::string argv0 = "";
+  // sys.orig_argv (empty: none).
+  std::vector<std::string> orig_argv = {"python3"};
+  // See the file comment.
+  bool disguise = true;
   // When true the guard's destructor runs Py_FinalizeEx. Children must not
   // finalize (they _exit); a zygote may skip it to exit faster.
   bool finalize_on_destroy = true;

@@ -48,6 +48,37 @@ TEST(ObserverCallProfilerTest, CountsEdges) {
   EXPECT_EQ(prof.total_calls(), total);
 }
 
+// No Python-visible profile object (a payload probing for one finds what a
+// plain process shows), and threads started with _thread directly are
+// profiled too.
+TEST(ObserverCallProfilerThreadsTest, InvisibleToPythonAndCoversRawThreads) {
+  runtime::Interpreter& py = SharedInterpreter();
+  ASSERT_TRUE(
+      py.Exec("import sys, threading\n"
+              "m = type(sys)('dhprof4')\n"
+              "exec('def work():\\n    for i in range(3):\\n        leaf()\\n"
+              "def leaf():\\n    return 0\\n', m.__dict__)\n"
+              "sys.modules['dhprof4'] = m\n")
+          .ok());
+  CallProfiler prof;
+  ASSERT_TRUE(prof.Start().ok());
+  absl::StatusOr<std::string> seen = py.Eval(
+      "(__import__('sys').getprofile(), __import__('threading').getprofile())");
+  ASSERT_TRUE(py.Exec("import _thread, dhprof4\n"
+                      "done = _thread.allocate_lock()\ndone.acquire()\n"
+                      "def run():\n    dhprof4.work()\n    done.release()\n"
+                      "_thread.start_new_thread(run, ())\n"
+                      "done.acquire()\n")
+                  .ok());
+  EXPECT_TRUE(prof.Stop());
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ(*seen, "(None, None)");
+  MemoryEventSink sink;
+  prof.EmitTo(sink);
+  auto edges = Edges(sink);
+  EXPECT_EQ((edges[{"dhprof4.work", "dhprof4.leaf"}]), 3u);
+}
+
 TEST(ObserverCallProfilerTest, BoundedTablesAndEmission) {
   runtime::Interpreter& py = SharedInterpreter();
   ProfilerLimits limits;

@@ -241,7 +241,8 @@ TEST_F(TamperTest, DisablingProfilerOrTraceIsAFinding) {
     const char* hook;
   } cases[] = {
       {"import sys\nsys.setprofile(None)\n", "profiler"},
-      {"import threading\nthreading.setprofile(None)\n",
+      // New threads would run this instead of the C profiler.
+      {"import threading\nthreading.setprofile(lambda *a: None)\n",
        "threading.setprofile"},
       {"import sys\nsys.settrace(lambda *a: None)\n", "sys.settrace"},
       {"import threading\nthreading.settrace(lambda *a: None)\n",
