@@ -638,7 +638,9 @@ class Decoder {
   [[gnu::noinline]] StepResult SlowStep(uint64_t* hist) {
     return Step<false>(hist);
   }
-  // Fills the stats once decoding has ended.
+  // Fills the stats from the decoder state and adds `hist` (the opcodes
+  // decoded since the last call) to the histogram and count. Called when
+  // decoding has ended, and once more when Run<true> hands over to RunFast.
   void Finish(const std::array<uint64_t, 256>& hist);
 
   uint64_t Abs(size_t pos) const { return base_ + pos; }
@@ -1929,6 +1931,16 @@ void Decoder::Run(uint64_t max_ops) {
     if constexpr (kLimited) {
       if (budget == 0) break;
     }
+    if constexpr (kKeep) {
+      if (out_->ops.size() >= options_.max_kept_ops) [[unlikely]] {
+        // Enough records: count what was kept, then decode the rest of the
+        // stream without records (the decoder state is all in members).
+        Finish(hist);
+        RunFast();
+        out_->ops_omitted = out_->stats.opcode_count - out_->ops.size();
+        return;
+      }
+    }
     if (Step<kKeep>(hist.data()) != StepResult::kContinue) break;
     --budget;
   }
@@ -2294,7 +2306,7 @@ void Decoder::Finish(const std::array<uint64_t, 256>& hist) {
     stats.histogram[i] += hist[i];
     decoded += hist[i];
   }
-  stats.opcode_count = decoded;
+  stats.opcode_count += decoded;
   stats.protocol = protocol_;
   stats.memo_size = memo_.size();
   const size_t depth = stack_.size() + marks_.size();

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -135,11 +136,21 @@ struct PickleStream {
   std::vector<InlineArray> arrays;     // joblib inline arrays skipped
   std::vector<PickleStream> nested;    // joblib object arrays (own streams)
   std::vector<DecodedOp> ops;          // only with DecodeOptions::keep_ops
+  // With keep_ops: opcodes decoded but not kept in `ops` because of
+  // DecodeOptions::max_kept_ops (stats.opcode_count - ops.size()). Always 0
+  // without keep_ops.
+  uint64_t ops_omitted = 0;
 };
 
 struct DecodeOptions {
   // Keep every DecodedOp in PickleStream::ops (for `disasm` and tests).
   bool keep_ops = false;
+  // With keep_ops: keep at most this many DecodedOps per stream (each nested
+  // stream has its own allowance). The rest of the stream is still decoded
+  // the same way and fully reflected in stats, globals, arrays, nested,
+  // length, complete and error; only its DecodedOps are not recorded, so
+  // memory for them stays at max_kept_ops records however long the stream.
+  uint64_t max_kept_ops = std::numeric_limits<uint64_t>::max();
   // Treat joblib.numpy_pickle.NumpyArrayWrapper BUILDs as followed by inline
   // array data (what joblib.load does). On for every caller that decodes a
   // whole file; tests of plain pickles may turn it off.

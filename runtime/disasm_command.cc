@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cinttypes>
 #include <cstdio>
+#include <limits>
 #include <ostream>
 #include <string_view>
 
@@ -23,6 +24,13 @@ using hooks::PickleStream;
 using hooks::SourceName;
 
 enum class OutputFormat { kText, kJson };
+
+// Default of --max-opcodes: opcodes listed per pickle stream. Listing more
+// costs a DecodedOp (~100 bytes) and up to ~150 bytes of output each.
+constexpr uint64_t kDefaultMaxOpcodes = 100000;
+
+// JSON is written out whenever this much is pending.
+constexpr size_t kJsonFlushBytes = 64 * 1024;
 
 struct DisasmOptions {
   OutputFormat format = OutputFormat::kText;
@@ -151,6 +159,15 @@ std::string JoinPath(const std::vector<std::string>& path) {
   return joined;
 }
 
+// The note for opcodes past --max-opcodes, e.g. "10385763 of 10485763
+// opcodes not listed (only the first 100000 are: --max-opcodes)".
+std::string OmittedOpsNote(const PickleStream& stream) {
+  return std::to_string(stream.ops_omitted) + " of " +
+         std::to_string(stream.stats.opcode_count) +
+         " opcodes not listed (only the first " +
+         std::to_string(stream.ops.size()) + " are: --max-opcodes)";
+}
+
 // --- text output --------------------------------------------------------
 
 void PrintStreamText(const PickleStream& stream, const std::string& where,
@@ -162,8 +179,8 @@ void PrintStreamText(const PickleStream& stream, const std::string& where,
       << " bytes, " << (stream.complete ? "complete" : "INCOMPLETE") << "\n";
   for (const DecodedOp& op : stream.ops) {
     char head[64];
-    std::snprintf(head, sizeof(head), "%s%8" PRIu64 ": %-4s %-16s",
-                  pad.c_str(), op.offset, OpcodeByteRepr(op.opcode).c_str(),
+    std::snprintf(head, sizeof(head), "%s%8" PRIu64 ": %-4s %-16s", pad.c_str(),
+                  op.offset, OpcodeByteRepr(op.opcode).c_str(),
                   std::string(hooks::OpcodeName(op.opcode)).c_str());
     std::string line = head;
     const std::string arg = FormatOpArg(op);
@@ -171,6 +188,9 @@ void PrintStreamText(const PickleStream& stream, const std::string& where,
     const std::string memo = MemoText(op.memo);
     if (!memo.empty()) line += "    (" + memo + ")";
     out << line << "\n";
+  }
+  if (stream.ops_omitted > 0) {
+    out << pad << "  ... " << OmittedOpsNote(stream) << "\n";
   }
   for (const auto& array : stream.arrays) {
     out << pad << "  inline array at offset " << array.offset << ": "
@@ -204,8 +224,8 @@ void PrintStreamText(const PickleStream& stream, const std::string& where,
 }
 
 bool IsPlainDataLeaf(const Member& m) {
-  return m.format == Format::kData && m.children.empty() &&
-         m.pickles.empty() && m.notes.empty() && m.error.empty();
+  return m.format == Format::kData && m.children.empty() && m.pickles.empty() &&
+         m.notes.empty() && m.error.empty();
 }
 
 void PrintMemberText(const Member& member, std::vector<std::string>& path,
@@ -251,7 +271,14 @@ void PrintMemberText(const Member& member, std::vector<std::string>& path,
 
 // --- JSON output --------------------------------------------------------
 
-void WriteStreamJson(const PickleStream& stream, JsonWriter& json) {
+// Writes what `json` holds to `out` once it is large: output is streamed,
+// the document is never built whole in memory.
+void MaybeFlush(JsonWriter& json, std::ostream& out) {
+  if (json.str().size() >= kJsonFlushBytes) json.Flush(out);
+}
+
+void WriteStreamJson(const PickleStream& stream, JsonWriter& json,
+                     std::ostream& out) {
   json.BeginObject();
   json.Field("offset", stream.offset);
   json.Field("length", stream.length);
@@ -276,6 +303,7 @@ void WriteStreamJson(const PickleStream& stream, JsonWriter& json) {
   json.Key("globals");
   json.BeginArray();
   for (const GlobalReference& g : stream.globals) {
+    MaybeFlush(json, out);
     json.BeginObject();
     json.Field("module", g.module);
     json.Field("name", g.name);
@@ -304,12 +332,19 @@ void WriteStreamJson(const PickleStream& stream, JsonWriter& json) {
   if (!stream.nested.empty()) {
     json.Key("nested");
     json.BeginArray();
-    for (const auto& nested : stream.nested) WriteStreamJson(nested, json);
+    for (const auto& nested : stream.nested) {
+      WriteStreamJson(nested, json, out);
+    }
     json.EndArray();
+  }
+  if (stream.ops_omitted > 0) {
+    json.Field("ops_omitted", stream.ops_omitted);
+    json.Field("ops_note", OmittedOpsNote(stream));
   }
   json.Key("ops");
   json.BeginArray();
   for (const DecodedOp& op : stream.ops) {
+    MaybeFlush(json, out);
     json.BeginObject();
     json.Field("offset", op.offset);
     json.Field("opcode", hooks::OpcodeName(op.opcode));
@@ -328,7 +363,9 @@ void WriteStreamJson(const PickleStream& stream, JsonWriter& json) {
   json.EndObject();
 }
 
-void WriteMemberJson(const Member& member, JsonWriter& json) {
+void WriteMemberJson(const Member& member, JsonWriter& json,
+                     std::ostream& out) {
+  MaybeFlush(json, out);
   json.BeginObject();
   json.Field("name", member.name);
   json.Field("format", FormatName(member.format));
@@ -343,11 +380,15 @@ void WriteMemberJson(const Member& member, JsonWriter& json) {
   if (!member.error.empty()) json.Field("error", member.error);
   json.Key("pickles");
   json.BeginArray();
-  for (const auto& stream : member.pickles) WriteStreamJson(stream, json);
+  for (const auto& stream : member.pickles) {
+    WriteStreamJson(stream, json, out);
+  }
   json.EndArray();
   json.Key("children");
   json.BeginArray();
-  for (const auto& child : member.children) WriteMemberJson(child, json);
+  for (const auto& child : member.children) {
+    WriteMemberJson(child, json, out);
+  }
   json.EndArray();
   json.EndObject();
 }
@@ -355,8 +396,8 @@ void WriteMemberJson(const Member& member, JsonWriter& json) {
 // --- options ------------------------------------------------------------
 
 bool ParseUint(std::string_view text, uint64_t& value) {
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(),
-                                   value);
+  auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), value);
   return ec == std::errc() && end == text.data() + text.size();
 }
 
@@ -364,6 +405,7 @@ bool ParseUint(std::string_view text, uint64_t& value) {
 bool ParseOptions(const std::vector<std::string>& args, DisasmOptions& options,
                   std::ostream& err) {
   options.analyze.decode.keep_ops = true;
+  options.analyze.decode.max_kept_ops = kDefaultMaxOpcodes;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     auto next_value = [&](std::string& value) {
@@ -395,10 +437,22 @@ bool ParseOptions(const std::vector<std::string>& args, DisasmOptions& options,
         return false;
       }
       if (arg == "--max-depth") {
-        options.analyze.limits.max_depth = static_cast<int>(std::min<uint64_t>(n, 64));
+        options.analyze.limits.max_depth =
+            static_cast<int>(std::min<uint64_t>(n, 64));
       } else {
         options.analyze.limits.max_expanded_bytes = n;
       }
+    } else if (arg == "--max-opcodes") {
+      if (!next_value(value)) return false;
+      uint64_t n = 0;
+      if (!ParseUint(value, n)) {
+        err << "dynahug disasm: --max-opcodes needs a non-negative integer "
+               "(0: no limit), got '"
+            << value << "'\n";
+        return false;
+      }
+      options.analyze.decode.max_kept_ops =
+          n == 0 ? std::numeric_limits<uint64_t>::max() : n;
     } else if (arg.size() > 1 && arg[0] == '-') {
       err << "dynahug disasm: unknown option '" << arg << "'\n";
       return false;
@@ -408,7 +462,7 @@ bool ParseOptions(const std::vector<std::string>& args, DisasmOptions& options,
   }
   if (options.files.empty()) {
     err << "usage: dynahug disasm FILE... [--format text|json] "
-           "[--max-depth N] [--max-expanded BYTES]\n";
+           "[--max-depth N] [--max-expanded BYTES] [--max-opcodes N]\n";
     return false;
   }
   return true;
@@ -503,8 +557,9 @@ int RunDisasm(const std::vector<std::string>& args, std::ostream& out,
       for (const auto& e : errors) json.String(e);
       json.EndArray();
       json.Key("root");
-      WriteMemberJson(root, json);
+      WriteMemberJson(root, json, out);
       json.EndObject();
+      json.Flush(out);
     } else {
       out << path << ": " << FormatName(root.format) << ", " << root.size
           << " bytes, sha256 " << file->sha256() << "\n";
@@ -516,7 +571,8 @@ int RunDisasm(const std::vector<std::string>& args, std::ostream& out,
   if (options.format == OutputFormat::kJson) {
     json.EndArray();
     json.EndObject();
-    out << json.str() << "\n";
+    json.Flush(out);
+    out << "\n";
   }
   return any_error ? kExitError : kExitOk;
 }

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <ostream>
 
 namespace dynahug::runtime {
 namespace {
@@ -81,6 +82,11 @@ void JsonWriter::AppendQuoted(std::string& out, std::string_view value) {
     ++i;
   }
   out.push_back('"');
+}
+
+void JsonWriter::Flush(std::ostream& out) {
+  out.write(out_.data(), static_cast<std::streamsize>(out_.size()));
+  out_.clear();
 }
 
 void JsonWriter::Newline() {

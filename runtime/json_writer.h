@@ -6,6 +6,7 @@
 #define DYNAHUG_RUNTIME_JSON_WRITER_H_
 
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,8 +58,14 @@ class JsonWriter {
     Double(value);
   }
 
-  // The JSON written so far.
+  // The JSON written since construction or the last Flush().
   const std::string& str() const { return out_; }
+
+  // Writes str() to `out` and forgets it, keeping the nesting state, so
+  // that a large document can be streamed in pieces with memory bounded by
+  // what is written between two calls. The pieces concatenate to exactly
+  // what str() would have held without any Flush().
+  void Flush(std::ostream& out);
 
   // Appends `value` to `out` as a quoted, escaped JSON string.
   static void AppendQuoted(std::string& out, std::string_view value);

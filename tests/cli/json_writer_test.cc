@@ -1,6 +1,7 @@
 #include "runtime/json_writer.h"
 
 #include <cmath>
+#include <sstream>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -25,6 +26,33 @@ TEST(JsonWriterTest, CompactNesting) {
   json.Field("c", "x");
   json.EndObject();
   EXPECT_EQ(json.str(), R"({"a":1,"b":[-2,true,null,{},[]],"c":"x"})");
+}
+
+TEST(JsonWriterTest, FlushedPiecesConcatenateToTheWholeDocument) {
+  auto write = [](JsonWriter& json, std::ostream* flush_to) {
+    json.BeginObject();
+    json.Key("l");
+    json.BeginArray();
+    for (int i = 0; i < 3; ++i) {
+      if (flush_to != nullptr) json.Flush(*flush_to);
+      json.BeginObject();
+      json.Field("i", i);
+      json.EndObject();
+    }
+    json.EndArray();
+    if (flush_to != nullptr) json.Flush(*flush_to);
+    json.Field("k", "v");
+    json.EndObject();
+  };
+  JsonWriter whole(2);
+  write(whole, nullptr);
+  JsonWriter pieces(2);
+  std::ostringstream out;
+  write(pieces, &out);
+  EXPECT_EQ(pieces.str(), ",\n  \"k\": \"v\"\n}");  // since the last Flush
+  pieces.Flush(out);
+  EXPECT_EQ(pieces.str(), "");
+  EXPECT_EQ(out.str(), whole.str());
 }
 
 TEST(JsonWriterTest, Indented) {
@@ -60,7 +88,7 @@ INSTANTIATE_TEST_SUITE_P(
         EscapeCase{"\n\r\t", "\"\\n\\r\\t\""},
         EscapeCase{std::string("\x01\x7f", 2), "\"\\u0001\\u007f\""},
         EscapeCase{std::string("nul\0x", 5), "\"nul\\u0000x\""},
-        EscapeCase{"caf\xc3\xa9", "\"caf\xc3\xa9\""},           // valid UTF-8
+        EscapeCase{"caf\xc3\xa9", "\"caf\xc3\xa9\""},            // valid UTF-8
         EscapeCase{"\xf0\x9f\x98\x80", "\"\xf0\x9f\x98\x80\""},  // 4-byte
         EscapeCase{"bad\xff", "\"bad\\ufffd\""},                 // invalid
         EscapeCase{"\xc3", "\"\\ufffd\""},                       // truncated

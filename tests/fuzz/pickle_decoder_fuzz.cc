@@ -1,6 +1,8 @@
 // libFuzzer target for the static pickle decoder: every input is decoded
-// with and without keep_ops and with and without joblib array handling, and
-// a few invariants of the result are checked (a violated one aborts).
+// with and without keep_ops, with and without joblib array handling, and
+// with a small max_kept_ops, and a few invariants of the result are checked
+// (a violated one aborts).
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <span>
@@ -68,6 +70,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
   }
+  // max_kept_ops only shortens the listing: everything else is the same as
+  // without it, and the kept ops are a prefix of the full listing.
+  dynahug::hooks::DecodeOptions options;
+  options.keep_ops = true;
+  const auto full = dynahug::hooks::DecodePickle(bytes, options);
+  options.max_kept_ops = size % 8;
+  const auto capped = dynahug::hooks::DecodePickle(bytes, options);
+  CheckStream(capped, size, 0);
+  Check(capped.ops.size() ==
+        std::min<uint64_t>(options.max_kept_ops, full.ops.size()));
+  Check(capped.ops_omitted == full.ops.size() - capped.ops.size());
+  for (size_t i = 0; i < capped.ops.size(); ++i) {
+    Check(capped.ops[i].offset == full.ops[i].offset &&
+          capped.ops[i].opcode == full.ops[i].opcode);
+  }
+  Check(capped.length == full.length && capped.complete == full.complete);
+  Check(capped.error.has_value() == full.error.has_value());
+  if (full.error) Check(capped.error->message == full.error->message);
+  Check(capped.stats.histogram == full.stats.histogram);
+  Check(capped.stats.max_stack_depth == full.stats.max_stack_depth);
+  Check(capped.stats.memo_size == full.stats.memo_size);
+  Check(capped.globals.size() == full.globals.size());
+  Check(capped.nested.size() == full.nested.size());
   (void)dynahug::hooks::LooksLikePickle(bytes);
   return 0;
 }

@@ -4,6 +4,7 @@
 // covers real pickles against pickletools.
 #include "hooks/pickle_decoder.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -999,6 +1000,124 @@ TEST(PickleDecoderTest, JoblibObjectArrayIsANestedStream) {
   const PickleStream n = DecodePickle(data, no_nesting);
   ASSERT_TRUE(n.error.has_value());
   EXPECT_NE(n.error->message.find("nesting limit"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// DecodeOptions::max_kept_ops.
+
+// `capped` (decoded with max_kept_ops = cap) is `full` (no cap) except that
+// its ops are the first `cap` of full's and the rest are counted as omitted.
+void ExpectSameExceptOps(const PickleStream& capped, const PickleStream& full,
+                         uint64_t cap) {
+  const size_t kept = std::min<uint64_t>(cap, full.ops.size());
+  ASSERT_EQ(capped.ops.size(), kept);
+  EXPECT_EQ(capped.ops_omitted, full.ops.size() - kept);
+  EXPECT_EQ(full.ops_omitted, 0u);
+  for (size_t i = 0; i < kept; ++i) {
+    EXPECT_EQ(capped.ops[i].offset, full.ops[i].offset) << i;
+    EXPECT_EQ(Describe(capped.ops[i]), Describe(full.ops[i])) << i;
+  }
+  EXPECT_EQ(capped.offset, full.offset);
+  EXPECT_EQ(capped.length, full.length);
+  EXPECT_EQ(capped.complete, full.complete);
+  ASSERT_EQ(capped.error.has_value(), full.error.has_value());
+  if (full.error) {
+    EXPECT_EQ(capped.error->message, full.error->message);
+    EXPECT_EQ(capped.error->offset, full.error->offset);
+  }
+  EXPECT_EQ(capped.stats.protocol, full.stats.protocol);
+  EXPECT_EQ(capped.stats.opcode_count, full.stats.opcode_count);
+  EXPECT_EQ(capped.stats.histogram, full.stats.histogram);
+  EXPECT_EQ(capped.stats.max_stack_depth, full.stats.max_stack_depth);
+  EXPECT_EQ(capped.stats.memo_size, full.stats.memo_size);
+  EXPECT_EQ(capped.stats.call_count, full.stats.call_count);
+  ASSERT_EQ(capped.globals.size(), full.globals.size());
+  for (size_t i = 0; i < full.globals.size(); ++i) {
+    EXPECT_EQ(capped.globals[i].module, full.globals[i].module);
+    EXPECT_EQ(capped.globals[i].name, full.globals[i].name);
+    EXPECT_EQ(capped.globals[i].offset, full.globals[i].offset);
+    EXPECT_EQ(capped.globals[i].source, full.globals[i].source);
+  }
+  ASSERT_EQ(capped.arrays.size(), full.arrays.size());
+  for (size_t i = 0; i < full.arrays.size(); ++i) {
+    EXPECT_EQ(capped.arrays[i].offset, full.arrays[i].offset);
+    EXPECT_EQ(capped.arrays[i].length, full.arrays[i].length);
+  }
+  ASSERT_EQ(capped.nested.size(), full.nested.size());
+  for (size_t i = 0; i < full.nested.size(); ++i) {
+    ExpectSameExceptOps(capped.nested[i], full.nested[i], cap);
+  }
+}
+
+TEST(PickleDecoderTest, MaxKeptOpsLimitsOnlyTheListingNotTheDecode) {
+  Bytes joblib = Wrapper(1, true, "O8").bytes();
+  const Bytes nested = B(LIT("\x80\x02]N\x85q\x00."));
+  joblib.insert(joblib.end(), nested.begin(), nested.end());
+  joblib.push_back('e');
+  joblib.push_back('.');
+  const std::vector<std::pair<const char*, Bytes>> cases = {
+      // Globals, calls and memo writes late in the stream.
+      {"stats", B(LIT("\x80\x02"
+                      "ccollections\nOrderedDict\n"
+                      ")R"
+                      "(K\x01K\x02"
+                      "t"
+                      "b"
+                      "q\x00"
+                      "."))},
+      {"stack_global_through_memo",
+       P().Proto(4)
+           .Op(Opcode::kEmptyList)
+           .Op(Opcode::kEmptyList)
+           .Str("os")
+           .Op(Opcode::kMemoize)
+           .Str("system")
+           .Op(Opcode::kMemoize)
+           .Op(Opcode::kPop)
+           .Op(Opcode::kPop)
+           .Op(Opcode::kBinget).U8(0)
+           .Op(Opcode::kBinget).U8(1)
+           .Op(Opcode::kStackGlobal)
+           .Op(Opcode::kStop)
+           .bytes()},
+      // An error after the last kept opcode.
+      {"late_error", B(LIT("\x80\x02]]]]a\xff"))},
+      {"no_stop", B(LIT("\x80\x02]]]]"))},
+      {"joblib_nested", joblib},
+  };
+  for (const auto& [name, data] : cases) {
+    SCOPED_TRACE(name);
+    DecodeOptions options;
+    options.keep_ops = true;
+    const PickleStream full = DecodePickle(data, options);
+    ASSERT_GT(full.stats.opcode_count, 3u);
+    for (uint64_t cap = 0; cap <= full.ops.size() + 1; ++cap) {
+      SCOPED_TRACE("max_kept_ops " + std::to_string(cap));
+      options.max_kept_ops = cap;
+      ExpectSameExceptOps(DecodePickle(data, options), full, cap);
+    }
+  }
+}
+
+TEST(PickleDecoderTest, MaxKeptOpsKeepsMemoryForRecordsAtTheCap) {
+  // Ten million EMPTY_LISTs: kept records stop at the cap, the count and
+  // the depth still cover the whole stream.
+  const size_t n = 10'000'000;
+  Bytes data = P().Proto(4).bytes();
+  data.resize(data.size() + n, static_cast<uint8_t>(Opcode::kEmptyList));
+  data.push_back(static_cast<uint8_t>(Opcode::kStop));
+  DecodeOptions options;
+  options.keep_ops = true;
+  options.max_kept_ops = 1000;
+  const PickleStream s = DecodePickle(data, options);
+  ASSERT_FALSE(s.error.has_value()) << s.error->message;
+  EXPECT_TRUE(s.complete);
+  EXPECT_EQ(s.ops.size(), 1000u);
+  EXPECT_LE(s.ops.capacity(), 2048u);
+  EXPECT_EQ(s.stats.opcode_count, n + 2);
+  EXPECT_EQ(s.ops_omitted, n + 2 - 1000);
+  EXPECT_EQ(s.stats.max_stack_depth, n);
+  EXPECT_EQ(s.ops.back().offset, 1000u);  // after the 2-byte PROTO
 }
 
 // ---------------------------------------------------------------------------
