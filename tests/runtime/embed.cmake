@@ -13,6 +13,3 @@ dynahug_add_gtest(embed_loader_tamper_test
 dynahug_add_gtest(embed_disguise_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_disguise_test.cc
   LIBS dynahug::embed absl::strings)
-dynahug_add_gtest(embed_disguise_test
-  SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_disguise_test.cc
-  LIBS dynahug::embed absl::strings)
