@@ -40,7 +40,9 @@ options:
   -h, --help     show this help
   --version      show the version
 
-exit codes: 0 success/benign, 1 malicious found, 2 error.
+exit codes: 0 success/benign, 1 malicious found, 2 error; 130 (SIGINT),
+143 (SIGTERM), 129 (SIGHUP): trace was interrupted, its workers and
+sandboxed loads were killed first.
 )";
 
 }  // namespace

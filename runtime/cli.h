@@ -2,7 +2,8 @@
 //
 // Exit codes (as picklescan/modelscan users expect): 0 all benign / success,
 // 1 at least one malicious file, 2 error (unreadable or unanalysable input,
-// bad usage) and nothing malicious.
+// bad usage) and nothing malicious; 128 + signal number when a run was
+// interrupted by SIGINT, SIGTERM or SIGHUP (after its children were killed).
 #ifndef DYNAHUG_RUNTIME_CLI_H_
 #define DYNAHUG_RUNTIME_CLI_H_
 

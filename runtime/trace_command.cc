@@ -1,20 +1,91 @@
 #include "runtime/trace_command.h"
 
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <map>
+#include <optional>
 #include <ostream>
+#include <utility>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "runtime/cli.h"
 #include "runtime/container.h"
 #include "runtime/trace_runner.h"
 #include "runtime/worker_pool.h"
+#include "sandbox/unique_fd.h"
 
 namespace dynahug::runtime {
 namespace {
+
+// Signals that stop a trace run cleanly: the workers and their sandboxed
+// children are killed and reaped before `dynahug` exits with 128 + signal.
+constexpr int kStopSignals[] = {SIGHUP, SIGINT, SIGTERM};
+
+// While alive, kStopSignals are blocked in the calling thread and arrive on
+// a signalfd instead (the worker pool polls it: WorkerPoolOptions::
+// interrupt_fd); the destructor restores the previous mask. Blocking happens
+// before any worker is forked, so a signal that arrives at any point of the
+// run is seen (a pending one makes the fd readable at once). The calling
+// process must be single-threaded (other threads would still take the
+// signals with their default action).
+class StopSignals {
+ public:
+  // Errors: sigprocmask or signalfd failed (errno text).
+  static absl::StatusOr<StopSignals> Block() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : kStopSignals) sigaddset(&set, sig);
+    sigset_t old;
+    if (sigprocmask(SIG_BLOCK, &set, &old) != 0) {
+      return absl::InternalError(
+          absl::StrCat("sigprocmask(SIG_BLOCK) failed: ", strerror(errno)));
+    }
+    sandbox::UniqueFd fd(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!fd.valid()) {
+      const int err = errno;
+      sigprocmask(SIG_SETMASK, &old, nullptr);
+      return absl::InternalError(
+          absl::StrCat("signalfd failed: ", strerror(err)));
+    }
+    return StopSignals(std::move(fd), old);
+  }
+  StopSignals(StopSignals&& other) noexcept
+      : fd_(std::move(other.fd_)),
+        old_mask_(other.old_mask_),
+        armed_(std::exchange(other.armed_, false)) {}
+  StopSignals& operator=(StopSignals&&) = delete;
+  ~StopSignals() {
+    if (armed_) sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
+  }
+
+  int fd() const { return fd_.get(); }
+  // Takes one pending stop signal off the fd: its number, or nullopt.
+  std::optional<int> Take() {
+    signalfd_siginfo info;
+    if (read(fd_.get(), &info, sizeof(info)) != sizeof(info)) {
+      return std::nullopt;
+    }
+    return static_cast<int>(info.ssi_signo);
+  }
+
+ private:
+  StopSignals(sandbox::UniqueFd fd, const sigset_t& old_mask)
+      : fd_(std::move(fd)), old_mask_(old_mask) {}
+  sandbox::UniqueFd fd_;
+  sigset_t old_mask_;
+  bool armed_ = true;
+};
 
 struct TraceCommandOptions {
   bool json = false;
@@ -278,6 +349,13 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
     first = false;
   };
 
+  // From here on SIGINT/SIGTERM/SIGHUP end the run through the pool.
+  absl::StatusOr<StopSignals> stop = StopSignals::Block();
+  if (!stop.ok()) {
+    err << "dynahug trace: " << std::string(stop.status().message()) << "\n";
+    return kExitError;
+  }
+
   // Workers are zygotes forked before this process has any interpreter. One
   // worker rather than tracing in this process: the worker compacts its
   // memory for cheaper forks (TraceWorkerOptions), which measured ~15% less
@@ -294,6 +372,7 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
   // The sandbox bounds each load; this only catches a stuck worker.
   pool_options.job_timeout =
       2 * options.trace.policy.limits.wall_time + absl::Seconds(60);
+  pool_options.interrupt_fd = stop->fd();
   absl::StatusOr<std::unique_ptr<WorkerPool>> pool = WorkerPool::Create(
       TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
   if (!pool.ok()) {
@@ -301,8 +380,10 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
     return kExitError;
   }
   if (options.json) out << "{\"traces\": [";
+  size_t reported = 0;
   absl::Status run =
       (*pool)->Run(jobs, [&](size_t index, absl::StatusOr<std::string> reply) {
+        ++reported;
         if (!reply.ok()) {
           // Worker deaths name the worker, not the file.
           const std::string message(reply.status().message());
@@ -320,6 +401,21 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
         }
         emit(trace);
       });
+  if (absl::IsCancelled(run)) {
+    // Every worker, and with it every sandboxed load, is already dead and
+    // reaped. A JSON document is left unclosed: truncated output must not
+    // parse as a complete one.
+    out.flush();
+    const int sig = stop->Take().value_or(SIGTERM);
+    while (stop->Take().has_value()) {
+      // A second Ctrl-C must not kill the process when the mask is restored.
+    }
+    const char* name = sigabbrev_np(sig);
+    err << "dynahug trace: interrupted by SIG" << (name ? name : "?")
+        << ": stopped every worker and sandboxed load; " << reported << " of "
+        << jobs.size() << " files traced\n";
+    return 128 + sig;
+  }
   if (options.json) out << "\n]}\n";
   if (!run.ok()) {
     err << "dynahug trace: " << std::string(run.message()) << "\n";

@@ -12,6 +12,13 @@
 // every allowlisted library in each zygote first, so that a file's trace does
 // not depend on which files its worker traced before
 // (TraceWorkerOptions::prewarm).
+//
+// SIGINT, SIGTERM and SIGHUP during a run stop it cleanly: no file is
+// started after the signal, every worker is SIGKILLed (their sandboxed
+// children die with them by PR_SET_PDEATHSIG) and reaped, a message on
+// stderr says how many files were traced, and the exit code is 128 + the
+// signal number (130 for SIGINT, 143 for SIGTERM). Output already printed
+// stays; a --format json document is left unclosed.
 #ifndef DYNAHUG_RUNTIME_TRACE_COMMAND_H_
 #define DYNAHUG_RUNTIME_TRACE_COMMAND_H_
 
@@ -24,7 +31,9 @@
 namespace dynahug::runtime {
 
 // Runs the subcommand; `args` excludes "trace". Returns kExitOk when every
-// file was traced, kExitError otherwise.
+// file was traced, 128 + signal number when interrupted, kExitError
+// otherwise. Blocks SIGINT/SIGTERM/SIGHUP while it runs (restoring the mask
+// on return), so the calling process must be single-threaded.
 int RunTrace(const std::vector<std::string>& args, std::ostream& out,
              std::ostream& err);
 

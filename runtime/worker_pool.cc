@@ -134,6 +134,11 @@ std::string Frame(std::string_view payload) {
                               const WorkerFactory& factory) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(5);
   if (getppid() != parent) _exit(0);  // the parent died before prctl
+  // The caller may block signals to read them from a signalfd; the worker
+  // (and whatever it forks) must react to them normally.
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, nullptr) != 0) _exit(5);
   if (socket_fd != kWorkerFd) {
     if (dup3(socket_fd, kWorkerFd, O_CLOEXEC) < 0) _exit(5);
   }
@@ -378,6 +383,25 @@ std::string WorkerPool::Reap(Worker& worker, bool kill_now) {
                : DescribeWait(status);
 }
 
+bool WorkerPool::Interrupted() const {
+  return options_.interrupt_fd >= 0 &&
+         WaitReadable(options_.interrupt_fd, absl::ZeroDuration());
+}
+
+void WorkerPool::KillAll() {
+  // Signal all first so that they die in parallel, then reap.
+  for (Worker& w : workers_) {
+    if (w.pid <= 0) continue;
+    if (!w.pidfd.valid() || syscall(SYS_pidfd_send_signal, w.pidfd.get(),
+                                    SIGKILL, nullptr, 0) != 0) {
+      kill(w.pid, SIGKILL);
+    }
+  }
+  for (Worker& w : workers_) {
+    if (w.pid > 0) (void)Reap(w, /*kill_now=*/true);
+  }
+}
+
 void WorkerPool::ShutDown() {
   for (Worker& w : workers_) w.socket.reset();  // EOF: workers exit
   const absl::Time deadline = absl::Now() + options_.shutdown_grace;
@@ -419,6 +443,20 @@ absl::Status WorkerPool::Run(
   // cannot even start must not make this loop fork forever).
   int idle_deaths = 0;
 
+  // Stops everything: no worker outlives an interruption.
+  auto cancel = [&]() -> absl::Status {
+    KillAll();
+    return absl::CancelledError(
+        absl::StrCat("worker pool: interrupted; every worker was killed, ",
+                     next_emit, " of ", n, " jobs reported"));
+  };
+  // Forks a worker into `slot` unless the run was interrupted.
+  auto spawn = [&](size_t slot) -> absl::Status {
+    if (Interrupted()) return cancel();
+    return Spawn(workers_[slot], static_cast<int>(slot));
+  };
+  if (Interrupted()) return cancel();
+
   // A previous Run() that failed may have left a worker busy or dead, and
   // an idle worker may have died since: start from fresh workers there.
   for (size_t slot = 0; slot < workers_.size(); ++slot) {
@@ -428,7 +466,7 @@ absl::Status WorkerPool::Run(
       continue;  // idle and alive
     }
     if (w.pid > 0) (void)Reap(w, /*kill_now=*/true);
-    if (absl::Status s = Spawn(w, static_cast<int>(slot)); !s.ok()) return s;
+    if (absl::Status s = spawn(slot); !s.ok()) return s;
     ++stats_.restarts;
   }
 
@@ -454,10 +492,11 @@ absl::Status WorkerPool::Run(
                                                  ") ", what, " (", how, ")")));
     }
     ++stats_.restarts;
-    return Spawn(w, static_cast<int>(slot));
+    return spawn(slot);
   };
 
   while (next_emit < n) {
+    if (Interrupted()) return cancel();
     // Hand out work.
     for (size_t slot = 0; slot < workers_.size(); ++slot) {
       Worker& w = workers_[slot];
@@ -491,9 +530,7 @@ absl::Status WorkerPool::Run(
                            how, ")"));
         }
         ++stats_.restarts;
-        if (absl::Status s = Spawn(w, static_cast<int>(slot)); !s.ok()) {
-          return s;
-        }
+        if (absl::Status s = spawn(slot); !s.ok()) return s;
         --slot;
         continue;
       }
@@ -514,7 +551,7 @@ absl::Status WorkerPool::Run(
     }
     if (next_emit >= n) break;
 
-    // Wait for replies (or the earliest job deadline).
+    // Wait for replies (or the earliest job deadline, or an interruption).
     std::vector<pollfd> fds;
     std::vector<size_t> slots;
     absl::Duration wait = absl::InfiniteDuration();
@@ -527,6 +564,9 @@ absl::Status WorkerPool::Run(
       wait = std::min(wait, w.started + options_.job_timeout - now);
     }
     if (fds.empty()) continue;  // only too-big requests were handed out
+    if (options_.interrupt_fd >= 0) {
+      fds.push_back({options_.interrupt_fd, POLLIN, 0});
+    }
     int timeout_ms = -1;
     if (wait != absl::InfiniteDuration()) {
       timeout_ms = static_cast<int>(
@@ -537,7 +577,10 @@ absl::Status WorkerPool::Run(
       return absl::InternalError(
           absl::StrCat("worker pool: poll failed: ", ErrnoText(errno)));
     }
-    for (size_t k = 0; k < fds.size(); ++k) {
+    // Before looking at the workers: a worker that died of the same signal
+    // (e.g. Ctrl-C reaches the whole process group) is not replaced.
+    if (Interrupted()) return cancel();
+    for (size_t k = 0; k < slots.size(); ++k) {
       const size_t slot = slots[k];
       Worker& w = workers_[slot];
       if (fds[k].revents == 0) continue;

@@ -29,11 +29,20 @@
 // `dynahug trace` leaves `needs` empty: plain FIFO. bench/README.md.)
 //
 // Processes: workers get PR_SET_PDEATHSIG(SIGKILL) (they die with the
-// parent), stdin and stdout on /dev/null (stderr is kept for diagnostics),
-// every other inherited descriptor closed, and leave with _exit() (no atexit
+// parent, also when it is SIGKILLed; a parent that died before the prctl is
+// caught by checking getppid() after it), an empty signal mask (a caller
+// that blocks signals to read them from a signalfd does not pass that on),
+// stdin and stdout on /dev/null (stderr is kept for diagnostics), every
+// other inherited descriptor closed, and leave with _exit() (no atexit
 // handlers, no stdio flush of the parent's buffers). The destructor closes
 // the sockets (workers exit on EOF), waits up to
 // WorkerPoolOptions::shutdown_grace, then SIGKILLs and reaps: no zombies.
+//
+// Interruption: with WorkerPoolOptions::interrupt_fd, Run() stops as soon as
+// that descriptor is readable (e.g. a signalfd for SIGINT/SIGTERM): it hands
+// out nothing more, SIGKILLs every worker at once (what a worker started,
+// e.g. a sandboxed child with its own PR_SET_PDEATHSIG, dies with it), reaps
+// them and returns Cancelled.
 //
 // Preconditions: Linux >= 5.3 (pidfd_open). The calling process is
 // single-threaded while Create() and Run() fork (fork copies only the
@@ -94,6 +103,10 @@ struct WorkerPoolOptions {
   uint32_t max_reply_bytes = 1u << 30;
   // How long the destructor waits for workers to exit after EOF.
   absl::Duration shutdown_grace = absl::Seconds(2);
+  // A descriptor that becomes readable when Run() must stop (see the file
+  // comment), or -1. The pool polls it and never reads or closes it; it must
+  // stay open while the pool runs.
+  int interrupt_fd = -1;
 };
 
 struct WorkerJob {
@@ -131,9 +144,12 @@ class WorkerPool {
   // index order, as soon as it and all earlier jobs are done. Per-job
   // failures (handler errors, a worker that died or timed out) are results.
   // Returns an error only when the pool itself broke (a replacement worker
-  // could not be forked, or kept dying before its first request); jobs not
-  // yet reported are then dropped, and the next Run() starts by replacing
-  // the workers that were left busy or dead.
+  // could not be forked, or kept dying before its first request), or
+  // Cancelled when options.interrupt_fd became readable (checked before
+  // anything is forked or handed out, then on every wake-up): jobs not yet
+  // reported are then dropped, and the next Run() starts by replacing the
+  // workers that were left busy or dead (after an interruption: all of
+  // them).
   absl::Status Run(
       std::span<const WorkerJob> jobs,
       absl::FunctionRef<void(size_t, absl::StatusOr<std::string>)> on_result);
@@ -162,6 +178,10 @@ class WorkerPool {
   // with `kill_now`, else after a short grace for one that is exiting);
   // returns how it ended ("exit 3", "signal 9 (Killed)").
   std::string Reap(Worker& worker, bool kill_now);
+  // True when options_.interrupt_fd is readable (no wait).
+  bool Interrupted() const;
+  // SIGKILLs every worker, then reaps them all.
+  void KillAll();
   void ShutDown();
 
   WorkerFactory factory_;
@@ -200,10 +220,10 @@ WorkerFactory TraceWorkerFactory(TraceOptions trace_options,
                                  TraceWorkerOptions worker_options = {});
 
 // WorkerJob::needs for tracing `path`: PackagesNeeded (trace_runner.h, the
-// set TraceRunner::Warm imports) filtered by the allowlist, sorted. Files up to `max_analyze_bytes` are analysed statically
-// in the calling process (no unpickling); larger ones are classified from
-// their first bytes only. Empty when the file cannot be read (the worker
-// reports why).
+// set TraceRunner::Warm imports) filtered by the allowlist, sorted. Files up to
+// `max_analyze_bytes` are analysed statically in the calling process (no
+// unpickling); larger ones are classified from their first bytes only. Empty
+// when the file cannot be read (the worker reports why).
 std::vector<std::string> TraceNeeds(
     const std::string& path, const TraceOptions& options,
     const TraceRunnerOptions& runner_options = {},
