@@ -132,8 +132,12 @@ TEST(EmbedLoaderTest, SameResultTypeAsPlainLoaderInSeparateProcess) {
       EXPECT_EQ(got, want) << name << " via " << loader << ": "
                            << r.error_message
                            << " record_calls=" << record_calls;
-      EXPECT_EQ(Find(sink, Event::INTEGRITY, "loader.recording.tampered"),
-                nullptr);
+      // A benign load raises none of the loader's tamper findings
+      // (loader.tampered, loader.hook.*, loader.bridge.*).
+      for (const Event* e : OfKind(sink, Event::INTEGRITY)) {
+        EXPECT_FALSE(e->name().rfind("loader.", 0) == 0)
+            << name << ": " << e->ShortDebugString();
+      }
       bool opened_model = false;
       for (const Event* e : OfKind(sink, Event::AUDIT)) {
         opened_model |= e->name() == "open" && Arg(*e, "path") == "model-file";
