@@ -218,6 +218,18 @@ const proto::Event* LoadResultEvent(const proto::Trace& trace,
   return nullptr;
 }
 
+std::string DescribeEvent(const proto::Event& e) {
+  std::string out =
+      absl::StrCat(proto::Event::Kind_Name(e.kind()), " ", e.name());
+  for (const auto& a : e.args()) {
+    absl::StrAppend(&out, " ", a.key(), "=", a.value().substr(0, 80));
+  }
+  if (e.has_pickle_offset()) absl::StrAppend(&out, " @", e.pickle_offset());
+  if (!e.member().empty()) absl::StrAppend(&out, " in ", e.member());
+  if (e.blocked()) absl::StrAppend(&out, " [blocked]");
+  return out;
+}
+
 std::string DescribeEvents(const proto::Trace& trace, size_t max_events) {
   std::string out;
   size_t n = 0;
@@ -230,13 +242,7 @@ std::string DescribeEvents(const proto::Trace& trace, size_t max_events) {
       absl::StrAppend(&out, "    ...\n");
       break;
     }
-    absl::StrAppend(&out, "    ", proto::Event::Kind_Name(e.kind()), " ",
-                    e.name());
-    for (const auto& a : e.args()) {
-      absl::StrAppend(&out, " ", a.key(), "=", a.value().substr(0, 80));
-    }
-    if (e.blocked()) absl::StrAppend(&out, " [blocked]");
-    absl::StrAppend(&out, "\n");
+    absl::StrAppend(&out, "    ", DescribeEvent(e), "\n");
   }
   absl::StrAppend(
       &out, "    exit: ", proto::ChildExit::Status_Name(trace.exit().status()),

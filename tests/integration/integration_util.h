@@ -73,7 +73,12 @@ bool HasArg(const proto::Event& event, std::string_view key);
 const proto::Event* LoadResultEvent(const proto::Trace& trace,
                                     std::string_view member = "");
 
-// One line per event, for failure messages (at most `max_events`).
+// One event on one line: kind, name, arguments (values cut at 80
+// characters), "@<pickle_offset>", "in <member>", "[blocked]" when set.
+std::string DescribeEvent(const proto::Event& event);
+
+// One line per event (DescribeEvent, PYTHON_CALL and OPCODE events left out),
+// then the exit status, for failure messages (at most `max_events`).
 std::string DescribeEvents(const proto::Trace& trace, size_t max_events = 60);
 
 }  // namespace dynahug::integration

@@ -6,28 +6,33 @@
 //      a TCP listener on 127.0.0.1:9 accepts no connection, and no execve or
 //      connect the kernel was asked for went through;
 //   2. every action the manifest says a payload attempts (its `effects`) is
-//      visible in that file's trace, by principled evidence rules (below),
-//      with an explicit, commented exception list for actions a payload
-//      never reaches for a stated reason.
+//      visible in that file's trace as caused by the payload (evidence rules
+//      and attribution: evidence_rules.h; their negative control on the
+//      benign corpus: benign_evidence_test.cc), with an explicit, commented
+//      exception list for actions a payload never reaches for a stated
+//      reason.
+//
+// When 127.0.0.1:9 cannot be bound, the connection check cannot run: the
+// rest still runs and the test then ends with DYNAHUG_SECURITY_SKIP (a
+// skip on a developer machine, a failure when CI=true).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "tests/integration/evidence_rules.h"
 #include "tests/integration/integration_util.h"
+#include "tests/security_test_util.h"
 
 namespace dynahug::integration {
 namespace {
@@ -38,198 +43,12 @@ std::string CorpusDir() {
   return std::string(DYNAHUG_TEST_DATA_DIR) + "/integration/malicious";
 }
 
-// --- evidence rules -------------------------------------------------------
-//
-// Each effect maps to the observations that prove the payload *attempted*
-// it. The rules are about kinds of behaviour, never about a file or a
-// technique: a process-creation attempt is a denied process syscall or an
-// audit event of a process-creating API, and so on.
-
-bool AnyEvent(const proto::Trace& trace,
-              const std::function<bool(const proto::Event&)>& pred) {
-  return std::any_of(trace.events().begin(), trace.events().end(), pred);
-}
-
-bool IsAudit(const proto::Event& e, const std::set<std::string>& names) {
-  return e.kind() == proto::Event::AUDIT && names.count(e.name()) > 0;
-}
-
-bool IsBlocked(const proto::Event& e, const std::set<std::string>& names) {
-  return e.kind() == proto::Event::BLOCKED && e.blocked() &&
-         names.count(e.name()) > 0;
-}
-
-bool IsPickleCall(const proto::Event& e, const std::set<std::string>& names) {
-  return e.kind() == proto::Event::PICKLE_CALL && names.count(e.name()) > 0;
-}
-
-// exec: a process was about to be created or replaced.
-bool ExecEvidence(const proto::Trace& trace) {
-  static const std::set<std::string> kSyscalls = {"clone", "fork", "vfork",
-                                                  "execve", "execveat"};
-  static const std::set<std::string> kAudit = {
-      "os.system",        "os.exec",   "os.posix_spawn",
-      "os.spawn",         "os.fork",   "os.forkpty",
-      "subprocess.Popen", "pty.spawn", "os.startfile"};
-  return AnyEvent(trace, [](const proto::Event& e) {
-    return IsBlocked(e, kSyscalls) || IsAudit(e, kAudit);
-  });
-}
-
-// connect: a network socket or connection was requested.
-bool ConnectEvidence(const proto::Trace& trace) {
-  static const std::set<std::string> kSyscalls = {"socket", "connect", "sendto",
-                                                  "bind"};
-  static const std::set<std::string> kAudit = {
-      "socket.__new__", "socket.connect", "socket.sendto",
-      "http.client.connect", "smtplib.connect"};
-  return AnyEvent(trace, [](const proto::Event& e) {
-    return IsBlocked(e, kSyscalls) || IsAudit(e, kAudit);
-  });
-}
-
-// The path class the audit hook assigned to an event's path argument
-// ("path" for open, the first positional argument for os.* calls).
-std::string PathClass(const proto::Event& e) {
-  if (HasArg(e, "path")) return ArgValue(e, "path");
-  return ArgValue(e, "0");
-}
-
-// file-write: something was to be created or modified outside the child's
-// scratch directory (a write-mode open, or a namespace change: mkdir,
-// rename, remove, link, copy).
-bool FileWriteEvidence(const proto::Trace& trace) {
-  static const std::set<std::string> kMutators = {
-      "os.mkdir", "os.rename",       "os.remove",       "os.rmdir",
-      "os.link",  "os.symlink",      "os.truncate",     "os.chmod",
-      "os.chown", "shutil.copyfile", "shutil.copytree", "shutil.move"};
-  return AnyEvent(trace, [](const proto::Event& e) {
-    if (e.kind() != proto::Event::AUDIT) return false;
-    const std::string where = PathClass(e);
-    if (where.empty() || where == "scratch") return false;
-    if (e.name() == "open") {
-      const std::string mode = ArgValue(e, "mode");
-      return mode.find_first_of("wax+") != std::string::npos;
-    }
-    return kMutators.count(e.name()) > 0;
-  });
-}
-
-// tamper: the loading process's own state was modified: an integrity
-// finding about namespaces (not an ordinary import, and not the atexit or
-// thread findings, which are `delayed` evidence), a BUILD that writes into a
-// module or type (not a function: dill and cloudpickle BUILD the functions
-// they create), a call whose purpose is to mutate an existing object, or an
-// environment change.
-bool TamperEvidence(const proto::Trace& trace) {
-  static const std::set<std::string> kMutatorCalls = {
-      "builtins.setattr", "builtins.delattr",  "operator.setitem",
-      "operator.delitem", "operator.iadd",     "operator.isub",
-      "operator.imul",    "operator.itruediv", "operator.ior",
-      "operator.iand",    "operator.ixor"};
-  static const std::set<std::string> kAudit = {"os.putenv", "os.unsetenv"};
-  return AnyEvent(trace, [](const proto::Event& e) {
-    if (e.kind() == proto::Event::INTEGRITY) {
-      if (e.name() == "atexit.registered" || e.name() == "threads.started") {
-        return false;
-      }
-      return !(e.name() == "sys.modules.added" &&
-               ArgValue(e, "origin") == "import");
-    }
-    if (e.kind() == proto::Event::PICKLE_CALL && ArgValue(e, "op") == "BUILD") {
-      return absl::StartsWith(e.name(), "builtins.module.") ||
-             absl::StartsWith(e.name(), "builtins.type.");
-    }
-    return IsPickleCall(e, kMutatorCalls) || IsAudit(e, kAudit);
-  });
-}
-
-// delayed: something was registered to run later (exit handler, signal
-// handler or timer, trace/profile hook, thread).
-bool DelayedEvidence(const proto::Trace& trace) {
-  static const std::set<std::string> kCalls = {
-      "atexit.register",      "signal.signal",         "signal.setitimer",
-      "signal.alarm",         "sys.setprofile",        "sys.settrace",
-      "threading.setprofile", "threading.settrace",    "threading.Thread",
-      "threading.Timer",      "threading.Thread.start"};
-  static const std::set<std::string> kAudit = {"sys.setprofile",
-                                               "sys.settrace"};
-  return AnyEvent(trace, [](const proto::Event& e) {
-    if (e.kind() == proto::Event::INTEGRITY) {
-      return e.name() == "atexit.registered" || e.name() == "threads.started";
-    }
-    return IsPickleCall(e, kCalls) || IsAudit(e, kAudit);
-  });
-}
-
-// import: the pickle asked for a module by name at load time.
-bool ImportEvidence(const proto::Trace& trace) {
-  static const std::set<std::string> kCalls = {
-      "builtins.__import__", "importlib.import_module", "importlib.__import__",
-      "pkgutil.resolve_name", "runpy.run_module"};
-  return AnyEvent(
-      trace, [](const proto::Event& e) { return IsPickleCall(e, kCalls); });
-}
-
-// nested-load: the pickle called a deserialiser on bytes it carries.
-bool NestedLoadEvidence(const proto::Trace& trace) {
-  static const std::set<std::string> kCalls = {
-      "pickle.loads", "pickle.load",      "_pickle.loads", "_pickle.load",
-      "numpy.load",   "torch.load",       "joblib.load",   "dill.loads",
-      "dill.load",    "cloudpickle.loads"};
-  return AnyEvent(
-      trace, [](const proto::Event& e) { return IsPickleCall(e, kCalls); });
-}
-
-struct EffectRule {
-  bool (*seen)(const proto::Trace&);
-  const char* expected;  // for failure messages
-};
-
-const std::map<std::string, EffectRule>& Rules() {
-  static const auto* rules = new std::map<std::string, EffectRule>{
-      {"exec",
-       {ExecEvidence,
-        "BLOCKED clone/fork/vfork/execve or AUDIT os.system/os.exec/"
-        "os.posix_spawn/os.spawn/os.fork/os.forkpty/"
-        "subprocess.Popen/pty.spawn"}},
-      {"connect",
-       {ConnectEvidence,
-        "BLOCKED socket/connect/sendto/bind or AUDIT "
-        "socket.__new__/socket.connect/..."}},
-      {"file-write",
-       {FileWriteEvidence,
-        "AUDIT write-mode open or os.mkdir/rename/remove/... "
-        "on a path outside scratch"}},
-      {"tamper",
-       {TamperEvidence,
-        "INTEGRITY namespace finding, BUILD on a module/type, a "
-        "mutator call (setattr, operator.i*), or os.putenv"}},
-      {"delayed",
-       {DelayedEvidence,
-        "registration of atexit/signal/timer/trace hook/thread"}},
-      {"import",
-       {ImportEvidence,
-        "PICKLE_CALL of __import__/import_module/resolve_name"}},
-      {"nested-load",
-       {NestedLoadEvidence,
-        "PICKLE_CALL of pickle.loads/numpy.load/torch.load/..."}},
-  };
-  return *rules;
-}
-
 // --- effects a payload never reaches, with the reason ---------------------
 //
 // These are the only places the evidence rules are not required. Each entry
 // is checked to be still needed (a stale entry fails the test), so fixing the
 // underlying limitation forces the list to shrink.
 enum class Unreached {
-  // The payload's probe first runs os.makedirs('/tmp/dynahug_pwned'); the
-  // sandbox denies it (Landlock: PermissionError), the exception ends the
-  // payload, and what it would have done next (run /bin/true, import the
-  // module it wrote) is never attempted. The denied write itself is
-  // required evidence (file-write).
-  kStoppedByDeniedWrite,
   // The action is deferred (atexit handler, SIGALRM timer 50 ms later): the
   // child finishes the load and exits before it fires, so only the
   // registration is visible (required as `delayed` evidence).
@@ -251,36 +70,6 @@ struct Exception {
 const std::map<std::string, Exception>& Exceptions() {
   using U = Unreached;
   static const auto* table = new std::map<std::string, Exception>{
-      // dynamic-code family: probe_src() = makedirs; open(marker); system.
-      {"bdb-run", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"code-interactive-interpreter", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"compile-exec", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"cprofile-run", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"doctest-debug-script", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"exec-base64", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"exec-getattr-concat", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"exec-hex", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"exec-join", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"exec-plain", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"exec-rot13", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"exec-zlib", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"marshal-exec", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"marshal-function", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"pdb-run", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"runpy-run-code", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"runpy-run-path", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"runpy-run-module", {{"exec", "import"}, U::kStoppedByDeniedWrite}},
-      {"timeit-timeit", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"trace-run", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"env-probe-exec", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"cloudpickle-function", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"dill-function", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"nested-numpy-load", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"nested-pickle-b64", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"nested-pickle-loads", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"nested-torch-load", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"sys-setprofile", {{"exec"}, U::kStoppedByDeniedWrite}},
-      {"sys-settrace", {{"exec"}, U::kStoppedByDeniedWrite}},
       // delayed family.
       {"atexit-register", {{"exec"}, U::kDeferredPastChildExit}},
       {"signal-alarm", {{"exec", "file-write"}, U::kDeferredPastChildExit}},
@@ -416,12 +205,9 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
                                   "test's own listener";
     ASSERT_EQ(listener.DrainConnections().size(), 1u)
         << "positive control: the listener did not see the test's connection";
-  } else {
-    std::printf(
-        "[ SKIPPED PART ] no listener on 127.0.0.1:9 (%s): the "
-        "no-connection check is skipped, the rest still runs\n",
-        listener.error().c_str());
   }
+  // Without the listener the no-connection check cannot run; the rest still
+  // runs, and the test ends with DYNAHUG_SECURITY_SKIP (a failure in CI).
 
   const auto pwned_before = SnapshotTree(kPwnedDir);
   std::vector<std::string> argv = {DYNAHUG_BIN, "trace", "--format", "json"};
@@ -457,6 +243,10 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
 
   // 2. Every attempted action visible.
   std::map<std::string, std::set<std::string>> exception_used;
+  // Per effect: techniques that attempt it, and those with a file where it
+  // was not seen (waived or failed).
+  std::map<std::string, std::set<std::string>> expected_by_effect;
+  std::map<std::string, std::set<std::string>> unseen_by_effect;
   int checked = 0, waived_files = 0;
   for (const Entry& e : entries) {
     const std::string full = CorpusDir() + "/" + e.path;
@@ -466,12 +256,13 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
     EXPECT_NE(trace.exit().status(), proto::ChildExit::STATUS_UNSPECIFIED)
         << e.path;
     for (const std::string& effect : e.effects) {
-      const auto rule = Rules().find(effect);
-      ASSERT_NE(rule, Rules().end())
+      ASSERT_TRUE(HasEvidenceRule(effect))
           << e.path << ": manifest effect '" << effect
-          << "' has no evidence rule; add one";
+          << "' has no evidence rule; add one to evidence_rules.cc";
       ++checked;
-      if (rule->second.seen(trace)) continue;
+      expected_by_effect[effect].insert(e.technique);
+      if (!FindEvidence(trace, effect).empty()) continue;
+      unseen_by_effect[effect].insert(e.technique);
       const auto ex = Exceptions().find(e.technique);
       if (ex != Exceptions().end() && ex->second.effects.count(effect)) {
         exception_used[e.technique].insert(effect);
@@ -479,7 +270,7 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
         continue;
       }
       ADD_FAILURE() << e.path << " (" << e.technique << "): effect '" << effect
-                    << "' not visible; expected " << rule->second.expected
+                    << "' not visible; expected " << EvidenceRuleText(effect)
                     << ". Trace:\n"
                     << DescribeEvents(trace);
     }
@@ -499,6 +290,22 @@ TEST(MaliciousCorpusTest, NoEscapeAndEveryAttemptIsVisible) {
       "[ INFO ] %d (file, effect) pairs checked, %d of them waived "
       "by %zu (technique, effect) exceptions\n",
       checked, waived_files, waived);
+  for (const std::string& effect : EvidenceEffects()) {
+    const size_t expected = expected_by_effect[effect].size();
+    const size_t unseen = unseen_by_effect[effect].size();
+    std::printf(
+        "[ INFO ] %-11s caused by the payload in every file of %zu of the "
+        "%zu techniques that attempt it\n",
+        effect.c_str(), expected - unseen, expected);
+  }
+
+  if (!listener.ok()) {
+    DYNAHUG_SECURITY_SKIP(
+        "no listener on 127.0.0.1:9 ("
+        << listener.error()
+        << "): no payload connection could have been seen; every other "
+           "check of this test ran");
+  }
 }
 
 }  // namespace
