@@ -606,6 +606,9 @@ TEST(WorkerPoolTest, InterruptStopsSchedulingAndKillsEveryWorker) {
   WorkerPoolOptions options;
   options.workers = 2;
   options.interrupt_fd = interrupt.fds[0];
+  // Without a working interruption the endless jobs end here (and the test
+  // fails) instead of hanging.
+  options.job_timeout = absl::Seconds(120);
   auto pool = WorkerPool::Create(FakeFactory(), options);
   ASSERT_TRUE(pool.ok()) << pool.status();
   const std::vector<pid_t> before = (*pool)->worker_pids();
