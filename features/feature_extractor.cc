@@ -29,7 +29,7 @@ using internal::ProvenanceTracker;
 // Accumulates token masses per family, then scales them into a vector.
 class Accumulator {
  public:
-  Accumulator(const ExtractOptions& options) : options_(options) {}
+  explicit Accumulator(const ExtractOptions& options) : options_(options) {}
 
   bool wants(Family f) const { return options_.families.Contains(f); }
 

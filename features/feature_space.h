@@ -47,7 +47,7 @@ enum class Family : uint8_t {
 inline constexpr int kFamilyCount = 10;
 
 // log2 of the number of indices per family.
-inline constexpr int kBitsPerFamily = 18;
+inline constexpr int kBitsPerFamily = 20;
 inline constexpr uint32_t kIndicesPerFamily = uint32_t{1} << kBitsPerFamily;
 // Number of indices of the whole space; every index is < kDimension.
 inline constexpr uint32_t kDimension = kFamilyCount * kIndicesPerFamily;

@@ -223,8 +223,8 @@ std::string NormalizeText(std::string_view text) {
   return Cut(out, kMaxValueBytes);
 }
 
-std::string NormalizeArgValue(std::string_view event, std::string_view key,
-                              std::string_view value) {
+std::string NormalizeArgValue([[maybe_unused]] std::string_view event,
+                              std::string_view key, std::string_view value) {
   if (DroppedKey(key)) return "";
   if (CountKey(key)) {
     return IsInteger(value) ? IntegerBucket(value) : NormalizeText(value);
@@ -251,7 +251,6 @@ std::string NormalizeArgValue(std::string_view event, std::string_view key,
   if (key == "executable" || key == "library") {
     return NormalizeText(Basename(value));
   }
-  (void)event;
   if (IsInteger(value)) return IntegerBucket(value);
   if (IsHex(value)) return "hex";
   return NormalizeText(value);
