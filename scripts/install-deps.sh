@@ -14,6 +14,8 @@ PACKAGES=(
   # native libraries (see third_party/CMakeLists.txt)
   libunwind-dev libcapstone-dev libsvm-dev libprotobuf-dev protobuf-compiler
   libseccomp-dev libabsl-dev libarchive-dev zlib1g-dev libbz2-dev liblzma-dev
+  # SHA-256 of model bundles (features/model_bundle.cc)
+  libssl-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # the original DynaHug baseline in bench/run_trace_bench.sh
