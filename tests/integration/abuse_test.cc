@@ -20,7 +20,11 @@ namespace {
 
 using Status = proto::ChildExit::Status;
 
-constexpr int kTimeoutSeconds = 4;
+// Long enough for the deque bomb to reach the memory limit on a loaded
+// 2-core machine: near the limit every small object first tries a 1 MiB
+// pymalloc arena mmap that fails, then falls back to malloc (free heap the
+// zygote left), ~1.2 million failing mmaps: 1.6 s idle, 4 s seen in CI.
+constexpr int kTimeoutSeconds = 8;
 constexpr int kMemoryMib = 256;
 // The wall-clock kill is checked with millisecond polls; the child's wall
 // time may pass the limit by scheduling delays on a loaded machine.
