@@ -30,8 +30,8 @@
 #include "hooks/audit_hook.h"
 #include "hooks/event_sink.h"
 #include "hooks/native_inspector.h"
-#include "runtime/interpreter.h"
-#include "runtime/loader.h"
+#include "runtime/embed/interpreter.h"
+#include "runtime/embed/loader.h"
 #include "sandbox/event_channel.h"
 
 namespace dynahug {

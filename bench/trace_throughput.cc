@@ -4,7 +4,7 @@
 //   trace_throughput --mode pool --workers N [--rounds R] FILE... | @LIST
 //   trace_throughput --mode inproc [--rounds R] FILE... | @LIST
 //
-// pool:   a WorkerPool of N zygote processes (runtime/worker_pool.h), as
+// pool:   a WorkerPool of N zygote processes (runtime/trace/worker_pool.h), as
 //         `dynahug trace --jobs N` uses it (--affinity: route files by the
 //         packages they need, TraceNeeds, instead of plain FIFO; --prewarm:
 //         TraceWorkerOptions::prewarm; --no-compact: zygotes keep 4 KiB
@@ -38,9 +38,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "proto/dynahug.pb.h"
-#include "runtime/container.h"
-#include "runtime/trace_runner.h"
-#include "runtime/worker_pool.h"
+#include "runtime/container/container.h"
+#include "runtime/trace/trace_runner.h"
+#include "runtime/trace/worker_pool.h"
 
 namespace {
 

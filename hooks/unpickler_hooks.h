@@ -1,13 +1,14 @@
 // The C half of the instrumented unpickler: a bridge module through which
-// the loader's Python code (runtime/loader.py) reports GLOBAL, PICKLE_CALL,
-// OPCODE and LOG events, moves the audit hook's current pickle offset, and
-// registers the unpickler instances whose hook bindings are checked after
-// the load.
+// the loader's Python code (runtime/embed/loader.py) reports GLOBAL,
+// PICKLE_CALL, OPCODE and LOG events, moves the audit hook's current pickle
+// offset, and registers the unpickler instances whose hook bindings are
+// checked after the load.
 //
 // The bridge module object is created here and handed to the loader's
 // namespace directly; it is never registered in sys.modules nor importable.
 // It holds no switch: audit recording is turned on and off by C++ only
-// (runtime/loader.cc), so nothing the loaded code can reach turns it off.
+// (runtime/embed/loader.cc), so nothing the loaded code can reach turns it
+// off.
 //
 // Caller check: emit, set_offset and watch act only when called directly
 // from a code object registered with AllowBridgeCaller (the loader's own

@@ -1,9 +1,9 @@
-#include "runtime/cli.h"
+#include "runtime/cli/cli.h"
 
 #include <ostream>
 
-#include "runtime/disasm_command.h"
-#include "runtime/trace_command.h"
+#include "runtime/cli/disasm_command.h"
+#include "runtime/cli/trace_command.h"
 
 namespace dynahug::runtime {
 namespace {

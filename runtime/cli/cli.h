@@ -4,8 +4,8 @@
 // 1 at least one malicious file, 2 error (unreadable or unanalysable input,
 // bad usage) and nothing malicious; 128 + signal number when a run was
 // interrupted by SIGINT, SIGTERM or SIGHUP (after its children were killed).
-#ifndef DYNAHUG_RUNTIME_CLI_H_
-#define DYNAHUG_RUNTIME_CLI_H_
+#ifndef DYNAHUG_RUNTIME_CLI_CLI_H_
+#define DYNAHUG_RUNTIME_CLI_CLI_H_
 
 #include <iosfwd>
 #include <string>
@@ -24,4 +24,4 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_CLI_H_
+#endif  // DYNAHUG_RUNTIME_CLI_CLI_H_

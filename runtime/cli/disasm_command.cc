@@ -1,4 +1,4 @@
-#include "runtime/disasm_command.h"
+#include "runtime/cli/disasm_command.h"
 
 #include <algorithm>
 #include <charconv>
@@ -9,9 +9,9 @@
 #include <string_view>
 
 #include "hooks/pickle_opcodes.h"
-#include "runtime/cli.h"
-#include "runtime/container.h"
-#include "runtime/json_writer.h"
+#include "runtime/cli/cli.h"
+#include "runtime/cli/json_writer.h"
+#include "runtime/container/container.h"
 
 namespace dynahug::runtime {
 namespace {

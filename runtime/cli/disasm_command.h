@@ -2,8 +2,8 @@
 // every file, a listing like `pickletools.dis` (offset, opcode, argument,
 // memo effects) and the globals each pickle stream references. Static only:
 // nothing is unpickled.
-#ifndef DYNAHUG_RUNTIME_DISASM_COMMAND_H_
-#define DYNAHUG_RUNTIME_DISASM_COMMAND_H_
+#ifndef DYNAHUG_RUNTIME_CLI_DISASM_COMMAND_H_
+#define DYNAHUG_RUNTIME_CLI_DISASM_COMMAND_H_
 
 #include <iosfwd>
 #include <string>
@@ -25,4 +25,4 @@ std::string FormatOpArg(const hooks::DecodedOp& op, size_t max_chars = 120);
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_DISASM_COMMAND_H_
+#endif  // DYNAHUG_RUNTIME_CLI_DISASM_COMMAND_H_

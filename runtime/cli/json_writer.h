@@ -2,8 +2,8 @@
 // RFC 8259 JSON; strings are escaped (control characters, quotes, invalid
 // UTF-8 bytes become U+FFFD) so any bytes can be written safely.
 // Not thread-safe; the caller keeps calls balanced (BeginObject/EndObject).
-#ifndef DYNAHUG_RUNTIME_JSON_WRITER_H_
-#define DYNAHUG_RUNTIME_JSON_WRITER_H_
+#ifndef DYNAHUG_RUNTIME_CLI_JSON_WRITER_H_
+#define DYNAHUG_RUNTIME_CLI_JSON_WRITER_H_
 
 #include <cstdint>
 #include <iosfwd>
@@ -86,4 +86,4 @@ class JsonWriter {
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_JSON_WRITER_H_
+#endif  // DYNAHUG_RUNTIME_CLI_JSON_WRITER_H_

@@ -1,4 +1,4 @@
-#include "runtime/trace_command.h"
+#include "runtime/cli/trace_command.h"
 
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -19,10 +19,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
-#include "runtime/cli.h"
-#include "runtime/container.h"
-#include "runtime/trace_runner.h"
-#include "runtime/worker_pool.h"
+#include "runtime/cli/cli.h"
+#include "runtime/container/container.h"
+#include "runtime/trace/trace_runner.h"
+#include "runtime/trace/worker_pool.h"
 #include "sandbox/unique_fd.h"
 
 namespace dynahug::runtime {

@@ -7,8 +7,8 @@
 // executed one opcode at a time and every opcode (offset, name, argument) is
 // interleaved with the events it caused. --format json prints the
 // proto::Trace messages as JSON. Files are traced by a WorkerPool of
-// --jobs N zygote processes (runtime/worker_pool.h; default 1, at most one
-// per file); the output is in input order whatever N is. --prewarm imports
+// --jobs N zygote processes (runtime/trace/worker_pool.h; default 1, at most
+// one per file); the output is in input order whatever N is. --prewarm imports
 // every allowlisted library in each zygote first, so that a file's trace does
 // not depend on which files its worker traced before
 // (TraceWorkerOptions::prewarm).
@@ -19,8 +19,8 @@
 // stderr says how many files were traced, and the exit code is 128 + the
 // signal number (130 for SIGINT, 143 for SIGTERM). Output already printed
 // stays; a --format json document is left unclosed.
-#ifndef DYNAHUG_RUNTIME_TRACE_COMMAND_H_
-#define DYNAHUG_RUNTIME_TRACE_COMMAND_H_
+#ifndef DYNAHUG_RUNTIME_CLI_TRACE_COMMAND_H_
+#define DYNAHUG_RUNTIME_CLI_TRACE_COMMAND_H_
 
 #include <iosfwd>
 #include <string>
@@ -45,4 +45,4 @@ void PrintTraceText(const proto::Trace& trace, bool chronological,
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_TRACE_COMMAND_H_
+#endif  // DYNAHUG_RUNTIME_CLI_TRACE_COMMAND_H_

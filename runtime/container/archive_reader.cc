@@ -1,4 +1,4 @@
-#include "runtime/archive_reader.h"
+#include "runtime/container/archive_reader.h"
 
 #include <archive.h>
 #include <archive_entry.h>

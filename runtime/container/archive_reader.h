@@ -1,8 +1,8 @@
 // Sequential reader over a 7z or tar archive in memory (any compression
 // filter libarchive knows: gzip, bzip2, xz, ...), through libarchive.
 // Move-only; `data` must outlive the reader. Not thread-safe.
-#ifndef DYNAHUG_RUNTIME_ARCHIVE_READER_H_
-#define DYNAHUG_RUNTIME_ARCHIVE_READER_H_
+#ifndef DYNAHUG_RUNTIME_CONTAINER_ARCHIVE_READER_H_
+#define DYNAHUG_RUNTIME_CONTAINER_ARCHIVE_READER_H_
 
 #include <cstdint>
 #include <memory>
@@ -57,4 +57,4 @@ class ArchiveReader {
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_ARCHIVE_READER_H_
+#endif  // DYNAHUG_RUNTIME_CONTAINER_ARCHIVE_READER_H_

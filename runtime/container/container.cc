@@ -1,4 +1,4 @@
-#include "runtime/container.h"
+#include "runtime/container/container.h"
 
 #include <algorithm>
 #include <cstring>
@@ -13,13 +13,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "runtime/archive_reader.h"
-#include "runtime/decompress.h"
-#include "runtime/file_mapping.h"
+#include "runtime/container/archive_reader.h"
+#include "runtime/container/decompress.h"
+#include "runtime/container/file_mapping.h"
+#include "runtime/container/npy_header.h"
+#include "runtime/container/sniff.h"
+#include "runtime/container/zip_reader.h"
 #include "runtime/internal/sha256.h"
-#include "runtime/npy_header.h"
-#include "runtime/sniff.h"
-#include "runtime/zip_reader.h"
 
 namespace dynahug::runtime {
 

@@ -11,8 +11,8 @@
 // broken archive) gets Member::error or PickleStream::error and the rest of
 // the file is still analysed. Every message names the file, the member path
 // and the offset.
-#ifndef DYNAHUG_RUNTIME_CONTAINER_H_
-#define DYNAHUG_RUNTIME_CONTAINER_H_
+#ifndef DYNAHUG_RUNTIME_CONTAINER_CONTAINER_H_
+#define DYNAHUG_RUNTIME_CONTAINER_CONTAINER_H_
 
 #include <cstdint>
 #include <memory>
@@ -129,4 +129,4 @@ absl::StatusOr<AnalyzedFile> AnalyzeBytes(std::span<const uint8_t> data,
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_CONTAINER_H_
+#endif  // DYNAHUG_RUNTIME_CONTAINER_CONTAINER_H_

@@ -1,4 +1,4 @@
-#include "runtime/decompress.h"
+#include "runtime/container/decompress.h"
 
 #include <bzlib.h>
 #include <lzma.h>

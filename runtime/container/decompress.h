@@ -1,8 +1,8 @@
 // Single-stream decompression into owned buffers, bounded: never produces
 // more than `max_output` bytes, and never allocates in proportion to a size
 // declared by the input. Thread-safe (no shared state).
-#ifndef DYNAHUG_RUNTIME_DECOMPRESS_H_
-#define DYNAHUG_RUNTIME_DECOMPRESS_H_
+#ifndef DYNAHUG_RUNTIME_CONTAINER_DECOMPRESS_H_
+#define DYNAHUG_RUNTIME_CONTAINER_DECOMPRESS_H_
 
 #include <cstdint>
 #include <span>
@@ -53,4 +53,4 @@ absl::StatusOr<Decompressed> Decompress(Codec codec,
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_DECOMPRESS_H_
+#endif  // DYNAHUG_RUNTIME_CONTAINER_DECOMPRESS_H_

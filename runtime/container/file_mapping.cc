@@ -1,4 +1,4 @@
-#include "runtime/file_mapping.h"
+#include "runtime/container/file_mapping.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -2,8 +2,8 @@
 // MAP_PRIVATE, PROT_READ). Files that cannot be mapped (pipes, character
 // devices such as /dev/stdin) are read into an owned buffer instead.
 // Move-only; the bytes live as long as the object. Thread-compatible.
-#ifndef DYNAHUG_RUNTIME_FILE_MAPPING_H_
-#define DYNAHUG_RUNTIME_FILE_MAPPING_H_
+#ifndef DYNAHUG_RUNTIME_CONTAINER_FILE_MAPPING_H_
+#define DYNAHUG_RUNTIME_CONTAINER_FILE_MAPPING_H_
 
 #include <cstdint>
 #include <span>
@@ -48,4 +48,4 @@ class FileMapping {
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_FILE_MAPPING_H_
+#endif  // DYNAHUG_RUNTIME_CONTAINER_FILE_MAPPING_H_

@@ -2,8 +2,8 @@
 // evaluating anything: the header dict is read by a small parser for the
 // Python literal subset numpy writes (dicts, tuples, lists, strings, ints,
 // True/False/None). Thread-safe (no shared state).
-#ifndef DYNAHUG_RUNTIME_NPY_HEADER_H_
-#define DYNAHUG_RUNTIME_NPY_HEADER_H_
+#ifndef DYNAHUG_RUNTIME_CONTAINER_NPY_HEADER_H_
+#define DYNAHUG_RUNTIME_CONTAINER_NPY_HEADER_H_
 
 #include <cstdint>
 #include <span>
@@ -41,4 +41,4 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(std::span<const uint8_t> data);
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_NPY_HEADER_H_
+#endif  // DYNAHUG_RUNTIME_CONTAINER_NPY_HEADER_H_

@@ -1,9 +1,9 @@
-#include "runtime/sniff.h"
+#include "runtime/container/sniff.h"
 
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/npy_header.h"
+#include "runtime/container/npy_header.h"
 
 namespace dynahug::runtime {
 namespace {

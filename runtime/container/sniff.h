@@ -1,14 +1,14 @@
 // Format sniffing from magic bytes. Only formats with a signature are
 // recognised here; pickles (no magic) are recognised by the caller with a
 // trial decode. Thread-safe (no shared state).
-#ifndef DYNAHUG_RUNTIME_SNIFF_H_
-#define DYNAHUG_RUNTIME_SNIFF_H_
+#ifndef DYNAHUG_RUNTIME_CONTAINER_SNIFF_H_
+#define DYNAHUG_RUNTIME_CONTAINER_SNIFF_H_
 
 #include <cstdint>
 #include <span>
 #include <string>
 
-#include "runtime/container.h"
+#include "runtime/container/container.h"
 
 namespace dynahug::runtime {
 
@@ -42,4 +42,4 @@ std::string HexPrefix(std::span<const uint8_t> data, size_t n = 16);
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_SNIFF_H_
+#endif  // DYNAHUG_RUNTIME_CONTAINER_SNIFF_H_

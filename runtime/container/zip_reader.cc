@@ -1,4 +1,4 @@
-#include "runtime/zip_reader.h"
+#include "runtime/container/zip_reader.h"
 
 #include <zlib.h>
 
@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "runtime/decompress.h"
+#include "runtime/container/decompress.h"
 
 namespace dynahug::runtime {
 namespace {

@@ -8,8 +8,8 @@
 //
 // Never allocates in proportion to a declared size; all offsets are
 // bounds-checked against the input. Thread-safe (no shared state).
-#ifndef DYNAHUG_RUNTIME_ZIP_READER_H_
-#define DYNAHUG_RUNTIME_ZIP_READER_H_
+#ifndef DYNAHUG_RUNTIME_CONTAINER_ZIP_READER_H_
+#define DYNAHUG_RUNTIME_CONTAINER_ZIP_READER_H_
 
 #include <cstdint>
 #include <span>
@@ -90,4 +90,4 @@ absl::StatusOr<ZipEntryData> ReadZipEntry(std::span<const uint8_t> data,
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_ZIP_READER_H_
+#endif  // DYNAHUG_RUNTIME_CONTAINER_ZIP_READER_H_

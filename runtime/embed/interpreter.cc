@@ -1,4 +1,4 @@
-#include "runtime/interpreter.h"
+#include "runtime/embed/interpreter.h"
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -28,8 +28,8 @@
 // before fork(), AfterForkParent() in the parent and AfterForkChild() in the
 // child right after it. The child runs one load and leaves with _exit()
 // (never by destroying the guard).
-#ifndef DYNAHUG_RUNTIME_INTERPRETER_H_
-#define DYNAHUG_RUNTIME_INTERPRETER_H_
+#ifndef DYNAHUG_RUNTIME_EMBED_INTERPRETER_H_
+#define DYNAHUG_RUNTIME_EMBED_INTERPRETER_H_
 
 #include <string>
 #include <vector>
@@ -106,4 +106,4 @@ class Interpreter {
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_INTERPRETER_H_
+#endif  // DYNAHUG_RUNTIME_EMBED_INTERPRETER_H_

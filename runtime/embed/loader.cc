@@ -1,4 +1,4 @@
-#include "runtime/loader.h"
+#include "runtime/embed/loader.h"
 
 #include <chrono>
 #include <string>

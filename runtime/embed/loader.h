@@ -38,8 +38,8 @@
 // files it must only ever run inside the sandboxed child.
 //
 // Threading: the interpreter's thread only, one Load at a time.
-#ifndef DYNAHUG_RUNTIME_LOADER_H_
-#define DYNAHUG_RUNTIME_LOADER_H_
+#ifndef DYNAHUG_RUNTIME_EMBED_LOADER_H_
+#define DYNAHUG_RUNTIME_EMBED_LOADER_H_
 
 #include <cstdint>
 #include <memory>
@@ -51,7 +51,7 @@
 #include "hooks/call_profiler.h"
 #include "hooks/event_sink.h"
 #include "hooks/integrity_diff.h"
-#include "runtime/interpreter.h"
+#include "runtime/embed/interpreter.h"
 #include "runtime/py_ref.h"
 
 namespace dynahug::runtime {
@@ -152,4 +152,4 @@ class Loader {
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_LOADER_H_
+#endif  // DYNAHUG_RUNTIME_EMBED_LOADER_H_

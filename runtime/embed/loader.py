@@ -1,4 +1,4 @@
-# dynahug loader: the Python half of runtime/loader.cc.
+# dynahug loader: the Python half of runtime/embed/loader.cc.
 #
 # Compiled into the dynahug binary and executed in a private module namespace
 # (never imported from the file system, never put in sys.modules). The C
@@ -10,7 +10,7 @@
 # switched by C++ around the library call (there is no switch in this
 # namespace), the bridge accepts calls only from this code, and C++ seals
 # this namespace (functions, classes, dispatch tables) after creating it and
-# reports any change after every load (runtime/loader.cc).
+# reports any change after every load (runtime/embed/loader.cc).
 #
 # run() drives the REAL library loader (torch.load, joblib.load, numpy.load,
 # pickle.load) with an instrumented unpickler built on CPython's reference

@@ -1,4 +1,4 @@
-#include "runtime/static_trace.h"
+#include "runtime/trace/static_trace.h"
 
 #include "hooks/pickle_opcodes.h"
 

@@ -2,12 +2,12 @@
 // tree + decoded pickle streams) into the proto::Trace fields that describe
 // it: FileIdentity and the Member tree with PickleSummary per stream.
 // Pure functions; the result owns copies of everything it needs.
-#ifndef DYNAHUG_RUNTIME_STATIC_TRACE_H_
-#define DYNAHUG_RUNTIME_STATIC_TRACE_H_
+#ifndef DYNAHUG_RUNTIME_TRACE_STATIC_TRACE_H_
+#define DYNAHUG_RUNTIME_TRACE_STATIC_TRACE_H_
 
 #include "hooks/pickle_decoder.h"
 #include "proto/dynahug.pb.h"
-#include "runtime/container.h"
+#include "runtime/container/container.h"
 
 namespace dynahug::runtime {
 
@@ -30,4 +30,4 @@ inline constexpr uint32_t kTraceVersion = 1;
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_STATIC_TRACE_H_
+#endif  // DYNAHUG_RUNTIME_TRACE_STATIC_TRACE_H_

@@ -1,4 +1,4 @@
-#include "runtime/trace_runner.h"
+#include "runtime/trace/trace_runner.h"
 
 #include <Python.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "hooks/event_sink.h"
 #include "runtime/py_ref.h"
-#include "runtime/static_trace.h"
+#include "runtime/trace/static_trace.h"
 #include "sandbox/seccomp_policy.h"
 
 namespace dynahug::runtime {

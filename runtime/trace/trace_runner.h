@@ -13,8 +13,8 @@
 //
 // Threading: one TraceRunner per process, used from the thread that created
 // it (the interpreter's thread). Trace() is not reentrant.
-#ifndef DYNAHUG_RUNTIME_TRACE_RUNNER_H_
-#define DYNAHUG_RUNTIME_TRACE_RUNNER_H_
+#ifndef DYNAHUG_RUNTIME_TRACE_TRACE_RUNNER_H_
+#define DYNAHUG_RUNTIME_TRACE_TRACE_RUNNER_H_
 
 #include <optional>
 #include <set>
@@ -25,9 +25,9 @@
 #include "absl/status/statusor.h"
 #include "hooks/integrity_diff.h"
 #include "proto/dynahug.pb.h"
-#include "runtime/container.h"
-#include "runtime/interpreter.h"
-#include "runtime/loader.h"
+#include "runtime/container/container.h"
+#include "runtime/embed/interpreter.h"
+#include "runtime/embed/loader.h"
 #include "sandbox/child_launcher.h"
 
 namespace dynahug::runtime {
@@ -112,4 +112,4 @@ std::string ResolveLoader(const AnalyzedFile& file, const LoadOptions& load);
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_TRACE_RUNNER_H_
+#endif  // DYNAHUG_RUNTIME_TRACE_TRACE_RUNNER_H_

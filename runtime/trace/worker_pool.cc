@@ -1,4 +1,4 @@
-#include "runtime/worker_pool.h"
+#include "runtime/trace/worker_pool.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,9 +20,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "runtime/container.h"
-#include "runtime/loader.h"
-#include "runtime/sniff.h"
+#include "runtime/container/container.h"
+#include "runtime/container/sniff.h"
+#include "runtime/embed/loader.h"
 
 namespace dynahug::runtime {
 namespace {

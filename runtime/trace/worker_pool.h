@@ -3,8 +3,8 @@
 // order.
 //
 // The pool forks its workers from the calling process, which must not hold
-// an embedded interpreter (runtime/interpreter.h: one per process, created
-// in the process that uses it): each worker builds its own state (for
+// an embedded interpreter (runtime/embed/interpreter.h: one per process,
+// created in the process that uses it): each worker builds its own state (for
 // tracing: a TraceRunner with its own interpreter) through the factory,
 // in the worker, right after the fork. A worker that dies (crash, SIGKILL,
 // OOM) or overruns WorkerPoolOptions::job_timeout is reaped, its current
@@ -50,8 +50,8 @@
 // (no waitpid(-1), SIGCHLD not ignored).
 //
 // Thread safety: none; one thread uses a pool at a time.
-#ifndef DYNAHUG_RUNTIME_WORKER_POOL_H_
-#define DYNAHUG_RUNTIME_WORKER_POOL_H_
+#ifndef DYNAHUG_RUNTIME_TRACE_WORKER_POOL_H_
+#define DYNAHUG_RUNTIME_TRACE_WORKER_POOL_H_
 
 #include <sys/types.h>
 
@@ -68,7 +68,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "runtime/trace_runner.h"
+#include "runtime/trace/trace_runner.h"
 #include "sandbox/unique_fd.h"
 
 namespace dynahug::runtime {
@@ -231,4 +231,4 @@ std::vector<std::string> TraceNeeds(
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_WORKER_POOL_H_
+#endif  // DYNAHUG_RUNTIME_TRACE_WORKER_POOL_H_

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <span>
 
-#include "runtime/container.h"
+#include "runtime/container/container.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   dynahug::runtime::AnalyzeOptions options;

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/decompress.h"
+#include "runtime/container/decompress.h"
 
 namespace dynahug::runtime::testing {
 

@@ -1,4 +1,4 @@
-#include "runtime/container.h"
+#include "runtime/container/container.h"
 
 #include <map>
 #include <string>

@@ -1,5 +1,5 @@
-# Tests of the embedded interpreter and loaders (runtime/interpreter.*,
-# runtime/loader.*). Included from tests/runtime/CMakeLists.txt.
+# Tests of the embedded interpreter and loaders (runtime/embed/interpreter.*,
+# runtime/embed/loader.*). Included from tests/runtime/CMakeLists.txt.
 dynahug_add_gtest(embed_interpreter_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_interpreter_test.cc
   LIBS dynahug::embed)

@@ -8,7 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "hooks/audit_hook.h"
-#include "runtime/interpreter.h"
+#include "runtime/embed/interpreter.h"
 #include "runtime/py_ref.h"
 #include "tests/runtime/embed_test_util.h"
 

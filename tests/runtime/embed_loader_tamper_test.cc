@@ -18,7 +18,7 @@
 
 #include "gtest/gtest.h"
 #include "hooks/event_sink.h"
-#include "runtime/loader.h"
+#include "runtime/embed/loader.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::runtime {

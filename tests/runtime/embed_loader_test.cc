@@ -15,7 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "hooks/event_sink.h"
-#include "runtime/loader.h"
+#include "runtime/embed/loader.h"
 #include "sandbox/event_channel.h"
 #include "tests/runtime/embed_test_util.h"
 
@@ -480,7 +480,7 @@ namespace dynahug::runtime {
 namespace {
 
 // Forwards the loader's events to the production channel writer, as the
-// sandboxed child does (runtime/trace_runner.cc's ChannelSink).
+// sandboxed child does (runtime/trace/trace_runner.cc's ChannelSink).
 class WriterSink final : public hooks::EventSink {
  public:
   explicit WriterSink(sandbox::EventWriter& writer) : writer_(writer) {}

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "runtime/interpreter.h"
+#include "runtime/embed/interpreter.h"
 
 namespace dynahug::testing {
 

@@ -1,4 +1,4 @@
-#include "runtime/npy_header.h"
+#include "runtime/container/npy_header.h"
 
 #include <string>
 

@@ -1,4 +1,4 @@
-#include "runtime/sniff.h"
+#include "runtime/container/sniff.h"
 
 #include <string>
 

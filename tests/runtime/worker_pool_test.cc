@@ -1,5 +1,5 @@
-// Tests of runtime/worker_pool: real worker processes, first with C++ fake
-// handlers (every error path: handler errors, crashes, hangs, malformed
+// Tests of runtime/trace/worker_pool: real worker processes, first with C++
+// fake handlers (every error path: handler errors, crashes, hangs, malformed
 // replies, failing factories, parent death, interruption), then with the
 // real tracing handler on small benign files (CTest fixture
 // worker_pool_inputs).
@@ -8,7 +8,7 @@
 // files the handlers create and wait for (await:/touch:), and wall-clock
 // values appear only as generous ceilings against hangs. Timing belongs in
 // bench/.
-#include "runtime/worker_pool.h"
+#include "runtime/trace/worker_pool.h"
 
 #include <fcntl.h>
 #include <poll.h>

@@ -1,4 +1,4 @@
-#include "runtime/zip_reader.h"
+#include "runtime/container/zip_reader.h"
 
 #include <map>
 #include <string>
