@@ -3,6 +3,8 @@
 #include <ostream>
 
 #include "runtime/cli/disasm_command.h"
+#include "runtime/cli/model_commands.h"
+#include "runtime/cli/scan_command.h"
 #include "runtime/cli/trace_command.h"
 
 namespace dynahug::runtime {
@@ -17,6 +19,27 @@ Detects malicious pickle-based ML model files (PyTorch, joblib, NumPy,
 raw pickles and archives of them).
 
 commands:
+  scan PATH... [--format text|json|sarif] [--model FILE] [--jobs N]
+               [--task LABEL] [--strict] [--timeout S] [--memory MIB] [--quiet]
+                 Decide for every file under PATH (directories recursively,
+                 Hugging Face cache folders named repo@revision:file) whether
+                 it is malicious: sandboxed load, behaviour features, the
+                 task cluster's one-class SVM and observed capabilities.
+                 Formats without a code-execution path (safetensors, GGUF,
+                 JSON, text) are reported as skipped; --strict turns files
+                 dynahug cannot vouch for (unknown data, ONNX, HDF5) into
+                 errors. Uses the shipped default model unless --model.
+
+  train --benign PATH... --out FILE [--task LABEL] [--no-cluster]
+        [--families LIST] [--target-fpr F] [--jobs N]
+                 Train a model bundle from benign files only (task clusters,
+                 one-class SVMs, thresholds by cross-validation).
+
+  eval --benign PATH... --malicious PATH... [--model FILE] [--format F]
+                 Precision, recall, F1, FPR, ROC-AUC of a bundle, overall,
+                 per technique (first folder under a --malicious path) and
+                 per cluster (first folder under a --benign path).
+
   disasm FILE... [--format text|json] [--max-depth N] [--max-expanded BYTES]
                  List every pickle opcode (offset, opcode, argument, memo
                  effect) and the globals of every pickle stream in every
@@ -40,9 +63,9 @@ options:
   -h, --help     show this help
   --version      show the version
 
-exit codes: 0 success/benign, 1 malicious found, 2 error; 130 (SIGINT),
-143 (SIGTERM), 129 (SIGHUP): trace was interrupted, its workers and
-sandboxed loads were killed first.
+exit codes: 0 success/benign, 1 malicious found, 2 error (and nothing
+malicious); 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP): the run was
+interrupted, its workers and sandboxed loads were killed first.
 )";
 
 }  // namespace
@@ -65,6 +88,9 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   }
   if (command == "disasm") return RunDisasm(rest, out, err);
   if (command == "trace") return RunTrace(rest, out, err);
+  if (command == "scan") return RunScan(rest, out, err);
+  if (command == "train") return RunTrain(rest, out, err);
+  if (command == "eval") return RunEval(rest, out, err);
   err << "dynahug: unknown command '" << command << "'\n\n" << kUsage;
   return kExitError;
 }

@@ -1,0 +1,139 @@
+#include "runtime/cli/trace_batch.h"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "sandbox/unique_fd.h"
+
+namespace dynahug::runtime {
+namespace {
+
+// Signals that stop a run cleanly: the workers and their sandboxed children
+// are killed and reaped before the command exits with 128 + signal.
+constexpr int kStopSignals[] = {SIGHUP, SIGINT, SIGTERM};
+
+// While alive, kStopSignals are blocked in the calling thread and arrive on
+// a signalfd instead (the worker pool polls it: WorkerPoolOptions::
+// interrupt_fd); the destructor restores the previous mask. Blocking happens
+// before any worker is forked, so a signal that arrives at any point of the
+// run is seen (a pending one makes the fd readable at once). The calling
+// process must be single-threaded (other threads would still take the
+// signals with their default action).
+class StopSignals {
+ public:
+  // Errors: sigprocmask or signalfd failed (errno text).
+  static absl::StatusOr<std::unique_ptr<StopSignals>> Block() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : kStopSignals) sigaddset(&set, sig);
+    sigset_t old;
+    if (sigprocmask(SIG_BLOCK, &set, &old) != 0) {
+      return absl::InternalError(
+          absl::StrCat("sigprocmask(SIG_BLOCK) failed: ", strerror(errno)));
+    }
+    sandbox::UniqueFd fd(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!fd.valid()) {
+      const int err = errno;
+      sigprocmask(SIG_SETMASK, &old, nullptr);
+      return absl::InternalError(
+          absl::StrCat("signalfd failed: ", strerror(err)));
+    }
+    return std::unique_ptr<StopSignals>(new StopSignals(std::move(fd), old));
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  ~StopSignals() {
+    // Pending stop signals were handled by stopping: a second Ctrl-C must
+    // not kill the process when the mask is restored.
+    while (Take().has_value()) {
+    }
+    sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
+  }
+
+  int fd() const { return fd_.get(); }
+  // Takes one pending stop signal off the fd: its number, or nullopt.
+  std::optional<int> Take() {
+    signalfd_siginfo info;
+    if (read(fd_.get(), &info, sizeof(info)) != sizeof(info)) {
+      return std::nullopt;
+    }
+    return static_cast<int>(info.ssi_signo);
+  }
+
+ private:
+  StopSignals(sandbox::UniqueFd fd, const sigset_t& old_mask)
+      : fd_(std::move(fd)), old_mask_(old_mask) {}
+  sandbox::UniqueFd fd_;
+  sigset_t old_mask_;
+};
+
+}  // namespace
+
+std::string SignalName(int sig) {
+  const char* name = sigabbrev_np(sig);
+  return name != nullptr ? absl::StrCat("SIG", name) : absl::StrCat("signal ", sig);
+}
+
+absl::StatusOr<BatchOutcome> TraceBatch(
+    const std::vector<std::string>& paths, const BatchOptions& options,
+    absl::FunctionRef<void(size_t, absl::StatusOr<proto::Trace>)> on_result) {
+  BatchOutcome outcome;
+  if (paths.empty()) return outcome;
+  absl::StatusOr<std::unique_ptr<StopSignals>> stop = StopSignals::Block();
+  if (!stop.ok()) return stop.status();
+
+  std::vector<WorkerJob> jobs;
+  jobs.reserve(paths.size());
+  for (const std::string& path : paths) jobs.push_back({path, {}});
+  WorkerPoolOptions pool_options;
+  pool_options.workers = static_cast<int>(
+      std::max<uint64_t>(1, std::min<uint64_t>(options.jobs, paths.size())));
+  // The sandbox bounds each load; this only catches a stuck worker.
+  pool_options.job_timeout =
+      2 * options.trace.policy.limits.wall_time + absl::Seconds(60);
+  pool_options.interrupt_fd = (*stop)->fd();
+  absl::StatusOr<std::unique_ptr<WorkerPool>> pool = WorkerPool::Create(
+      TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
+  if (!pool.ok()) return pool.status();
+
+  absl::Status run = (*pool)->Run(
+      jobs, [&](size_t index, absl::StatusOr<std::string> reply) {
+        ++outcome.reported;
+        if (!reply.ok()) {
+          // Worker deaths name the worker, not the file.
+          const std::string message(reply.status().message());
+          on_result(index,
+                    absl::Status(reply.status().code(),
+                                 message.rfind("worker ", 0) == 0
+                                     ? paths[index] + ": " + message
+                                     : message));
+          return;
+        }
+        proto::Trace trace;
+        if (!trace.ParseFromString(*reply)) {
+          on_result(index, absl::InternalError(
+                               paths[index] + ": unparseable trace from the worker"));
+          return;
+        }
+        on_result(index, std::move(trace));
+      });
+  if (absl::IsCancelled(run)) {
+    // Every worker, and with it every sandboxed load, is already dead.
+    outcome.interrupted_by = (*stop)->Take().value_or(SIGTERM);
+    return outcome;
+  }
+  if (!run.ok()) return run;
+  return outcome;
+}
+
+}  // namespace dynahug::runtime

@@ -1,0 +1,54 @@
+// Tracing many files for a front end: worker zygotes (runtime/trace/
+// worker_pool.h), results in input order, and a clean stop on SIGINT,
+// SIGTERM or SIGHUP (every worker and sandboxed load killed and reaped).
+// `scan`, `train` and `eval` share it.
+//
+//   BatchOptions options;                 // limits, loader, --jobs
+//   absl::StatusOr<BatchOutcome> run = TraceBatch(paths, options,
+//       [&](size_t i, absl::StatusOr<proto::Trace> t) { use(paths[i], t); });
+//   if (run.ok() && run->interrupted_by) return 128 + run->interrupted_by;
+//
+// Preconditions: as WorkerPool (single-threaded caller that does not reap
+// children it did not create).
+#ifndef DYNAHUG_RUNTIME_CLI_TRACE_BATCH_H_
+#define DYNAHUG_RUNTIME_CLI_TRACE_BATCH_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "proto/dynahug.pb.h"
+#include "runtime/trace/trace_runner.h"
+#include "runtime/trace/worker_pool.h"
+
+namespace dynahug::runtime {
+
+struct BatchOptions {
+  TraceOptions trace;
+  TraceWorkerOptions worker;
+  // Worker zygotes (capped at the number of files).
+  uint64_t jobs = 1;
+};
+
+struct BatchOutcome {
+  // The stop signal that ended the run early (0: it ran to the end).
+  int interrupted_by = 0;
+  // Files reported before the run ended.
+  size_t reported = 0;
+};
+
+// Traces every path; `on_result(index, trace)` is called once per path in
+// input order (an error names the file). Errors: the pool could not start
+// or failed as a whole (the message says why).
+absl::StatusOr<BatchOutcome> TraceBatch(
+    const std::vector<std::string>& paths, const BatchOptions& options,
+    absl::FunctionRef<void(size_t, absl::StatusOr<proto::Trace>)> on_result);
+
+// "SIGINT"-style name of a signal number.
+std::string SignalName(int sig);
+
+}  // namespace dynahug::runtime
+
+#endif  // DYNAHUG_RUNTIME_CLI_TRACE_BATCH_H_
