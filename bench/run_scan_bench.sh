@@ -10,7 +10,7 @@
 #   JOBS       scan workers (default 2)
 #   --full     the full benign corpus (815 files) instead of --small (148)
 # Inputs are generated once under BUILD_DIR/bench-data/scan/ (never
-# committed). Prints files, wall seconds, files/s and CPU seconds per tool;
+# committed). Prints files, wall seconds and files/s per tool;
 # the scan row also gives its verdict counts.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,17 +27,14 @@ fi
 mapfile -t files < <(find "$DATA/benign" -type f | sort)
 n=${#files[@]}
 
-# run NAME CMD...: wall and CPU (children included) of one command.
+# run NAME CMD...: wall time of one command (its output kept in $DATA).
 run() {
   local name=$1
   shift
-  local t0 t1 c0 c1
-  c0=$(awk '{print $14+$15+$16+$17}' /proc/$$/stat)
+  local t0 t1
   t0=$(date +%s.%N)
   "$@" >"$DATA/$name.out" 2>"$DATA/$name.err" || true
   t1=$(date +%s.%N)
-  # CPU of reaped children, from the shell's own times.
-  read -r _ _ cu cs < <(times | tr -d 'ms' | tr '\n' ' ' | awk '{print $1, $2, $3, $4}')
   awk -v n="$n" -v t0="$t0" -v t1="$t1" -v name="$name" \
     'BEGIN { w = t1 - t0; printf "%-28s %6d files %8.2f s %8.1f files/s\n", name, n, w, n / w }'
 }
