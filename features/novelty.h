@@ -90,10 +90,20 @@ class Vocabulary {
 struct Novelty {
   std::array<double, kNoveltyGroupCount> mass{};
   std::array<uint32_t, kNoveltyGroupCount> count{};
-  // Feature k: log1p(mass[k / 2]) for even k, log1p(count[k / 2]) for odd.
+  // Raw feature k: mass[k / 2] for even k, count[k / 2] for odd.
   double Feature(int k) const;
   bool empty() const;
 };
+
+// Surprisal of a novelty value `x` among the `n` sorted reference values
+// (the cross-fitted training values of that feature): 0 for x <= 0, else
+// -log((#{references >= x} + 1) / (n + 1)), plus log1p(x - max reference)
+// beyond the largest reference (so it keeps growing). Novelty that benign
+// training vectors show as often as not costs almost nothing; novelty in a
+// group no benign vector had costs log(n + 1) and more: the SVM sees novelty
+// in units of how rare it is among benign files of new groups, estimated by
+// cross-fitting, instead of raw token counts.
+double NoveltySurprisal(const double* sorted_reference, size_t n, double x);
 
 // Novelty of `v` against the set of indices `known` says are known.
 // `known(i)` must be a pure predicate; called once per entry.
@@ -109,37 +119,57 @@ Novelty MeasureNovelty(const GroupedVector& v, const Known& known) {
 }
 
 // Document frequencies over the groups of a training set, for vocabularies
-// and cross-fitting. Groups are numbered 0..n-1 by the caller; a unit is a
-// set of groups (one group for leave-one-group-out, a fold of groups
-// otherwise) and every group belongs to exactly one unit.
+// and cross-fitting. Groups are numbered 0..n-1 by the caller, each belongs
+// to one cross-fitting unit (itself, or a family of similar groups), and
+// each unit to at most one cross-validation fold (units nest in folds).
+//
+// Cross-fitting: an entry i of a vector of group g in unit u is known when
+// at least `min_groups` groups outside the excluded ones have i:
+//   final model, training vector       GroupsOutside(i, -1, u) >= m
+//   CV fold k, held-out vector          GroupsOutside(i, k, -1) >= m
+//   CV fold k, training vector          GroupsOutside(i, k, u) >= m
+// A new file is judged against Build(m): GroupsOutside(i, -1, -1) >= m.
 class GroupFrequency {
  public:
-  // `unit_of_group[g]` is the unit of group g.
-  explicit GroupFrequency(std::vector<int> unit_of_group);
+  // `unit_of_group[g]` is the unit (0..) of group g; `fold_of_unit[u]` the
+  // fold of unit u, or -1.
+  GroupFrequency(std::vector<int> unit_of_group, std::vector<int> fold_of_unit);
 
-  // Records that group `g` has the entries of `v` (call once per vector;
-  // several vectors of one group count once).
+  // Records that group `g` has the entries of `v` (several vectors of one
+  // group count once).
   void Add(int group, const GroupedVector& v);
   // Must be called after the last Add and before the queries.
   void Finish();
 
-  // Indices at least `min_groups` groups have: the vocabulary of the whole
-  // training set.
-  Vocabulary Build(int min_groups) const;
-  // True when at least `min_groups` groups outside `unit` have `index`: the
-  // index is in the vocabulary built without that unit.
-  bool KnownWithout(uint32_t index, int unit, int min_groups) const;
+  // Number of groups that have `index`.
+  uint32_t Groups(uint32_t index) const;
+  // Number of groups that have `index`, leaving out the groups of fold
+  // `fold` and of unit `unit` (-1: none).
+  uint32_t GroupsOutside(uint32_t index, int fold, int unit) const;
+
+  // Indices at least `min_groups` groups outside fold `without_fold` have
+  // (-1: all groups): the vocabulary of those groups.
+  Vocabulary Build(int min_groups, int without_fold = -1) const;
 
  private:
+  struct Count {
+    int key;  // unit or fold
+    uint32_t groups;
+  };
+  // Count of `key` in [begin, end), 0 when absent.
+  static uint32_t Find(const std::vector<Count>& counts, uint32_t begin,
+                       uint32_t end, int key);
+
   std::vector<int> unit_of_group_;
-  // (index, group) pairs while adding; after Finish sorted and unique.
+  std::vector<int> fold_of_unit_;
+  // (index, group) pairs while adding; cleared by Finish.
   std::vector<std::pair<uint32_t, int>> pairs_;
-  // After Finish: sorted indices, and per index its group count and the
-  // range of its per-unit counts in unit_counts_.
+  // After Finish, per sorted index: its group count and the ranges of its
+  // per-unit and per-fold counts (sorted by key).
   std::vector<uint32_t> indices_;
-  std::vector<uint32_t> group_count_;
-  std::vector<uint32_t> unit_begin_;
-  std::vector<std::pair<int, uint32_t>> unit_counts_;  // (unit, groups)
+  std::vector<uint32_t> groups_;
+  std::vector<uint32_t> unit_begin_, fold_begin_;  // one more than indices_
+  std::vector<Count> unit_counts_, fold_counts_;
 };
 
 }  // namespace dynahug::features

@@ -40,6 +40,28 @@ struct OcsvmParams {
   double eps = 1e-4;
 };
 
+// The solution of a one-class problem on a precomputed kernel: the support
+// vectors as indices into the training set (ascending), their
+// coefficients, and rho.
+struct OcsvmSolution {
+  std::vector<int> support;
+  std::vector<double> coef;
+  double rho = 0;
+};
+
+// Solves the one-class problem for the l x l kernel matrix `kernel`
+// (row-major, symmetric) with libsvm (kernel_type PRECOMPUTED). Lets callers
+// that try many (nu, gamma) pairs on one training set compute distances
+// once. Errors: l < 2, bad nu, libsvm's svm_check_parameter message.
+absl::StatusOr<OcsvmSolution> SolveOneClass(const std::vector<double>& kernel,
+                                            int l, double nu,
+                                            double eps = 1e-4);
+
+// The model of `solution` over training vectors `x` with `gamma`.
+proto::OneClassSvm MakeOneClassSvm(const std::vector<InputVector>& x,
+                                   const OcsvmSolution& solution, double nu,
+                                   double gamma);
+
 // Trains on `x` (at least 2 vectors). Errors: bad parameters (named), or
 // libsvm's svm_check_parameter message.
 absl::StatusOr<proto::OneClassSvm> TrainOneClassSvm(
@@ -48,11 +70,20 @@ absl::StatusOr<proto::OneClassSvm> TrainOneClassSvm(
 // libsvm's decision value (positive inside the support).
 double DecisionValue(const proto::OneClassSvm& svm, const InputVector& x);
 
-// Anomaly score of `x`: (rho - sum_i coef_i K(sv_i, x)) / sum_i coef_i.
-// Higher is more anomalous, 0 on the learned boundary; dividing by
-// sum coef (= nu * l in libsvm) puts scores of models trained on different
-// numbers of vectors on one scale, in [-1, rho / sum coef].
+// Anomaly score of `x`: log(rho) - log(sum_i coef_i K(sv_i, x)), computed
+// in log space. It is a strictly decreasing function of libsvm's decision
+// value (so it keeps the OCSVM's decision: > 0 exactly when the decision
+// is < 0), but it does not saturate: the decision value of every point far
+// from all support vectors is -rho, so novel files would all tie, while
+// this score keeps growing with the (soft-minimum, gamma-weighted) squared
+// distance to the support vectors. Thresholds are compared with it.
 double AnomalyScore(const proto::OneClassSvm& svm, const InputVector& x);
+
+// The same score from the squared distances of x to each support vector
+// (`sq_distances[i]` to support vector i, same order as `coef`).
+double AnomalyScoreFromDistances(const std::vector<double>& coef,
+                                 const std::vector<double>& sq_distances,
+                                 double gamma, double rho);
 
 // Per-coordinate explanation of AnomalyScore(x): for each index i where x
 // or a support vector is non-zero, the kernel-weighted squared difference

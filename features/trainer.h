@@ -55,6 +55,11 @@
 
 namespace dynahug::features {
 
+enum class CrossFitting {
+  kGroup,   // leave-one-group-out
+  kFamily,  // leave-one-family-out (families found from routing profiles)
+};
+
 struct CalibrationOptions {
   // False-positive rate the thresholds aim at on benign files of new
   // groups, in (0, 1).
@@ -63,7 +68,7 @@ struct CalibrationOptions {
   // clusters with fewer than 3 groups are not cross-validated: their
   // threshold is the largest training score plus `margin`).
   int folds = 5;
-  std::vector<double> nu_grid = {0.01, 0.03, 0.1};
+  std::vector<double> nu_grid = {0.05, 0.2, 0.5};
   // Gamma = c / median squared distance between training vectors, for c in
   // this grid (the median heuristic, scaled).
   std::vector<double> gamma_scale_grid = {0.1, 0.3, 1.0, 3.0};
@@ -80,12 +85,18 @@ struct TrainOptions {
   ClusterOptions clustering;
   // Vocabulary: indices at least this many groups of a cluster have.
   int vocabulary_min_groups = 1;
-  // Cross-fitting unit: false = leave-one-group-out, true = the example's
-  // cross-validation fold of groups (more novelty per training example).
-  bool crossfit_by_fold = false;
-  // Scaling of the novelty features (see proto ModelConfig).
+  // Cross-fitting unit (features/novelty.h): a training vector's novelty
+  // is measured without its own group, or without its whole family: the
+  // groups of its cluster whose routing profiles are within
+  // family_distance (ClusterGroups, average linkage, cosine). Families make
+  // training vectors carry the novelty a new family brings (a new xgboost
+  // estimator next to known ones), not just a new checkpoint of a known
+  // model; cross-validation folds are then blocks of whole families.
+  CrossFitting cross_fitting = CrossFitting::kGroup;
+  double family_distance = 0.2;
+  // Multiplier of the novelty features (surprisal in nats, see
+  // features/novelty.h NoveltySurprisal).
   double novelty_weight = 1.0;
-  double novelty_scale_floor = 1.0;
   CalibrationOptions calibration;
   // Capabilities that convict whatever the OCSVM says (names from
   // CapabilityName); the default is all of them (see features/README.md
