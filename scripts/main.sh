@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The main job, from a fresh Debian 12 machine (run as root): install the
-# dependencies, build, and analyse the shipped example model.
-# Usage: scripts/main.sh [FILE...]   (default: the shipped example)
+# dependencies, build, and scan the shipped examples (a PyTorch state dict, a
+# scikit-learn joblib file, a NumPy array and a Hugging Face-style model
+# folder) with the shipped default model bundle.
+# Usage: scripts/main.sh [PATH...]   (default: examples/)
+# Exit code: the scan's (0 all benign, 1 malicious found, 2 error).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 if [ $# -eq 0 ]; then
-  set -- examples/tiny_mlp_state_dict.pt
+  set -- examples
 fi
-exec build/runtime/dynahug disasm "$@"
+exec build/runtime/dynahug scan "$@"

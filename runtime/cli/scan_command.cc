@@ -164,6 +164,17 @@ class Progress {
   size_t total_;
 };
 
+// "feature: detail", or whichever of the two says it all.
+std::string ReasonText(const proto::Reason& reason) {
+  if (reason.detail().empty()) return reason.feature();
+  if (reason.feature().empty() ||
+      reason.detail().rfind(reason.feature(), 0) == 0 ||
+      reason.detail().find(reason.feature()) != std::string::npos) {
+    return reason.detail();
+  }
+  return absl::StrCat(reason.feature(), ": ", reason.detail());
+}
+
 std::string ResultName(const proto::ScanResult& r) {
   if (r.hub_repo().empty()) return r.path();
   HubRef ref{r.hub_kind(), r.hub_repo(), r.hub_revision(), r.hub_file()};
@@ -202,9 +213,7 @@ void PrintText(const proto::ScanReport& report, bool quiet, std::ostream& out) {
       int shown = 0;
       for (const proto::Reason& reason : v.reasons()) {
         if (++shown > 6) break;
-        out << "    - "
-            << (reason.detail().empty() ? reason.feature() : reason.detail())
-            << "\n";
+        out << "    - " << ReasonText(reason) << "\n";
       }
     }
   }
@@ -358,8 +367,7 @@ void PrintSarif(const proto::ScanReport& report, std::ostream& out) {
     if (malicious) {
       std::vector<std::string> details;
       for (const proto::Reason& reason : v.reasons()) {
-        details.push_back(reason.detail().empty() ? reason.feature()
-                                                  : reason.detail());
+        details.push_back(ReasonText(reason));
         if (details.size() == 6) break;
       }
       text = absl::StrCat("Malicious model file (score ", v.score(), " > ",
