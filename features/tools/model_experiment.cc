@@ -72,6 +72,7 @@ namespace {
 
 struct Entry {
   std::string path, label, cluster, technique, group, split, family;
+  std::vector<std::string> effects;  // manifest effects (malicious files)
   const dynahug::proto::Trace* trace = nullptr;
 };
 
@@ -109,8 +110,13 @@ std::vector<Entry> LoadManifest(const std::string& corpus) {
   for (const pb::Value& v : doc.fields().at("files").list_value().values()) {
     const pb::Struct& f = v.struct_value();
     Entry e{Str(f, "path"),  Str(f, "label"), Str(f, "cluster"),
-            Str(f, "technique"), Str(f, "group"), Str(f, "split"), ""};
+            Str(f, "technique"), Str(f, "group"), Str(f, "split"), "", {}};
     e.family = e.label == "benign" ? FamilyOf(e.group) : "malicious/" + e.technique;
+    if (auto it = f.fields().find("effects"); it != f.fields().end()) {
+      for (const pb::Value& x : it->second.list_value().values()) {
+        e.effects.push_back(x.string_value());
+      }
+    }
     out.push_back(std::move(e));
   }
   return out;
@@ -495,6 +501,36 @@ void RunCaps(const Flags& f, const std::vector<Entry>& entries) {
       }
     }
   }
+  // Manifest effects of malicious files against their capabilities (the
+  // integration test's evidence mapping).
+  static const std::map<std::string, std::string> kEffect = {
+      {"exec", "process"},          {"connect", "network"},
+      {"file-write", "write-outside-scratch"}, {"tamper", "namespace-tamper"},
+      {"delayed", "deferred"},      {"import", "dynamic-import"},
+      {"nested-load", "nested-load"}};
+  int effects = 0, proven = 0;
+  for (const Entry& e : entries) {
+    if (e.trace == nullptr || e.label != "malicious" ||
+        !f.test_splits.count(e.split)) {
+      continue;
+    }
+    std::set<std::string> caps;
+    for (const auto& c : dh::FindCapabilities(*e.trace)) {
+      caps.insert(std::string(dh::CapabilityName(c.capability)));
+    }
+    for (const std::string& eff : e.effects) {
+      auto it = kEffect.find(eff);
+      if (it == kEffect.end()) continue;
+      ++effects;
+      if (caps.count(it->second)) {
+        ++proven;
+      } else {
+        std::cout << "effect not proven: " << e.path << ": " << eff << "\n";
+      }
+    }
+  }
+  std::cout << "manifest effects proven: " << proven << " of " << effects
+            << "\n";
   for (const auto& [label, m] : fired) {
     std::cout << label << " (" << files[label] << " files):";
     for (const auto& [cap, n] : m) std::cout << " " << cap << "=" << n;
