@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <set>
+#include <sstream>
 #include <map>
 #include <ostream>
 #include <utility>
@@ -12,6 +15,9 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "absl/strings/str_cat.h"
 #include "features/detector.h"
 #include "features/evaluation.h"
@@ -139,13 +145,53 @@ int ListOption(const std::vector<std::string>& args, size_t& i,
   return taken;
 }
 
+// Benign and malicious files of a corpus manifest (tools/corpus/README.md:
+// {"files": [{"path", "label", "cluster", "technique", "split", ...}]}),
+// restricted to `splits`; labels come from the manifest, paths are relative
+// to its folder.
+absl::Status ReadManifest(const std::string& path,
+                          const std::set<std::string>& splits,
+                          std::vector<LabeledFile>& benign,
+                          std::vector<LabeledFile>& malicious) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
+  std::stringstream text;
+  text << in.rdbuf();
+  google::protobuf::Struct doc;
+  if (!google::protobuf::util::JsonStringToMessage(text.str(), &doc).ok() ||
+      !doc.fields().contains("files")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a corpus manifest"));
+  }
+  const std::string dir = Parent(path);
+  for (const auto& v : doc.fields().at("files").list_value().values()) {
+    const auto& f = v.struct_value().fields();
+    auto str = [&](const char* key) {
+      auto it = f.find(key);
+      return it == f.end() ? std::string() : it->second.string_value();
+    };
+    if (!splits.empty() && !splits.contains(str("split"))) continue;
+    LabeledFile file{dir + "/" + str("path"), "", ""};
+    file.group = Parent(file.path);
+    if (str("label") == "malicious") {
+      file.label = str("technique");
+      malicious.push_back(std::move(file));
+    } else {
+      file.label = str("cluster");
+      benign.push_back(std::move(file));
+    }
+  }
+  return absl::OkStatus();
+}
+
 constexpr char kTrainUsage[] =
     "usage: dynahug train --benign PATH... --out FILE [--task LABEL]\n"
     "                     [--no-cluster] [--families LIST] [--target-fpr F]\n"
     "                     [--jobs N] [--timeout S] [--memory MIB]\n";
 
 constexpr char kEvalUsage[] =
-    "usage: dynahug eval --benign PATH... --malicious PATH... [--model FILE]\n"
+    "usage: dynahug eval (--benign PATH... --malicious PATH... |\n"
+    "                     --manifest FILE [--split S[,S...]]) [--model FILE]\n"
     "                    [--format text|json] [--jobs N] [--timeout S]\n"
     "                    [--memory MIB]\n";
 
@@ -245,12 +291,20 @@ int RunTrain(const std::vector<std::string>& args, std::ostream& out,
 int RunEval(const std::vector<std::string>& args, std::ostream& out,
             std::ostream& err) {
   std::vector<std::string> benign, malicious;
-  std::string model, format = "text";
+  std::string model, format = "text", manifest, split;
   BatchOptions batch;
   auto extra = [&](size_t& i) -> int {
     const std::string& arg = args[i];
     if (arg == "--benign") return ListOption(args, i, benign);
     if (arg == "--malicious") return ListOption(args, i, malicious);
+    if (arg == "--manifest" || arg == "--split") {
+      if (i + 1 >= args.size()) {
+        err << "dynahug eval: " << arg << " needs a value\n" << kEvalUsage;
+        return -1;
+      }
+      (arg == "--manifest" ? manifest : split) = args[++i];
+      return 1;
+    }
     if (arg == "--model" || arg == "--format") {
       if (i + 1 >= args.size()) {
         err << "dynahug eval: " << arg << " needs a value\n" << kEvalUsage;
@@ -266,7 +320,7 @@ int RunEval(const std::vector<std::string>& args, std::ostream& out,
     return 0;
   };
   if (!ParseCommon("eval", args, batch, extra, kEvalUsage, err)) return kExitError;
-  if (benign.empty() || malicious.empty()) {
+  if (manifest.empty() == (benign.empty() || malicious.empty())) {
     err << kEvalUsage;
     return kExitError;
   }
@@ -276,11 +330,23 @@ int RunEval(const std::vector<std::string>& args, std::ostream& out,
     err << "dynahug eval: model bundle: " << detector.status().message() << "\n";
     return kExitError;
   }
-  std::vector<LabeledFile> files = CollectLabeled(benign, "eval", err);
-  const size_t benign_count = files.size();
-  for (LabeledFile& f : CollectLabeled(malicious, "eval", err)) {
-    files.push_back(std::move(f));
+  std::vector<LabeledFile> files, bad;
+  if (!manifest.empty()) {
+    std::set<std::string> splits;
+    for (const std::string& s :
+         std::vector<std::string>(absl::StrSplit(split, ',', absl::SkipEmpty()))) {
+      splits.insert(s);
+    }
+    if (absl::Status s = ReadManifest(manifest, splits, files, bad); !s.ok()) {
+      err << "dynahug eval: " << s.message() << "\n";
+      return kExitError;
+    }
+  } else {
+    files = CollectLabeled(benign, "eval", err);
+    bad = CollectLabeled(malicious, "eval", err);
   }
+  const size_t benign_count = files.size();
+  for (LabeledFile& f : bad) files.push_back(std::move(f));
   std::vector<std::string> paths;
   for (const LabeledFile& f : files) paths.push_back(f.path);
   std::vector<features::EvalRecord> records(files.size());
