@@ -18,13 +18,17 @@ namespace {
 
 using internal::Cat;
 
+bool HasDynamicPart(const proto::Trace& trace) {
+  return trace.events_size() > 0 || trace.syscalls_size() > 0 ||
+         (trace.has_exit() &&
+          trace.exit().status() != proto::ChildExit::STATUS_UNSPECIFIED);
+}
+
 // Why a trace cannot count as a complete load, or "" when it can.
 std::string Inconclusive(const proto::Trace& trace) {
-  const bool dynamic =
-      trace.events_size() > 0 || trace.syscalls_size() > 0 ||
-      (trace.has_exit() &&
-       trace.exit().status() != proto::ChildExit::STATUS_UNSPECIFIED);
-  if (!dynamic) return "the load never ran (no dynamic part in the trace)";
+  if (!HasDynamicPart(trace)) {
+    return "the load never ran (no dynamic part in the trace)";
+  }
   const proto::ChildExit& x = trace.exit();
   switch (x.status()) {
     case proto::ChildExit::OK:
@@ -177,7 +181,11 @@ proto::Verdict Detector::Classify(const proto::Trace& trace,
   if (convicted && !anomalous) score = threshold + kCapabilityScoreMargin;
   v.set_score(score);
   const std::string inconclusive = Inconclusive(trace);
-  if (anomalous || convicted) {
+  if (!HasDynamicPart(trace)) {
+    // Nothing ran: no behaviour to judge, whatever the static part says.
+    v.set_label(proto::Verdict::ERROR);
+    v.set_error(Cat("inconclusive: ", inconclusive));
+  } else if (anomalous || convicted) {
     v.set_label(proto::Verdict::MALICIOUS);
   } else if (!inconclusive.empty()) {
     v.set_label(proto::Verdict::ERROR);

@@ -19,9 +19,11 @@
 //     kCapabilityScoreMargin when only a capability convicts, so that
 //     score > threshold <=> MALICIOUS holds for every verdict;
 //  5. otherwise, a trace whose child did not end normally (timeout,
-//     memory or CPU limit, crash, policy violation, no dynamic part) is
-//     ERROR ("inconclusive: ..."): inconclusive is never clean; LOAD_FAILED
-//     is a normal ending (the loader refused the file);
+//     memory or CPU limit, crash, policy violation) is ERROR
+//     ("inconclusive: ..."): inconclusive is never clean; LOAD_FAILED is a
+//     normal ending (the loader refused the file). A trace without a
+//     dynamic part (the child never ran) is always ERROR: there is no
+//     behaviour to judge;
 //  6. reasons: one per observed capability with its evidence (weight 1),
 //     then the features that drove the OCSVM score (ExplainScore) with
 //     readable names, novelty features listing their unseen tokens.

@@ -1,14 +1,11 @@
 // Features of real traces written by `dynahug trace --format json` and
 // committed under testdata/ (see its README for how they were made).
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "features/feature_extractor.h"
 #include "gmock/gmock.h"
-#include "google/protobuf/struct.pb.h"
-#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "tests/features/real_traces.h"
 
 namespace dynahug::features {
 namespace {
@@ -16,28 +13,7 @@ namespace {
 using ::testing::Contains;
 using ::testing::Not;
 
-// The first trace of a `dynahug trace --format json` document.
-proto::Trace LoadTrace(const std::string& name) {
-  const std::string path =
-      std::string(DYNAHUG_SOURCE_DIR) + "/tests/features/testdata/" + name;
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << "cannot open " << path;
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  google::protobuf::Struct doc;
-  auto status = google::protobuf::util::JsonStringToMessage(buffer.str(), &doc);
-  EXPECT_TRUE(status.ok()) << path << ": " << status;
-  const auto& traces = doc.fields().at("traces").list_value();
-  EXPECT_GE(traces.values_size(), 1) << path;
-  std::string json;
-  (void)google::protobuf::util::MessageToJsonString(traces.values(0), &json);
-  proto::Trace trace;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;
-  status = google::protobuf::util::JsonStringToMessage(json, &trace, options);
-  EXPECT_TRUE(status.ok()) << path << ": " << status;
-  return trace;
-}
+using testing::LoadTrace;
 
 std::vector<std::string> Names(const SparseVector& v) {
   std::vector<std::string> out;
