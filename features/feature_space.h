@@ -28,7 +28,7 @@ namespace dynahug::features {
 // Bumped whenever a token's spelling, the hash, the layout, the weighting or
 // the scaling changes: vectors of different versions are not comparable, and
 // a model bundle records the version it was trained with.
-inline constexpr uint32_t kFeatureSpaceVersion = 1;
+inline constexpr uint32_t kFeatureSpaceVersion = 2;
 
 // Feature families. The numeric values are part of the layout (and of the
 // version): append new families at the end.
