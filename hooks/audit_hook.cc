@@ -16,13 +16,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "runtime/internal/sha256.h"
-#include "runtime/py_ref.h"
+#include "hooks/base/py_ref.h"
+#include "hooks/base/sha256.h"
 
 namespace dynahug::hooks {
 namespace {
-
-using runtime::PyRef;
 
 constexpr char kProbeEvent[] = "dynahug.audit_selftest";
 
@@ -93,7 +91,7 @@ std::optional<std::string> RawString(PyObject* obj) {
 
 std::string TypeName(PyObject* obj) {
   if (obj == nullptr) return "<missing>";
-  return runtime::PyTypeName(Py_TYPE(obj));
+  return PyTypeName(Py_TYPE(obj));
 }
 
 // A scalar's value, or the type name for anything else (never calls
@@ -738,12 +736,6 @@ void PatchCall(PyTypeObject* type, ternaryfunc from, ternaryfunc to,
 
 }  // namespace
 
-std::string Sha256Prefix(std::string_view data) {
-  return runtime::internal::Sha256Hex(
-             {reinterpret_cast<const uint8_t*>(data.data()), data.size()})
-      .substr(0, 16);
-}
-
 std::string NormalizePath(std::string_view path, std::string_view cwd) {
   std::vector<std::string_view> parts;
   auto push = [&parts](std::string_view p) {
@@ -852,7 +844,7 @@ absl::Status AuditHook::VerifyActive() {
   int rc = PySys_Audit(kProbeEvent, "(K)",
                        static_cast<unsigned long long>(probe_nonce_));
   probe_nonce_ = 0;
-  if (rc != 0) return runtime::StatusFromPyErr("audit hook: PySys_Audit");
+  if (rc != 0) return StatusFromPyErr("audit hook: PySys_Audit");
   if (!probe_seen_) {
     return absl::InternalError(
         "audit hook: installed but did not receive the self-test event");

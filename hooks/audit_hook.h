@@ -60,9 +60,6 @@ std::string ClassifyPath(std::string_view path, const PathContext& ctx);
 // duplicate or trailing slashes. Pure.
 std::string NormalizePath(std::string_view path, std::string_view cwd);
 
-// First 16 lowercase hex digits of SHA-256(data). Pure.
-std::string Sha256Prefix(std::string_view data);
-
 // Builds the AUDIT event for one audit event. `args` is the audit tuple.
 // Requires the GIL. Never raises (errors are cleared) and never calls Python
 // code defined by the payload (only C-level accessors of builtin types).

@@ -8,20 +8,8 @@
 namespace dynahug::hooks {
 namespace {
 
-using runtime::PyRef;
-
 CallProfiler* g_active = nullptr;
 constexpr int kRootCaller = -2;
-
-std::string Utf8(PyObject* obj) {
-  if (obj == nullptr || !PyUnicode_Check(obj)) return "?";
-  const char* s = PyUnicode_AsUTF8(obj);
-  if (s == nullptr) {
-    PyErr_Clear();
-    return "?";
-  }
-  return s;
-}
 
 // `func` is _thread.start_new_thread (or its alias start_new).
 bool IsThreadStart(PyObject* func) {
@@ -62,7 +50,7 @@ absl::Status CallProfiler::Start() {
   if (PyErr_Occurred()) {
     g_active = nullptr;
     running_ = false;
-    return runtime::StatusFromPyErr("CallProfiler: PyEval_SetProfile");
+    return StatusFromPyErr("CallProfiler: PyEval_SetProfile");
   }
   // Threads that exist already are not profiled (as before the load, they
   // are not the payload's); ids are unique for the interpreter's life.
@@ -109,8 +97,8 @@ int CallProfiler::CodeIndex(PyCodeObject* code, PyFrameObject* frame) {
   if (functions_.size() >= limits_.max_functions) return -1;
   Function f;
   f.keep_alive = PyRef::Borrow(reinterpret_cast<PyObject*>(code));
-  const std::string filename = Utf8(code->co_filename);
-  const std::string qualname = Utf8(code->co_qualname);
+  const std::string filename = PyUtf8(code->co_filename, "?");
+  const std::string qualname = PyUtf8(code->co_qualname, "?");
   f.hidden = filename == hidden_filename_;
   for (const TransparentCode& t : transparent_) {
     if (filename != t.filename) continue;
@@ -123,7 +111,7 @@ int CallProfiler::CodeIndex(PyCodeObject* code, PyFrameObject* frame) {
     PyRef globals(PyFrame_GetGlobals(frame));
     if (globals && PyDict_Check(globals.get())) {
       PyObject* n = PyDict_GetItemString(globals.get(), "__name__");
-      if (n != nullptr) module = Utf8(n);
+      if (n != nullptr) module = PyUtf8(n, "?");
     }
   }
   f.name = absl::StrCat(module, ".", qualname);
@@ -147,11 +135,11 @@ int CallProfiler::CFunctionIndex(PyObject* func) {
     if (n == nullptr) PyErr_Clear();
     owner = n != nullptr ? n : "?";
   } else if (self != nullptr) {
-    owner = runtime::PyTypeName(PyType_Check(self)
-                                    ? reinterpret_cast<PyTypeObject*>(self)
-                                    : Py_TYPE(self));
+    owner =
+        PyTypeName(PyType_Check(self) ? reinterpret_cast<PyTypeObject*>(self)
+                                      : Py_TYPE(self));
   } else if (cf->m_module != nullptr && PyUnicode_Check(cf->m_module)) {
-    owner = Utf8(cf->m_module);
+    owner = PyUtf8(cf->m_module, "?");
   }
   Function f;
   f.name = absl::StrCat(owner, ".", ml->ml_name);

@@ -41,8 +41,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
-#include "runtime/py_ref.h"
 
 namespace dynahug::hooks {
 
@@ -89,7 +89,7 @@ class CallProfiler {
   struct Function {
     std::string name;
     bool hidden = false;
-    runtime::PyRef keep_alive;  // the code object, so its address stays ours
+    PyRef keep_alive;  // the code object, so its address stays ours
   };
   static int Callback(PyObject* obj, PyFrameObject* frame, int what,
                       PyObject* arg);

@@ -8,35 +8,23 @@
 namespace dynahug::hooks {
 namespace {
 
-using runtime::PyRef;
-
-std::string Utf8(PyObject* obj) {
-  if (obj == nullptr || !PyUnicode_Check(obj)) return "?";
-  const char* s = PyUnicode_AsUTF8(obj);
-  if (s == nullptr) {
-    PyErr_Clear();
-    return "?";
-  }
-  return s;
-}
-
 std::string Describe(PyObject* obj) {
   if (obj == nullptr) return "<none>";
   if (obj == Py_None) return "None";
-  std::string type = runtime::PyTypeName(Py_TYPE(obj));
+  std::string type = PyTypeName(Py_TYPE(obj));
   PyObject* qual = nullptr;
   if (PyFunction_Check(obj)) {
     qual = reinterpret_cast<PyFunctionObject*>(obj)->func_qualname;
     PyObject* mod = reinterpret_cast<PyFunctionObject*>(obj)->func_module;
-    return absl::StrCat(type, ":", Utf8(mod), ".", Utf8(qual));
+    return absl::StrCat(type, ":", PyUtf8(mod, "?"), ".", PyUtf8(qual, "?"));
   }
   if (PyCFunction_Check(obj)) {
     return absl::StrCat(
         type, ":", reinterpret_cast<PyCFunctionObject*>(obj)->m_ml->ml_name);
   }
   if (PyType_Check(obj)) {
-    return absl::StrCat(
-        "type:", runtime::PyTypeName(reinterpret_cast<PyTypeObject*>(obj)));
+    return absl::StrCat("type:",
+                        PyTypeName(reinterpret_cast<PyTypeObject*>(obj)));
   }
   return type;
 }
@@ -139,16 +127,14 @@ absl::StatusOr<IntegritySnapshot> IntegritySnapshot::Take(
   IntegritySnapshot snap;
   snap.options_ = options;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
-  if (modules == nullptr)
-    return runtime::StatusFromPyErr("integrity: sys.modules");
+  if (modules == nullptr) return StatusFromPyErr("integrity: sys.modules");
   snap.modules_ = PyRef(PyDict_Copy(modules));
-  if (!snap.modules_)
-    return runtime::StatusFromPyErr("integrity: copy sys.modules");
+  if (!snap.modules_) return StatusFromPyErr("integrity: copy sys.modules");
   for (const std::string& name : options.watched_modules) {
     PyObject* mod = PyDict_GetItemString(modules, name.c_str());  // borrowed
     if (mod == nullptr || !PyModule_Check(mod)) continue;
     PyRef dict(PyDict_Copy(PyModule_GetDict(mod)));
-    if (!dict) return runtime::StatusFromPyErr("integrity: copy " + name);
+    if (!dict) return StatusFromPyErr("integrity: copy " + name);
     snap.watched_.push_back({name, PyRef::Borrow(mod), std::move(dict)});
   }
   snap.meta_path_ = ListCopy(PySys_GetObject("meta_path"));
@@ -189,7 +175,7 @@ absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
   Emitter out(sink, options_.max_findings);
   PyObject* modules = PyImport_GetModuleDict();
   if (modules == nullptr || !modules_) {
-    return runtime::StatusFromPyErr("integrity: sys.modules");
+    return StatusFromPyErr("integrity: sys.modules");
   }
   // sys.modules
   {
@@ -199,18 +185,18 @@ absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
       PyObject* old = PyDict_GetItemWithError(modules_.get(), key);
       if (old == nullptr) {
         PyErr_Clear();
-        out.Finding("sys.modules.added",
-                    {{"module", Utf8(key)}, {"origin", ModuleOrigin(value)}});
+        out.Finding("sys.modules.added", {{"module", PyUtf8(key, "?")},
+                                          {"origin", ModuleOrigin(value)}});
       } else if (old != value) {
-        out.Finding("sys.modules.replaced",
-                    {{"module", Utf8(key)}, {"new", ModuleOrigin(value)}});
+        out.Finding("sys.modules.replaced", {{"module", PyUtf8(key, "?")},
+                                             {"new", ModuleOrigin(value)}});
       }
     }
     pos = 0;
     while (PyDict_Next(modules_.get(), &pos, &key, &value)) {
       if (PyDict_GetItemWithError(modules, key) == nullptr) {
         PyErr_Clear();
-        out.Finding("sys.modules.removed", {{"module", Utf8(key)}});
+        out.Finding("sys.modules.removed", {{"module", PyUtf8(key, "?")}});
       }
     }
   }
@@ -225,11 +211,11 @@ absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
       if (cur == nullptr) {
         PyErr_Clear();
         out.Finding("module.attr.removed", {{"module", w.name},
-                                            {"attr", Utf8(key)},
+                                            {"attr", PyUtf8(key, "?")},
                                             {"old", Describe(value)}});
       } else if (cur != value && !RebindsOnFork(w.name, key)) {
         out.Finding("module.attr.rebound", {{"module", w.name},
-                                            {"attr", Utf8(key)},
+                                            {"attr", PyUtf8(key, "?")},
                                             {"old", Describe(value)},
                                             {"new", Describe(cur)}});
       }
@@ -238,7 +224,7 @@ absl::StatusOr<size_t> IntegritySnapshot::DiffAndEmit(EventSink& sink) const {
     while (PyDict_Next(now, &pos, &key, &value)) {
       if (PyDict_GetItemWithError(w.dict.get(), key) != nullptr) continue;
       PyErr_Clear();
-      std::string attr = Utf8(key);
+      std::string attr = PyUtf8(key, "?");
       if (attr.starts_with("__") && attr.ends_with("__")) continue;
       if (PyModule_Check(value)) {
         const char* n = PyModule_GetName(value);

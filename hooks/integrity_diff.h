@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
-#include "runtime/py_ref.h"
 
 namespace dynahug::hooks {
 
@@ -86,14 +86,14 @@ class IntegritySnapshot {
   IntegritySnapshot() = default;
   struct Watched {
     std::string name;
-    runtime::PyRef module;
-    runtime::PyRef dict;  // shallow copy of module.__dict__
+    PyRef module;
+    PyRef dict;  // shallow copy of module.__dict__
   };
   IntegrityOptions options_;
-  runtime::PyRef modules_;  // shallow copy of sys.modules
+  PyRef modules_;  // shallow copy of sys.modules
   std::vector<Watched> watched_;
-  runtime::PyRef meta_path_, path_hooks_, path_;  // list copies
-  runtime::PyRef trace_, profile_;                // sys.gettrace/getprofile
+  PyRef meta_path_, path_hooks_, path_;  // list copies
+  PyRef trace_, profile_;                // sys.gettrace/getprofile
   void* c_trace_ = nullptr;
   void* c_profile_ = nullptr;
   long threads_ = 0;

@@ -18,7 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "hooks/audit_hook.h"
+#include "hooks/base/sha256.h"
 
 namespace dynahug::hooks {
 namespace {

@@ -200,7 +200,7 @@ class MapsCache {
 struct Disassembly {
   std::vector<std::string> lines;  // "0x1000: nop", "0x1001: mov rax, rbx"
   std::string hex;                 // the bytes, lowercase hex
-  std::string sha256;              // Sha256Prefix (hooks/audit_hook.h)
+  std::string sha256;              // Sha256Prefix (hooks/base/sha256.h)
   size_t size = 0;                 // number of bytes
 };
 

@@ -10,8 +10,6 @@
 namespace dynahug::hooks {
 namespace {
 
-using runtime::PyRef;
-
 // One watched unpickler: what its hook bindings were at watch().
 struct Watched {
   PyRef instance;
@@ -36,15 +34,11 @@ BridgeState& State() {
   return *state;
 }
 
-std::string Utf8(PyObject* obj, size_t max) {
+// A str argument as UTF-8 cut to at most `max` bytes (on a character
+// boundary, then "..."); "" for anything else.
+std::string BoundedUtf8(PyObject* obj, size_t max) {
   if (obj == nullptr || !PyUnicode_Check(obj)) return "";
-  Py_ssize_t n = 0;
-  const char* s = PyUnicode_AsUTF8AndSize(obj, &n);
-  if (s == nullptr) {
-    PyErr_Clear();
-    return "<undecodable>";
-  }
-  std::string out(s, static_cast<size_t>(n));
+  std::string out = PyUtf8(obj, "<undecodable>");
   if (out.size() > max) {
     size_t cut = max;
     while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) {
@@ -69,8 +63,8 @@ bool CallerAllowed() {
   if (state.foreign_calls++ == 0) {
     if (code) {
       auto* c = reinterpret_cast<PyCodeObject*>(code.get());
-      state.first_foreign = absl::StrCat(Utf8(c->co_qualname, 96), " (",
-                                         Utf8(c->co_filename, 96), ")");
+      state.first_foreign = absl::StrCat(BoundedUtf8(c->co_qualname, 96), " (",
+                                         BoundedUtf8(c->co_filename, 96), ")");
     } else {
       state.first_foreign = "<no Python frame>";
     }
@@ -101,17 +95,19 @@ PyObject* Emit(PyObject*, PyObject* args) {
   if (sink == nullptr || !CallerAllowed()) Py_RETURN_NONE;
   proto::Event event;
   event.set_kind(static_cast<proto::Event::Kind>(kind));
-  event.set_name(Utf8(name, kBridgeMaxValueBytes));
+  event.set_name(BoundedUtf8(name, kBridgeMaxValueBytes));
   for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pairs) && i < kBridgeMaxArgs;
        ++i) {
     PyObject* pair = PyTuple_GET_ITEM(pairs, i);
     if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) continue;
     proto::Argument* arg = event.add_args();
-    arg->set_key(Utf8(PyTuple_GET_ITEM(pair, 0), 64));
-    arg->set_value(Utf8(PyTuple_GET_ITEM(pair, 1), kBridgeMaxValueBytes));
+    arg->set_key(BoundedUtf8(PyTuple_GET_ITEM(pair, 0), 64));
+    arg->set_value(
+        BoundedUtf8(PyTuple_GET_ITEM(pair, 1), kBridgeMaxValueBytes));
   }
   if (offset >= 0) event.set_pickle_offset(static_cast<uint64_t>(offset));
-  if (member != nullptr) event.set_member(Utf8(member, kBridgeMaxValueBytes));
+  if (member != nullptr)
+    event.set_member(BoundedUtf8(member, kBridgeMaxValueBytes));
   event.set_count(count == 0 ? 1 : count);
   sink->Emit(std::move(event));
   Py_RETURN_NONE;
@@ -236,9 +232,9 @@ void Finding(EventSink& sink, const char* name,
 
 }  // namespace
 
-absl::StatusOr<runtime::PyRef> CreateUnpicklerBridge() {
-  runtime::PyRef module(PyModule_Create(&kModule));
-  if (!module) return runtime::StatusFromPyErr("CreateUnpicklerBridge");
+absl::StatusOr<PyRef> CreateUnpicklerBridge() {
+  PyRef module(PyModule_Create(&kModule));
+  if (!module) return StatusFromPyErr("CreateUnpicklerBridge");
   return module;
 }
 
@@ -286,7 +282,7 @@ size_t TakeBridgeFindings(EventSink& sink) {
   for (const Watched& w : state.watched) {
     PyObject* obj = w.instance.get();
     std::string type =
-        runtime::PyTypeName(reinterpret_cast<PyTypeObject*>(w.type.get()));
+        PyTypeName(reinterpret_cast<PyTypeObject*>(w.type.get()));
     if (reinterpret_cast<PyObject*>(Py_TYPE(obj)) != w.type.get()) {
       Finding(sink, "loader.hook.replaced",
               {{"hook", "unpickler.__class__"}, {"type", type}});

@@ -32,13 +32,13 @@
 #include <cstddef>
 
 #include "absl/status/statusor.h"
+#include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
-#include "runtime/py_ref.h"
 
 namespace dynahug::hooks {
 
 // Creates a new bridge module object. Requires the GIL.
-absl::StatusOr<runtime::PyRef> CreateUnpicklerBridge();
+absl::StatusOr<PyRef> CreateUnpicklerBridge();
 
 // Registers `code` (a code object) and every code object nested in its
 // constants as allowed callers of the bridge, for the life of the process

@@ -3,6 +3,7 @@
 #include <ostream>
 
 #include "runtime/cli/disasm_command.h"
+#include "runtime/cli/exit_codes.h"
 #include "runtime/cli/model_commands.h"
 #include "runtime/cli/scan_command.h"
 #include "runtime/cli/trace_command.h"

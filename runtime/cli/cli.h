@@ -1,9 +1,5 @@
-// The `dynahug` command line: subcommand dispatch, usage and exit codes.
-//
-// Exit codes (as picklescan/modelscan users expect): 0 all benign / success,
-// 1 at least one malicious file, 2 error (unreadable or unanalysable input,
-// bad usage) and nothing malicious; 128 + signal number when a run was
-// interrupted by SIGINT, SIGTERM or SIGHUP (after its children were killed).
+// The `dynahug` command line: subcommand dispatch and usage. Exit codes:
+// runtime/cli/exit_codes.h (commands include that, not this header).
 #ifndef DYNAHUG_RUNTIME_CLI_CLI_H_
 #define DYNAHUG_RUNTIME_CLI_CLI_H_
 
@@ -12,10 +8,6 @@
 #include <vector>
 
 namespace dynahug::runtime {
-
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitMalicious = 1;
-inline constexpr int kExitError = 2;
 
 // Runs the CLI with `args` (without the program name), writing results to
 // `out` and diagnostics to `err`. Returns the process exit code.

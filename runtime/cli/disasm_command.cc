@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "hooks/pickle_opcodes.h"
-#include "runtime/cli/cli.h"
+#include "runtime/cli/exit_codes.h"
 #include "runtime/cli/json_writer.h"
 #include "runtime/container/container.h"
 

@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
-#include "runtime/cli/cli.h"
+#include "runtime/cli/exit_codes.h"
 #include "runtime/container/container.h"
 #include "runtime/trace/trace_runner.h"
 #include "runtime/trace/worker_pool.h"

@@ -13,55 +13,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "hooks/base/sha256.h"
 #include "runtime/container/archive_reader.h"
 #include "runtime/container/decompress.h"
 #include "runtime/container/file_mapping.h"
 #include "runtime/container/npy_header.h"
 #include "runtime/container/sniff.h"
 #include "runtime/container/zip_reader.h"
-#include "runtime/internal/sha256.h"
 
 namespace dynahug::runtime {
-
-std::string_view FormatName(Format format) {
-  switch (format) {
-    case Format::kData:
-      return "data";
-    case Format::kRawPickle:
-      return "raw-pickle";
-    case Format::kTorchZip:
-      return "torch-zip";
-    case Format::kTorchScriptZip:
-      return "torchscript-zip";
-    case Format::kTorchLegacy:
-      return "torch-legacy";
-    case Format::kTorchLegacyTar:
-      return "torch-legacy-tar";
-    case Format::kJoblib:
-      return "joblib";
-    case Format::kNumpyNpy:
-      return "npy";
-    case Format::kNumpyNpz:
-      return "npz";
-    case Format::kZip:
-      return "zip";
-    case Format::kSevenZip:
-      return "7z";
-    case Format::kTar:
-      return "tar";
-    case Format::kGzip:
-      return "gzip";
-    case Format::kBzip2:
-      return "bzip2";
-    case Format::kXz:
-      return "xz";
-    case Format::kLzma:
-      return "lzma";
-    case Format::kZlib:
-      return "zlib";
-  }
-  return "unknown";
-}
 
 struct AnalyzedFile::Storage {
   FileMapping mapping;
@@ -948,7 +908,7 @@ absl::StatusOr<AnalyzedFile> ContainerReader::Run(
   }
   AnalyzedFile file;
   file.path_ = name;
-  file.sha256_ = internal::Sha256Hex(data);
+  file.sha256_ = hooks::Sha256Hex(data);
   ContainerReader reader(options, *storage);
   reader.Analyze(file.root_, data, "", 0);
   if (file.root_.format == Format::kData) {

@@ -23,35 +23,9 @@
 
 #include "absl/status/statusor.h"
 #include "hooks/pickle_decoder.h"
+#include "runtime/container/format.h"
 
 namespace dynahug::runtime {
-
-// Mirrors proto::ContainerFormat (see proto/dynahug.proto for meanings).
-enum class Format {
-  kData,
-  kRawPickle,
-  kTorchZip,
-  kTorchScriptZip,
-  kTorchLegacy,
-  kTorchLegacyTar,
-  kJoblib,
-  kNumpyNpy,
-  kNumpyNpz,
-  kZip,
-  kSevenZip,
-  kTar,
-  kGzip,
-  kBzip2,
-  kXz,
-  kLzma,
-  kZlib,
-};
-
-// Stable lowercase name used in CLI/JSON output: "data", "raw-pickle",
-// "torch-zip", "torchscript-zip", "torch-legacy", "torch-legacy-tar",
-// "joblib", "npy", "npz", "zip", "7z", "tar", "gzip", "bzip2", "xz",
-// "lzma", "zlib".
-std::string_view FormatName(Format format);
 
 struct Limits {
   // Archives/wrappers nested deeper than this are an error of that member.

@@ -8,7 +8,7 @@
 #include <span>
 #include <string>
 
-#include "runtime/container/container.h"
+#include "runtime/container/format.h"
 
 namespace dynahug::runtime {
 

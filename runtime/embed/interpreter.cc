@@ -11,10 +11,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "hooks/audit_hook.h"
-#include "runtime/py_ref.h"
+#include "hooks/base/py_ref.h"
 
 namespace dynahug::runtime {
 namespace {
+
+using hooks::PyRef;
+using hooks::StatusFromPyErr;
 
 std::atomic<bool> g_created{false};
 

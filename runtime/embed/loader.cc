@@ -15,18 +15,11 @@ extern const std::string_view kLoaderSource;
 }  // namespace internal
 namespace {
 
-constexpr char kLoaderFilename[] = "<dynahug-loader>";
+using hooks::PyRef;
+using hooks::PyTypeName;
+using hooks::StatusFromPyErr;
 
-std::string Utf8(PyObject* obj) {
-  if (obj == nullptr || !PyUnicode_Check(obj)) return "";
-  Py_ssize_t n = 0;
-  const char* s = PyUnicode_AsUTF8AndSize(obj, &n);
-  if (s == nullptr) {
-    PyErr_Clear();
-    return "";
-  }
-  return std::string(s, static_cast<size_t>(n));
-}
+constexpr char kLoaderFilename[] = "<dynahug-loader>";
 
 // Clears the bridge sink and stops the audit hook on every path out of Load.
 class LoadPhase {
@@ -245,7 +238,7 @@ class Loader::Seal {
   }
 
   static std::string KeyLabel(PyObject* key) {
-    if (PyUnicode_Check(key)) return Utf8(key);
+    if (PyUnicode_Check(key)) return hooks::PyUtf8(key, "?");
     if (PyLong_Check(key)) {
       long v = PyLong_AsLong(key);
       PyErr_Clear();
@@ -273,7 +266,7 @@ class Loader::Seal {
       Add(Slot::kDictItem, dict, key, value, name);
       if (!visit_values) continue;
       if (skip_ != nullptr && PyUnicode_Check(key) &&
-          skip_->contains(Utf8(key))) {
+          skip_->contains(hooks::PyUtf8(key, "?"))) {
         continue;
       }
       if (loader_only && !FromLoader(value)) continue;
@@ -352,9 +345,7 @@ class Loader::Seal {
       if (t->tp_mro != nullptr && PyTuple_Check(t->tp_mro)) {
         for (Py_ssize_t i = 1; i < PyTuple_GET_SIZE(t->tp_mro); ++i) {
           PyObject* base = PyTuple_GET_ITEM(t->tp_mro, i);
-          Visit(base,
-                runtime::PyTypeName(reinterpret_cast<PyTypeObject*>(base)),
-                false);
+          Visit(base, PyTypeName(reinterpret_cast<PyTypeObject*>(base)), false);
         }
       }
       return;
@@ -377,15 +368,6 @@ class Loader::Seal {
       }
     }
     // Anything else: its binding is recorded by identity only.
-  }
-
-  static std::string Utf8(PyObject* obj) {
-    const char* s = PyUnicode_Check(obj) ? PyUnicode_AsUTF8(obj) : nullptr;
-    if (s == nullptr) {
-      PyErr_Clear();
-      return "?";
-    }
-    return s;
   }
 
   static constexpr char kLoaderModule[] = "dynahug_loader";
@@ -470,7 +452,7 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   if (!pickle) return StatusFromPyErr("Loader::Create: import pickle");
   PyRef file(PyObject_GetAttrString(pickle.get(), "__file__"));
   if (!file) return StatusFromPyErr("Loader::Create: pickle.__file__");
-  loader.pickle_file_ = Utf8(file.get());
+  loader.pickle_file_ = hooks::PyUtf8(file.get(), "");
   loader.prepare_ = PyRef::Borrow(PyDict_GetItemString(globals, "prepare"));
   loader.result_ = PyRef::Borrow(PyDict_GetItemString(globals, "result"));
   if (!loader.prepare_ || !loader.result_) {
@@ -516,7 +498,7 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
     PyRef name(PyObject_CallMethod(module_.get(), "torch_zip_member", "s",
                                    path.c_str()));
     if (!name) return StatusFromPyErr("Loader::Load: torch_zip_member");
-    member = Utf8(name.get());
+    member = hooks::PyUtf8(name.get(), "");
   }
   PyRef prepared(
       PyObject_CallFunction(prepare_.get(), "ssiLis", path.c_str(),
@@ -588,11 +570,11 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
     return absl::InternalError("Loader::Load: malformed driver result");
   }
   out.loaded = PyObject_IsTrue(PyTuple_GET_ITEM(result.get(), 0)) == 1;
-  out.loaded_type = Utf8(PyTuple_GET_ITEM(result.get(), 1));
+  out.loaded_type = hooks::PyUtf8(PyTuple_GET_ITEM(result.get(), 1), "");
   out.loaded_type_is_stub =
       PyObject_IsTrue(PyTuple_GET_ITEM(result.get(), 2)) == 1;
-  out.error_type = Utf8(PyTuple_GET_ITEM(result.get(), 3));
-  out.error_message = Utf8(PyTuple_GET_ITEM(result.get(), 4));
+  out.error_type = hooks::PyUtf8(PyTuple_GET_ITEM(result.get(), 3), "");
+  out.error_message = hooks::PyUtf8(PyTuple_GET_ITEM(result.get(), 4), "");
   PyErr_Clear();
   result = PyRef();
 

@@ -48,11 +48,11 @@
 
 #include "absl/status/statusor.h"
 #include "hooks/audit_hook.h"
+#include "hooks/base/py_ref.h"
 #include "hooks/call_profiler.h"
 #include "hooks/event_sink.h"
 #include "hooks/integrity_diff.h"
 #include "runtime/embed/interpreter.h"
-#include "runtime/py_ref.h"
 
 namespace dynahug::runtime {
 
@@ -142,10 +142,10 @@ class Loader {
  private:
   class Seal;
   Loader();
-  PyRef module_;   // the loader namespace
-  PyRef prepare_;  // its prepare() and result() functions
-  PyRef result_;
-  PyRef bridge_;
+  hooks::PyRef module_;   // the loader namespace
+  hooks::PyRef prepare_;  // its prepare() and result() functions
+  hooks::PyRef result_;
+  hooks::PyRef bridge_;
   std::string pickle_file_;     // pickle.py, whose unpickler is transparent
   std::unique_ptr<Seal> seal_;  // identity snapshot of the namespace
 };

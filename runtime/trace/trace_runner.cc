@@ -9,13 +9,15 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
-#include "runtime/py_ref.h"
 #include "runtime/trace/static_trace.h"
 #include "sandbox/seccomp_policy.h"
 
 namespace dynahug::runtime {
 namespace {
+
+using hooks::PyRef;
 
 // At most this many archive members are loaded dynamically per file.
 constexpr size_t kMaxLoadTargets = 16;

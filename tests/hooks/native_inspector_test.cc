@@ -16,7 +16,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "hooks/audit_hook.h"
+#include "hooks/base/sha256.h"
 
 namespace dynahug::hooks {
 namespace {

@@ -6,14 +6,14 @@
 
 #include "gtest/gtest.h"
 #include "hooks/audit_hook.h"
-#include "runtime/py_ref.h"
+#include "hooks/base/py_ref.h"
+#include "hooks/base/sha256.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::hooks {
 namespace {
 
 using dynahug::testing::SharedInterpreter;
-using runtime::PyRef;
 
 const PathContext kCtx = {"/data/models/m1/model.pt", "/tmp/dh-scratch-1",
                           "/home/alice", "/tmp/dh-scratch-1"};

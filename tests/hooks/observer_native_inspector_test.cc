@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hooks/audit_hook.h"
+#include "hooks/base/sha256.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::hooks {

@@ -10,7 +10,6 @@ namespace dynahug::hooks {
 namespace {
 
 using dynahug::testing::SharedInterpreter;
-using runtime::PyRef;
 
 class BridgeTest : public ::testing::Test {
  protected:
@@ -32,7 +31,7 @@ class BridgeTest : public ::testing::Test {
     if (allowed && !AllowBridgeCaller(compiled.get()).ok()) return "allow";
     PyRef r(PyEval_EvalCode(compiled.get(), globals_.get(), globals_.get()));
     if (r) return "";
-    absl::Status s = runtime::StatusFromPyErr("run");
+    absl::Status s = StatusFromPyErr("run");
     std::string m(s.message());
     return m.substr(5, m.find(':', 5) - 5);
   }

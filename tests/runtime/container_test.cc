@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
-#include "runtime/internal/sha256.h"
+#include "hooks/base/sha256.h"
 #include "tests/runtime/fixtures.h"
 
 namespace dynahug::runtime {
@@ -83,7 +83,7 @@ TEST_P(ContainerFixtureTest, Tree) {
   for (const auto& e : c.errors) {
     EXPECT_NE(all_errors.find(e), std::string::npos) << e << "\nin:\n" << all_errors;
   }
-  EXPECT_EQ(file->sha256(), internal::Sha256Hex(ReadFixture(c.fixture)));
+  EXPECT_EQ(file->sha256(), hooks::Sha256Hex(ReadFixture(c.fixture)));
 }
 
 using F = Format;

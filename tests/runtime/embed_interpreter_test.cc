@@ -8,14 +8,15 @@
 
 #include "gtest/gtest.h"
 #include "hooks/audit_hook.h"
+#include "hooks/base/py_ref.h"
 #include "runtime/embed/interpreter.h"
-#include "runtime/py_ref.h"
 #include "tests/runtime/embed_test_util.h"
 
 namespace dynahug::runtime {
 namespace {
 
 using dynahug::testing::SharedInterpreter;
+using hooks::StatusFromPyErr;
 
 // Hostile environment set before main(): an isolated interpreter must
 // ignore all of it (PYTHONHOME pointing nowhere would even break start-up).

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "runtime/internal/sha256.h"
+#include "hooks/base/sha256.h"
 #include "tests/runtime/compress_util.h"
 #include "tests/runtime/fixtures.h"
 
@@ -360,7 +360,7 @@ TEST(ZipReaderTest, MatchesPythonZipfile) {
       ASSERT_TRUE(r.ok()) << file << "/" << e.name << ": " << r.status();
       EXPECT_TRUE(r->crc_ok) << file << "/" << e.name;
       EXPECT_EQ(std::to_string(r->bytes().size()), members[i][2]) << e.name;
-      EXPECT_EQ(internal::Sha256Hex(r->bytes()), members[i][3]) << e.name;
+      EXPECT_EQ(hooks::Sha256Hex(r->bytes()), members[i][3]) << e.name;
     }
   }
 }

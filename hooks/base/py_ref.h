@@ -2,10 +2,9 @@
 // pending Python exception into an absl::Status.
 //
 // Every function here requires the calling thread to hold the GIL (including
-// PyRef's destructor and assignment, which may drop a reference). Header-only
-// so that hooks/ can use it without linking runtime/.
-#ifndef DYNAHUG_RUNTIME_PY_REF_H_
-#define DYNAHUG_RUNTIME_PY_REF_H_
+// PyRef's destructor and assignment, which may drop a reference).
+#ifndef DYNAHUG_HOOKS_BASE_PY_REF_H_
+#define DYNAHUG_HOOKS_BASE_PY_REF_H_
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,7 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace dynahug::runtime {
+namespace dynahug::hooks {
 
 // Owns one strong reference (or none). Move-only.
 class PyRef {
@@ -52,6 +51,20 @@ class PyRef {
   PyObject* obj_ = nullptr;
 };
 
+// The contents of `obj` as UTF-8 (embedded NULs included) when it is a str,
+// else `fallback`; also `fallback` when it cannot be encoded (lone
+// surrogates; the error is cleared). Calls no Python code.
+inline std::string PyUtf8(PyObject* obj, std::string_view fallback) {
+  if (obj == nullptr || !PyUnicode_Check(obj)) return std::string(fallback);
+  Py_ssize_t n = 0;
+  const char* s = PyUnicode_AsUTF8AndSize(obj, &n);
+  if (s == nullptr) {
+    PyErr_Clear();
+    return std::string(fallback);
+  }
+  return std::string(s, static_cast<size_t>(n));
+}
+
 // str(obj) as UTF-8, or `fallback` when that fails (the error is cleared).
 // Calls obj's __str__: use only on objects whose type is trusted.
 inline std::string PyStr(PyObject* obj, std::string_view fallback = "<?>") {
@@ -61,13 +74,7 @@ inline std::string PyStr(PyObject* obj, std::string_view fallback = "<?>") {
     PyErr_Clear();
     return std::string(fallback);
   }
-  Py_ssize_t n = 0;
-  const char* utf8 = PyUnicode_AsUTF8AndSize(s.get(), &n);
-  if (utf8 == nullptr) {
-    PyErr_Clear();
-    return std::string(fallback);
-  }
-  return std::string(utf8, static_cast<size_t>(n));
+  return PyUtf8(s.get(), fallback);
 }
 
 // Qualified name of a type: "module.QualName" ("builtins" omitted for
@@ -107,6 +114,6 @@ inline absl::Status StatusFromPyErr(
       code, absl::StrCat(std::string(context), ": ", type, ": ", message));
 }
 
-}  // namespace dynahug::runtime
+}  // namespace dynahug::hooks
 
-#endif  // DYNAHUG_RUNTIME_PY_REF_H_
+#endif  // DYNAHUG_HOOKS_BASE_PY_REF_H_
