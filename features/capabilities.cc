@@ -203,8 +203,7 @@ bool NativeAnonExecEvent(const proto::Event& e) {
   if (e.kind() != proto::Event::NATIVE) return false;
   const std::string_view target = ArgValue(e, "target");
   const std::string_view prot = ArgValue(e, "target_prot");
-  const bool foreign_exec =
-      target.ends_with("-exec") && target != "file-exec";
+  const bool foreign_exec = target.ends_with("-exec") && target != "file-exec";
   const bool wx = prot.size() >= 3 && prot[1] == 'w' && prot[2] == 'x';
   return foreign_exec || wx;
 }
@@ -387,9 +386,9 @@ constexpr size_t kMaxArgBytes = 40;
 
 // Arguments worth showing a person (no hashes, raw registers, code bytes).
 bool ShowArg(std::string_view key) {
-  static const Names kHidden = {"sha256",    "code_hex", "code_sha256",
+  static const Names kHidden = {"sha256",      "code_hex", "code_sha256",
                                 "code_disasm", "function", "size",
-                                "code_size", "errno"};
+                                "code_size",   "errno"};
   return !In(kHidden, key) && !key.starts_with("arg");
 }
 
@@ -505,8 +504,7 @@ std::vector<bool> PayloadCausedEvents(const proto::Trace& trace) {
   return out;
 }
 
-std::vector<int> FindCapabilityEvents(const proto::Trace& trace,
-                                      Capability c) {
+std::vector<int> FindCapabilityEvents(const proto::Trace& trace, Capability c) {
   return Evaluate(trace, RuleOf(c), TraceFacts(trace));
 }
 

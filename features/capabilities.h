@@ -122,8 +122,7 @@ std::vector<bool> PayloadCausedEvents(const proto::Trace& trace);
 
 // Indices into trace.events() of the events that prove `c`, in trace
 // order; empty when there are none.
-std::vector<int> FindCapabilityEvents(const proto::Trace& trace,
-                                      Capability c);
+std::vector<int> FindCapabilityEvents(const proto::Trace& trace, Capability c);
 
 // One observed capability and its proof.
 struct CapabilityFinding {

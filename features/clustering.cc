@@ -117,7 +117,9 @@ std::vector<int> ClusterGroups(const std::vector<GroupProfile>& groups,
   std::vector<int> owner(n);  // group -> representative
   for (int i = 0; i < n; ++i) owner[i] = i;
   int clusters = n;
-  auto can_link = [&](int a, int b) { return groups[a].task == groups[b].task; };
+  auto can_link = [&](int a, int b) {
+    return groups[a].task == groups[b].task;
+  };
   auto merge = [&](int a, int b) {  // b into a
     for (int c = 0; c < n; ++c) {
       if (!active[c] || c == a || c == b) continue;

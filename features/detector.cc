@@ -87,8 +87,8 @@ absl::StatusOr<Detector> Detector::FromBundle(proto::ModelBundle bundle,
   for (const std::string& c : state->bundle.model().convicting_capabilities()) {
     std::optional<Capability> cap = ParseCapability(c);
     if (!cap.has_value()) {
-      return absl::DataLossError(Cat("model bundle ", name,
-                                     ": unknown capability \"", c, "\""));
+      return absl::DataLossError(
+          Cat("model bundle ", name, ": unknown capability \"", c, "\""));
     }
     state->convicting[static_cast<size_t>(*cap)] = true;
   }
@@ -137,12 +137,14 @@ proto::Verdict Detector::Classify(const proto::Trace& trace,
     for (int c = 0; c < st.bundle.clusters_size(); ++c) {
       allowed[c] = st.bundle.clusters(c).task() == options.task;
     }
-    if (std::none_of(allowed.begin(), allowed.end(), [](bool b) { return b; })) {
+    if (std::none_of(allowed.begin(), allowed.end(),
+                     [](bool b) { return b; })) {
       allowed.clear();
       task_missing = true;
     }
   }
-  const int c = std::max(0, Route(RoutingProfile(features), st.centroids, allowed));
+  const int c =
+      std::max(0, Route(RoutingProfile(features), st.centroids, allowed));
   const proto::TaskCluster& cluster = st.bundle.clusters(c);
   v.set_cluster(cluster.name());
 
@@ -162,9 +164,10 @@ proto::Verdict Detector::Classify(const proto::Trace& trace,
   };
   const internal::RawInput raw = internal::SplitKnown(selected, known);
   const InputVector input = internal::ScaleInput(
-      raw, {vb, cluster.scale().data(), static_cast<size_t>(cluster.scale_size()),
-            cluster.novelty_scale().data(), cluster.novelty_reference().data(),
-            cluster.novelty_reference_width()});
+      raw,
+      {vb, cluster.scale().data(), static_cast<size_t>(cluster.scale_size()),
+       cluster.novelty_scale().data(), cluster.novelty_reference().data(),
+       cluster.novelty_reference_width()});
   const double ocsvm = AnomalyScore(cluster.svm(), input);
   const double threshold = cluster.threshold();
   v.set_ocsvm_score(ocsvm);
@@ -237,9 +240,8 @@ proto::Verdict Detector::Classify(const proto::Trace& trace,
         names.push_back(features.Name(unseen[i].second));
       }
       r->set_detail(Cat(raw.novelty.count[group], " feature(s) of ",
-                        NoveltyGroupName(group),
-                        " never seen in cluster ", cluster.name(), ": ",
-                        internal::Join(names, ", "),
+                        NoveltyGroupName(group), " never seen in cluster ",
+                        cluster.name(), ": ", internal::Join(names, ", "),
                         unseen.size() > names.size() ? ", ..." : ""));
     } else {
       r = v.add_reasons();

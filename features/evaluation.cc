@@ -47,7 +47,8 @@ std::string Fixed(double v) {
 std::string Table(const std::map<std::string, Metrics>& rows,
                   std::string_view title) {
   std::string out = Cat("\n", title, "\n\n");
-  out += "| name | files | recall | FPR | precision | F1 | ROC-AUC | errors |\n";
+  out +=
+      "| name | files | recall | FPR | precision | F1 | ROC-AUC | errors |\n";
   out += "|---|---|---|---|---|---|---|---|\n";
   for (const auto& [name, m] : rows) out += MetricsRow(name, m);
   return out;
@@ -149,7 +150,9 @@ std::string MetricsRow(const std::string& name, const Metrics& m) {
 std::string FormatEvalReport(const EvalReport& report) {
   std::string out = Cat("Overall (", report.overall.positives, " malicious, ",
                         report.overall.negatives, " benign)\n\n");
-  out += "| verdict | files | recall | FPR | precision | F1 | ROC-AUC | errors |\n";
+  out +=
+      "| verdict | files | recall | FPR | precision | F1 | ROC-AUC | errors "
+      "|\n";
   out += "|---|---|---|---|---|---|---|---|\n";
   out += MetricsRow("OCSVM + capabilities", report.overall);
   out += MetricsRow("OCSVM alone", report.ocsvm_alone);

@@ -45,7 +45,7 @@ struct Metrics {
   uint64_t positives = 0;  // malicious files
   uint64_t negatives = 0;  // benign files
   uint64_t tp = 0, fp = 0, tn = 0, fn = 0;
-  uint64_t errors = 0;  // ERROR verdicts (counted as flagged too)
+  uint64_t errors = 0;   // ERROR verdicts (counted as flagged too)
   double precision = 0;  // NaN when nothing was flagged
   double recall = 0;     // NaN without positives
   double f1 = 0;

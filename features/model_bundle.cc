@@ -12,8 +12,8 @@
 
 #include "absl/status/status.h"
 #include "features/feature_space.h"
-#include "features/novelty.h"
 #include "features/internal/str.h"
+#include "features/novelty.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
@@ -59,8 +59,8 @@ bool AllFinite(const google::protobuf::RepeatedField<double>& values) {
 }
 
 absl::Status Bad(std::string_view name, std::string_view what) {
-  return absl::DataLossError(
-      Cat("model bundle ", name, ": ", what, " (retrain with `dynahug train`)"));
+  return absl::DataLossError(Cat("model bundle ", name, ": ", what,
+                                 " (retrain with `dynahug train`)"));
 }
 
 absl::Status ValidateCluster(const proto::TaskCluster& c,
@@ -75,8 +75,9 @@ absl::Status ValidateCluster(const proto::TaskCluster& c,
     return Bad(name, Cat(where, ": vocabulary is not sorted and unique"));
   }
   if (c.vocabulary_size() != c.scale_size()) {
-    return Bad(name, Cat(where, ": ", c.vocabulary_size(), " vocabulary indices but ",
-                         c.scale_size(), " scales"));
+    return Bad(name,
+               Cat(where, ": ", c.vocabulary_size(), " vocabulary indices but ",
+                   c.scale_size(), " scales"));
   }
   if (c.novelty_scale_size() != kNoveltyFeatureCount) {
     return Bad(name, Cat(where, ": ", c.novelty_scale_size(),
@@ -95,8 +96,8 @@ absl::Status ValidateCluster(const proto::TaskCluster& c,
     const double* row =
         c.novelty_reference().data() + size_t(k) * c.novelty_reference_width();
     if (!std::is_sorted(row, row + c.novelty_reference_width())) {
-      return Bad(name, Cat(where, ": novelty reference row ", k,
-                           " is not sorted"));
+      return Bad(name,
+                 Cat(where, ": novelty reference row ", k, " is not sorted"));
     }
   }
   const proto::OneClassSvm& svm = c.svm();
@@ -201,8 +202,8 @@ absl::Status WriteModelBundle(const proto::ModelBundle& bundle,
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     std::remove(tmp.c_str());
-    return absl::InternalError(Cat("model bundle ", path, ": rename from ",
-                                   tmp, " failed: ", std::strerror(err)));
+    return absl::InternalError(Cat("model bundle ", path, ": rename from ", tmp,
+                                   " failed: ", std::strerror(err)));
   }
   return absl::OkStatus();
 }

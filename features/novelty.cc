@@ -10,10 +10,9 @@ namespace dynahug::features {
 int NoveltyGroupOf(const Feature& f) {
   const Family family = FamilyOfIndex(f.index);
   if (family == Family::kAudit || family == Family::kNative) {
-    const bool pickle =
-        std::any_of(f.tokens.begin(), f.tokens.end(), [](const auto& t) {
-          return t.find("@pickle") != std::string::npos;
-        });
+    const bool pickle = std::any_of(
+        f.tokens.begin(), f.tokens.end(),
+        [](const auto& t) { return t.find("@pickle") != std::string::npos; });
     if (pickle) {
       return family == Family::kAudit ? kAuditPickleGroup : kNativePickleGroup;
     }
@@ -48,8 +47,7 @@ GroupedVector ToGrouped(const SparseVector& v) {
 Vocabulary::Vocabulary(std::vector<uint32_t> indices)
     : indices_(std::move(indices)) {
   std::sort(indices_.begin(), indices_.end());
-  indices_.erase(std::unique(indices_.begin(), indices_.end()),
-                 indices_.end());
+  indices_.erase(std::unique(indices_.begin(), indices_.end()), indices_.end());
 }
 
 bool Vocabulary::Contains(uint32_t index) const {
@@ -64,8 +62,8 @@ double Novelty::Feature(int k) const {
 double NoveltySurprisal(const double* sorted_reference, size_t n, double x) {
   if (!(x > 0)) return 0;
   const double* end = sorted_reference + n;
-  const size_t at_least = static_cast<size_t>(
-      end - std::lower_bound(sorted_reference, end, x));
+  const size_t at_least =
+      static_cast<size_t>(end - std::lower_bound(sorted_reference, end, x));
   double s = -std::log((at_least + 1.0) / (n + 1.0));
   const double top = n > 0 ? std::max(sorted_reference[n - 1], 0.0) : 0.0;
   if (x > top) s += std::log1p(x - top);
@@ -135,9 +133,8 @@ void GroupFrequency::Finish() {
 
 uint32_t GroupFrequency::Find(const std::vector<Count>& counts, uint32_t begin,
                               uint32_t end, int key) {
-  auto it = std::lower_bound(
-      counts.begin() + begin, counts.begin() + end, key,
-      [](const Count& c, int k) { return c.key < k; });
+  auto it = std::lower_bound(counts.begin() + begin, counts.begin() + end, key,
+                             [](const Count& c, int k) { return c.key < k; });
   return it != counts.begin() + end && it->key == key ? it->groups : 0;
 }
 

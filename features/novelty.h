@@ -7,7 +7,9 @@
 //     which become SVM dimensions, and
 //   - explicit novelty features: per novelty group (the family, with audit
 //     and native events caused by a pickle opcode split off), the mass
-//     log1p(sum of values) and the count log1p(number) of unseen entries.
+//     (sum of values) and the count of unseen entries, each turned into
+//     its surprisal among the cluster's cross-fitted training values
+//     (NoveltySurprisal) before the SVM sees it.
 // Nothing is dropped: an unseen `audit/os.system@pickle` raises
 // `novelty/audit@pickle:mass`. Back-off along module paths comes from the
 // extractor's hierarchy tokens: an unseen class under a known package only
@@ -18,7 +20,7 @@
 // training vector has zero novelty, and the SVM would learn that any
 // novelty is anomalous, while a benign model of a new family always brings
 // some. So a training example's novelty is measured against the vocabulary
-// built without its own cross-fitting unit (its group, or its fold of
+// built without its own cross-fitting unit (its group, or its family of
 // groups): GroupFrequency answers "is index i known to the vocabulary built
 // without unit u" exactly, from document frequencies over groups.
 //

@@ -23,45 +23,44 @@ void SilenceLibsvm() {
   std::call_once(once, [] { svm_set_print_string_function(&Silent); });
 }
 
-// Squared distance between `x` and support vector `sv` of `svm`.
-double SvDistance(const proto::OneClassSvm& svm, int sv,
-                  const InputVector& x) {
-  const uint32_t begin = svm.sv_start(sv);
-  const uint32_t end = svm.sv_start(sv + 1);
+// Squared distance of two sparse vectors given by accessors returning
+// their i-th InputEntry (indices ascending).
+template <typename A, typename B>
+double MergedSquaredDistance(const A& a, size_t na, const B& b, size_t nb) {
   double sum = 0;
-  size_t i = 0;
-  uint32_t j = begin;
-  while (i < x.size() || j < end) {
+  size_t i = 0, j = 0;
+  while (i < na || j < nb) {
     double d;
-    if (j == end || (i < x.size() && x[i].index < svm.index(j))) {
-      d = x[i++].value;
-    } else if (i == x.size() || svm.index(j) < x[i].index) {
-      d = svm.value(j++);
+    if (j == nb || (i < na && a(i).index < b(j).index)) {
+      d = a(i++).value;
+    } else if (i == na || b(j).index < a(i).index) {
+      d = b(j++).value;
     } else {
-      d = x[i++].value - svm.value(j++);
+      d = a(i).value - b(j).value;
+      ++i;
+      ++j;
     }
     sum += d * d;
   }
   return sum;
 }
 
+// Squared distance between `x` and support vector `sv` of `svm`.
+double SvDistance(const proto::OneClassSvm& svm, int sv, const InputVector& x) {
+  const uint32_t begin = svm.sv_start(sv);
+  return MergedSquaredDistance(
+      [&](size_t i) { return x[i]; }, x.size(),
+      [&](size_t j) {
+        return InputEntry{svm.index(begin + j), svm.value(begin + j)};
+      },
+      svm.sv_start(sv + 1) - begin);
+}
+
 }  // namespace
 
 double SquaredDistance(const InputVector& a, const InputVector& b) {
-  double sum = 0;
-  size_t i = 0, j = 0;
-  while (i < a.size() || j < b.size()) {
-    double d;
-    if (j == b.size() || (i < a.size() && a[i].index < b[j].index)) {
-      d = a[i++].value;
-    } else if (i == a.size() || b[j].index < a[i].index) {
-      d = b[j++].value;
-    } else {
-      d = a[i++].value - b[j++].value;
-    }
-    sum += d * d;
-  }
-  return sum;
+  return MergedSquaredDistance([&](size_t i) { return a[i]; }, a.size(),
+                               [&](size_t j) { return b[j]; }, b.size());
 }
 
 absl::StatusOr<OcsvmSolution> SolveOneClass(const std::vector<double>& kernel,
@@ -146,8 +145,9 @@ proto::OneClassSvm MakeOneClassSvm(const std::vector<InputVector>& x,
 absl::StatusOr<proto::OneClassSvm> TrainOneClassSvm(
     const std::vector<InputVector>& x, const OcsvmParams& params) {
   if (!(params.gamma > 0) || !std::isfinite(params.gamma)) {
-    return absl::InvalidArgumentError(Cat(
-        "one-class SVM: gamma must be > 0, got ", std::to_string(params.gamma)));
+    return absl::InvalidArgumentError(
+        Cat("one-class SVM: gamma must be > 0, got ",
+            std::to_string(params.gamma)));
   }
   const int l = static_cast<int>(x.size());
   std::vector<double> kernel(size_t(l) * l, 1.0);

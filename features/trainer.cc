@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
 #include <numeric>
 
 #include "absl/status/status.h"
@@ -50,15 +49,16 @@ struct Scaler {
   std::vector<double> novelty_reference;  // kNoveltyFeatureCount sorted rows
   size_t reference_size = 0;
   internal::ScaleView view() const {
-    return {vocabulary.data(),         scale.data(),
-            vocabulary.size(),         novelty_scale.data(),
+    return {vocabulary.data(),        scale.data(),
+            vocabulary.size(),        novelty_scale.data(),
             novelty_reference.data(), reference_size};
   }
 };
 
-// Max-abs scale per vocabulary index over the raw training vectors, times a
-// family weight making each family's mean squared norm (over the known
-// parts) at most 1; novelty features scaled by their max-abs, floored.
+// Max-abs scale per vocabulary index over the raw training vectors (each
+// family's block is then scaled to unit norm by ScaleInput); the sorted
+// cross-fitted novelty values of the training vectors as the surprisal
+// references, and novelty_weight as the novelty multiplier.
 Scaler FitScaler(const Vocabulary& vocabulary,
                  const std::vector<const GroupedVector*>& vectors,
                  const std::vector<RawInput>& raw, const TrainOptions& o) {
@@ -204,10 +204,10 @@ FittedContext FitContext(const ClusterData& c, const GroupFrequency& freq,
 
 // The input of `v` as a new file for a context trained without fold `k`.
 InputVector HeldOutInput(const GroupedVector& v, const GroupFrequency& freq,
-                         int k, const FittedContext& ctx,
-                         const TrainOptions& o, RawInput* raw) {
-  *raw = internal::SplitKnown(
-      v, KnownRule{&freq, o.vocabulary_min_groups, k, -1});
+                         int k, const FittedContext& ctx, const TrainOptions& o,
+                         RawInput* raw) {
+  *raw =
+      internal::SplitKnown(v, KnownRule{&freq, o.vocabulary_min_groups, k, -1});
   return internal::ScaleInput(*raw, ctx.scaler.view());
 }
 
@@ -218,7 +218,7 @@ std::vector<int> RareNoveltyGroups(const std::vector<RawInput>& raw,
                                    FamilySet families) {
   std::vector<int> rare, all;
   for (int g = 0; g < kNoveltyGroupCount; ++g) {
-    const Family f = g == kAuditPickleGroup   ? Family::kAudit
+    const Family f = g == kAuditPickleGroup    ? Family::kAudit
                      : g == kNativePickleGroup ? Family::kNative
                                                : static_cast<Family>(g);
     if (!families.Contains(f)) continue;
@@ -264,7 +264,7 @@ struct GridPoint {
 };
 
 struct FoldResult {
-  std::vector<double> scores;              // held-out benign
+  std::vector<double> scores;                 // held-out benign
   std::vector<std::vector<double>> injected;  // per held-out vector, per group
 };
 
@@ -320,8 +320,8 @@ absl::StatusOr<Selection> SelectParams(const ClusterData& c,
     }
     for (size_t p = 0; p < grid.size(); ++p) {
       const double gamma = grid[p].gamma_scale / median;
-      absl::StatusOr<OcsvmSolution> s = SolveOneClass(
-          Kernel(dtrain, gamma), static_cast<int>(l), grid[p].nu);
+      absl::StatusOr<OcsvmSolution> s =
+          SolveOneClass(Kernel(dtrain, gamma), static_cast<int>(l), grid[p].nu);
       if (!s.ok()) return s.status();
       FoldResult& r = results[p][k];
       for (size_t h = 0; h < held.size(); ++h) {
@@ -362,8 +362,8 @@ absl::StatusOr<Selection> SelectParams(const ClusterData& c,
                       results[p][j].scores.end());
       }
       if (others.empty() || results[p][k].scores.empty()) continue;
-      transfer += FractionAbove(results[p][k].scores,
-                                Quantile(others, cal.target_fpr));
+      transfer +=
+          FractionAbove(results[p][k].scores, Quantile(others, cal.target_fpr));
       ++transfer_folds;
     }
     const double recall =
@@ -371,7 +371,8 @@ absl::StatusOr<Selection> SelectParams(const ClusterData& c,
     transfer = transfer_folds > 0 ? transfer / transfer_folds : 0;
     const double eps = 1e-12;
     if (!have || recall > best.injected_recall + eps ||
-        (recall > best.injected_recall - eps && transfer < best_transfer - eps)) {
+        (recall > best.injected_recall - eps &&
+         transfer < best_transfer - eps)) {
       have = true;
       best.point = grid[p];
       best.threshold = threshold;
@@ -390,10 +391,9 @@ std::string ClusterName(int number, const SparseVector& centroid,
                         std::vector<std::string>* top) {
   std::vector<const Feature*> entries;
   for (const Feature& f : centroid.entries()) entries.push_back(&f);
-  std::stable_sort(entries.begin(), entries.end(),
-                   [](const Feature* a, const Feature* b) {
-                     return a->value > b->value;
-                   });
+  std::stable_sort(
+      entries.begin(), entries.end(),
+      [](const Feature* a, const Feature* b) { return a->value > b->value; });
   std::vector<std::string> parts;
   for (const Feature* f : entries) {
     const std::string name = centroid.Name(f->index);
@@ -549,10 +549,10 @@ absl::StatusOr<proto::ModelBundle> Trainer::Train() const {
   for (const std::string& c : o.convicting_capabilities) {
     mc->add_convicting_capabilities(c);
   }
-  mc->set_cross_fitting(o.cross_fitting == CrossFitting::kFamily
-                            ? Cat("leave-one-family-out:", std::to_string(
-                                                              o.family_distance))
-                            : std::string("leave-one-group-out"));
+  mc->set_cross_fitting(
+      o.cross_fitting == CrossFitting::kFamily
+          ? Cat("leave-one-family-out:", std::to_string(o.family_distance))
+          : std::string("leave-one-group-out"));
 
   for (int c = 0; c < clusters; ++c) {
     ClusterData data;
@@ -582,18 +582,19 @@ absl::StatusOr<proto::ModelBundle> Trainer::Train() const {
     if (o.cross_fitting == CrossFitting::kFamily) {
       std::vector<GroupProfile> local;
       for (const SparseVector* p : profiles) local.push_back({*p, task});
-      data.unit_of_group = ClusterGroups(
-          local, {.merge_distance = o.family_distance,
-                  .min_groups = 1,
-                  .max_clusters = data.groups});
+      data.unit_of_group =
+          ClusterGroups(local, {.merge_distance = o.family_distance,
+                                .min_groups = 1,
+                                .max_clusters = data.groups});
     } else {
       data.unit_of_group.resize(data.groups);
       std::iota(data.unit_of_group.begin(), data.unit_of_group.end(), 0);
     }
-    const int units = data.groups == 0 ? 0
-                                       : *std::max_element(
-                                             data.unit_of_group.begin(),
-                                             data.unit_of_group.end()) + 1;
+    const int units = data.groups == 0
+                          ? 0
+                          : *std::max_element(data.unit_of_group.begin(),
+                                              data.unit_of_group.end()) +
+                                1;
     // Folds: contiguous blocks of units (units follow group name order).
     const int folds = units >= 3 ? std::min(o.calibration.folds, units) : 0;
     data.fold_of_unit.assign(units, -1);
@@ -608,20 +609,19 @@ absl::StatusOr<proto::ModelBundle> Trainer::Train() const {
 
     Selection sel;
     if (folds >= 2) {
-      absl::StatusOr<Selection> s =
-          SelectParams(data, freq, folds, o);
+      absl::StatusOr<Selection> s = SelectParams(data, freq, folds, o);
       if (!s.ok()) return s.status();
       sel = *s;
     } else {
-      sel.point = {o.calibration.nu_grid.empty() ? 0.1
-                                                 : o.calibration.nu_grid.back(),
-                   1.0};
+      sel.point = {
+          o.calibration.nu_grid.empty() ? 0.1 : o.calibration.nu_grid.back(),
+          1.0};
     }
     // Final model on the whole cluster.
     FittedContext ctx = FitContext(data, freq, -1, o);
     const std::vector<double> d = Distances(ctx.train);
-    const double gamma = sel.point.gamma_scale /
-                         MedianDistance(d, ctx.train.size());
+    const double gamma =
+        sel.point.gamma_scale / MedianDistance(d, ctx.train.size());
     absl::StatusOr<OcsvmSolution> s = SolveOneClass(
         Kernel(d, gamma), static_cast<int>(ctx.train.size()), sel.point.nu);
     if (!s.ok()) return s.status();

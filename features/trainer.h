@@ -12,24 +12,28 @@
 //     profile (features/clustering.h) and a compact vector of the bundle's
 //     families (features/novelty.h GroupedVector).
 //  2. Clusters the groups (ClusterGroups over group profiles; task labels
-//     are cannot-link constraints), or one cluster with cluster = false.
-//  3. Per cluster: the vocabulary (indices at least
-//     vocabulary_min_groups groups have); each training vector's novelty
-//     is measured without its own cross-fitting unit (its group, or its
-//     fold with crossfit_by_fold); a per-feature max-abs scaler with family
-//     weights (each family contributes about 1 to the mean squared norm,
-//     never amplified) and per-novelty-feature scales (floored).
+//     are cannot-link constraints), or one cluster with cluster = false;
+//     then reassigns every file to its nearest centroid (of its label) and
+//     recomputes the centroids until nothing moves, so each cluster trains
+//     on the files that route to it when scanned.
+//  3. Per cluster: the vocabulary (indices at least vocabulary_min_groups
+//     groups have); each training vector's novelty is measured without its
+//     own cross-fitting unit (its group, or its family with
+//     CrossFitting::kFamily); a per-feature max-abs scaler (each family's
+//     block then scaled to unit norm) and, per novelty feature, the sorted
+//     cross-fitted training values its surprisal is measured against.
 //  4. Per cluster, group-aware cross-validation on benign data only:
-//     groups are sorted by name and cut into `folds` contiguous blocks (so
-//     a fold tends to hold out whole families of similarly named groups).
-//     For each fold, the model is refitted on the other folds (vocabulary,
-//     cross-fitting, scaler, SVM for every (nu, gamma) of the grid) and
-//     scores the held-out fold. For each grid point the threshold is the
-//     (1 - target_fpr) quantile of the out-of-fold scores; the chosen point
-//     maximises the detection of injected novelty (held-out vectors given
-//     one unseen token in a novelty group that fewer than 5% of training
-//     vectors show novelty in), ties to the earlier grid point. Malicious
-//     data is never used.
+//     cross-fitting units (groups, in name order) are cut into `folds`
+//     contiguous blocks (so a fold tends to hold out whole families of
+//     similarly named groups). For each fold, the model is refitted on the
+//     other folds (vocabulary, cross-fitting, scaler, SVM for every
+//     (nu, gamma) of the grid) and scores the held-out fold. For each grid
+//     point the threshold is the (1 - target_fpr) quantile of the
+//     out-of-fold scores; the chosen point maximises the detection of
+//     injected novelty (held-out vectors given one unseen token in a
+//     novelty group that fewer than 5% of training vectors show novelty
+//     in), then the lowest transfer FPR (threshold from the other folds,
+//     FPR on each fold), then grid order. Malicious data is never used.
 //  5. The final SVM is trained on the whole cluster with the chosen point.
 //
 // Determinism: examples are sorted by (group, id) before anything else
@@ -102,9 +106,9 @@ struct TrainOptions {
   // CapabilityName); the default is all of them (see features/README.md
   // for the benign-corpus negative control that justifies it).
   std::vector<std::string> convicting_capabilities = {
-      "process",          "network",        "write-outside-scratch",
-      "exec-source",      "native-anon-exec", "namespace-tamper",
-      "stub-code-call",   "deferred",       "dynamic-import",
+      "process",        "network",          "write-outside-scratch",
+      "exec-source",    "native-anon-exec", "namespace-tamper",
+      "stub-code-call", "deferred",         "dynamic-import",
       "nested-load"};
   // Stored in TrainingMetadata.note.
   std::string note;
@@ -121,8 +125,8 @@ class Trainer {
   // unit), `task` an optional user task label. Errors: the trace has no
   // dynamic part (the child never ran: nothing to learn from), empty id
   // or group, or a duplicate id. The trace is not kept.
-  absl::Status Add(const proto::Trace& trace, std::string id,
-                   std::string group, std::string task = "");
+  absl::Status Add(const proto::Trace& trace, std::string id, std::string group,
+                   std::string task = "");
 
   size_t size() const { return examples_.size(); }
 

@@ -37,7 +37,8 @@ InputVector ScaleInput(const RawInput& raw, const ScaleView& scales) {
         NoveltySurprisal(scales.novelty_reference + k * scales.reference_size,
                          scales.reference_size, raw.novelty.Feature(k)) *
         scales.novelty_scale[k];
-    if (v != 0) out.push_back({kNoveltyIndexBase + static_cast<uint32_t>(k), v});
+    if (v != 0)
+      out.push_back({kNoveltyIndexBase + static_cast<uint32_t>(k), v});
   }
   return out;
 }

@@ -55,14 +55,14 @@
 #include "features/evaluation.h"
 #include "features/feature_extractor.h"
 #include "features/internal/model_input.h"
-#include "features/novelty.h"
 #include "features/model_bundle.h"
+#include "features/novelty.h"
 #include "features/trainer.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl.h"
 #include "google/protobuf/struct.pb.h"
-#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/delimited_message_util.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace dh = dynahug::features;
 namespace pb = google::protobuf;
@@ -103,15 +103,22 @@ std::string FamilyOf(const std::string& group) {
 
 std::vector<Entry> LoadManifest(const std::string& corpus) {
   pb::Struct doc;
-  auto st = pb::util::JsonStringToMessage(ReadFile(corpus + "/manifest.json"),
-                                          &doc);
+  auto st =
+      pb::util::JsonStringToMessage(ReadFile(corpus + "/manifest.json"), &doc);
   if (!st.ok()) Die("manifest: " + st.ToString());
   std::vector<Entry> out;
   for (const pb::Value& v : doc.fields().at("files").list_value().values()) {
     const pb::Struct& f = v.struct_value();
-    Entry e{Str(f, "path"),  Str(f, "label"), Str(f, "cluster"),
-            Str(f, "technique"), Str(f, "group"), Str(f, "split"), "", {}};
-    e.family = e.label == "benign" ? FamilyOf(e.group) : "malicious/" + e.technique;
+    Entry e{Str(f, "path"),
+            Str(f, "label"),
+            Str(f, "cluster"),
+            Str(f, "technique"),
+            Str(f, "group"),
+            Str(f, "split"),
+            "",
+            {}};
+    e.family =
+        e.label == "benign" ? FamilyOf(e.group) : "malicious/" + e.technique;
     if (auto it = f.fields().find("effects"); it != f.fields().end()) {
       for (const pb::Value& x : it->second.list_value().values()) {
         e.effects.push_back(x.string_value());
@@ -178,14 +185,19 @@ std::vector<dynahug::proto::Trace> LoadTraces(const std::string& dir,
     for (size_t i = 0; i < text.size(); ++i) {
       const char ch = text[i];
       if (in_string) {
-        if (escaped) escaped = false;
-        else if (ch == '\\') escaped = true;
-        else if (ch == '"') in_string = false;
+        if (escaped)
+          escaped = false;
+        else if (ch == '\\')
+          escaped = true;
+        else if (ch == '"')
+          in_string = false;
         continue;
       }
-      if (ch == '"') in_string = true;
-      else if (ch == '{') { if (depth++ == 0) start = i; }
-      else if (ch == '}' && --depth == 0) {
+      if (ch == '"')
+        in_string = true;
+      else if (ch == '{') {
+        if (depth++ == 0) start = i;
+      } else if (ch == '}' && --depth == 0) {
         ParseDocument(text.substr(start, i + 1 - start), f, &out);
       }
     }
@@ -195,7 +207,8 @@ std::vector<dynahug::proto::Trace> LoadTraces(const std::string& dir,
   if (!cache.empty()) {
     std::ofstream o(cache, std::ios::binary);
     pb::io::OstreamOutputStream raw(&o);
-    for (const auto& t : out) pb::util::SerializeDelimitedToZeroCopyStream(t, &raw);
+    for (const auto& t : out)
+      pb::util::SerializeDelimitedToZeroCopyStream(t, &raw);
   }
   return out;
 }
@@ -259,8 +272,8 @@ dh::Detector TrainOn(const std::vector<const Entry*>& train,
   }
   absl::StatusOr<dynahug::proto::ModelBundle> b = trainer.Train();
   if (!b.ok()) Die(b.status().ToString());
-  std::cerr << "  trained on " << trainer.size() << " files in "
-            << Seconds(t0) << " s, " << b->clusters_size() << " clusters, "
+  std::cerr << "  trained on " << trainer.size() << " files in " << Seconds(t0)
+            << " s, " << b->clusters_size() << " clusters, "
             << dh::SerializeModelBundle(*b).size() << " bytes\n";
   for (const auto& c : b->clusters()) {
     std::cerr << "    " << c.name() << ": " << c.train_examples() << " files, "
@@ -318,7 +331,8 @@ void PrintMisses(const std::vector<dh::EvalRecord>& records,
               << dynahug::proto::Verdict::Label_Name(r.verdict.label())
               << " ocsvm " << r.verdict.ocsvm_score() << " thr "
               << r.verdict.threshold() << " cluster " << r.verdict.cluster()
-              << (r.verdict.error().empty() ? "" : " error " + r.verdict.error())
+              << (r.verdict.error().empty() ? ""
+                                            : " error " + r.verdict.error())
               << "\n";
     for (const auto& reason : r.verdict.reasons()) {
       std::cout << "      " << reason.feature() << " (" << reason.weight()
@@ -336,7 +350,8 @@ void Dump(const std::string& path, const dh::Detector& d,
   std::ofstream out(path);
   out << "path\tlabel\ttechnique\tcluster\trouted\tocsvm\tthreshold";
   for (int g = 0; g < dh::kNoveltyGroupCount; ++g) {
-    out << "\tm_" << dh::NoveltyGroupName(g) << "\tc_" << dh::NoveltyGroupName(g);
+    out << "\tm_" << dh::NoveltyGroupName(g) << "\tc_"
+        << dh::NoveltyGroupName(g);
   }
   out << "\n";
   dh::FeatureExtractor ex;
@@ -345,7 +360,8 @@ void Dump(const std::string& path, const dh::Detector& d,
   for (size_t i = 0; i < files.size(); ++i) {
     const auto& v = records[i].verdict;
     const dynahug::proto::TaskCluster* c = nullptr;
-    for (const auto& tc : b.clusters()) if (tc.name() == v.cluster()) c = &tc;
+    for (const auto& tc : b.clusters())
+      if (tc.name() == v.cluster()) c = &tc;
     dh::GroupedVector g = dh::ToGrouped(ex.Extract(*files[i]->trace)), sel;
     for (size_t k = 0; k < g.size(); ++k) {
       if (!fams.Contains(dh::FamilyOfIndex(g.index[k]))) continue;
@@ -371,16 +387,24 @@ void Dump(const std::string& path, const dh::Detector& d,
           sv.push_back({svm.index(j), svm.value(j)});
         double d = dh::SquaredDistance(in, sv);
         dh::InputVector a, b2;
-        for (auto& e : in) if (e.index >= dh::kNoveltyIndexBase) a.push_back(e);
-        for (auto& e : sv) if (e.index >= dh::kNoveltyIndexBase) b2.push_back(e);
-        if (d < best) { best = d; best_nov = dh::SquaredDistance(a, b2); }
+        for (auto& e : in)
+          if (e.index >= dh::kNoveltyIndexBase) a.push_back(e);
+        for (auto& e : sv)
+          if (e.index >= dh::kNoveltyIndexBase) b2.push_back(e);
+        if (d < best) {
+          best = d;
+          best_nov = dh::SquaredDistance(a, b2);
+        }
       }
       std::cerr << files[i]->label << " " << files[i]->path << " score "
                 << v.ocsvm_score() << " thr " << v.threshold() << " gamma "
                 << svm.gamma() << " dmin " << best << " (novelty " << best_nov
                 << ")";
-      for (auto& e : in) if (e.index >= dh::kNoveltyIndexBase)
-        std::cerr << " " << dh::NoveltyFeatureName(e.index - dh::kNoveltyIndexBase) << "=" << e.value;
+      for (auto& e : in)
+        if (e.index >= dh::kNoveltyIndexBase)
+          std::cerr << " "
+                    << dh::NoveltyFeatureName(e.index - dh::kNoveltyIndexBase)
+                    << "=" << e.value;
       std::cerr << "\n";
     }
     out << files[i]->path << "\t" << files[i]->label << "\t"
@@ -485,9 +509,8 @@ void RunCaps(const Flags& f, const std::vector<Entry>& entries) {
   std::map<std::string, int> files;
   for (const Entry& e : entries) {
     if (e.trace == nullptr) continue;
-    const bool use = e.label == "benign"
-                         ? f.train_splits.count(e.split) > 0
-                         : f.test_splits.count(e.split) > 0;
+    const bool use = e.label == "benign" ? f.train_splits.count(e.split) > 0
+                                         : f.test_splits.count(e.split) > 0;
     if (!use) continue;
     ++files[e.label];
     const auto found = dh::FindCapabilities(*e.trace);
@@ -504,9 +527,12 @@ void RunCaps(const Flags& f, const std::vector<Entry>& entries) {
   // Manifest effects of malicious files against their capabilities (the
   // integration test's evidence mapping).
   static const std::map<std::string, std::string> kEffect = {
-      {"exec", "process"},          {"connect", "network"},
-      {"file-write", "write-outside-scratch"}, {"tamper", "namespace-tamper"},
-      {"delayed", "deferred"},      {"import", "dynamic-import"},
+      {"exec", "process"},
+      {"connect", "network"},
+      {"file-write", "write-outside-scratch"},
+      {"tamper", "namespace-tamper"},
+      {"delayed", "deferred"},
+      {"import", "dynamic-import"},
       {"nested-load", "nested-load"}};
   int effects = 0, proven = 0;
   for (const Entry& e : entries) {
@@ -548,31 +574,52 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) Die("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--corpus") f.corpus = next();
-    else if (a == "--traces") f.traces = next();
-    else if (a == "--cache") f.cache = next();
-    else if (a == "--train-splits") f.train_splits = SplitSet(next());
-    else if (a == "--test-splits") f.test_splits = SplitSet(next());
-    else if (a == "--ablations") f.ablations = true;
-    else if (a == "--group-by-family") g_group_by_family = true;
-    else if (a == "--exclude-test-families") f.exclude_test_families = true;
-    else if (a == "--lfo-folds") f.lfo_folds = std::stoi(next());
-    else if (a == "--misses") f.misses = std::stoi(next());
-    else if (a == "--out") f.out = next();
-    else if (a == "--dump") f.dump = next();
-    else if (a == "--note") f.options.note = next();
-    else if (a == "--global") f.options.cluster = false;
-    else if (a == "--crossfit-by-family") f.options.cross_fitting = dh::CrossFitting::kFamily;
-    else if (a == "--family-distance") f.options.family_distance = std::stod(next());
-    else if (a == "--novelty-weight") f.options.novelty_weight = std::stod(next());
-    else if (a == "--target-fpr") f.options.calibration.target_fpr = std::stod(next());
-    else if (a == "--merge-distance") f.options.clustering.merge_distance = std::stod(next());
+    if (a == "--corpus")
+      f.corpus = next();
+    else if (a == "--traces")
+      f.traces = next();
+    else if (a == "--cache")
+      f.cache = next();
+    else if (a == "--train-splits")
+      f.train_splits = SplitSet(next());
+    else if (a == "--test-splits")
+      f.test_splits = SplitSet(next());
+    else if (a == "--ablations")
+      f.ablations = true;
+    else if (a == "--group-by-family")
+      g_group_by_family = true;
+    else if (a == "--exclude-test-families")
+      f.exclude_test_families = true;
+    else if (a == "--lfo-folds")
+      f.lfo_folds = std::stoi(next());
+    else if (a == "--misses")
+      f.misses = std::stoi(next());
+    else if (a == "--out")
+      f.out = next();
+    else if (a == "--dump")
+      f.dump = next();
+    else if (a == "--note")
+      f.options.note = next();
+    else if (a == "--global")
+      f.options.cluster = false;
+    else if (a == "--crossfit-by-family")
+      f.options.cross_fitting = dh::CrossFitting::kFamily;
+    else if (a == "--family-distance")
+      f.options.family_distance = std::stod(next());
+    else if (a == "--novelty-weight")
+      f.options.novelty_weight = std::stod(next());
+    else if (a == "--target-fpr")
+      f.options.calibration.target_fpr = std::stod(next());
+    else if (a == "--merge-distance")
+      f.options.clustering.merge_distance = std::stod(next());
     else if (a == "--families") {
       auto s = dh::ParseFamilySet(next());
       if (!s.ok()) Die(s.status().ToString());
       f.options.families = *s;
-    } else if (a == "eval" || a == "lfo" || a == "caps") f.command = a;
-    else Die("unknown argument " + a);
+    } else if (a == "eval" || a == "lfo" || a == "caps")
+      f.command = a;
+    else
+      Die("unknown argument " + a);
   }
   if (f.corpus.empty() || (f.traces.empty() && f.cache.empty()) ||
       f.command.empty()) {
@@ -580,7 +627,8 @@ int main(int argc, char** argv) {
         "[options] eval|lfo");
   }
   std::vector<Entry> entries = LoadManifest(f.corpus);
-  const std::vector<dynahug::proto::Trace> traces = LoadTraces(f.traces, f.cache);
+  const std::vector<dynahug::proto::Trace> traces =
+      LoadTraces(f.traces, f.cache);
   Attach(entries, traces);
   if (f.command == "eval") RunEval(f, entries);
   if (f.command == "lfo") RunLfo(f, entries);

@@ -15,10 +15,10 @@
 namespace dynahug::features {
 namespace {
 
+using testing::AddEvent;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-using testing::AddEvent;
 
 std::vector<std::string> Names(const std::vector<CapabilityFinding>& found) {
   std::vector<std::string> out;
@@ -79,8 +79,8 @@ TEST(CapabilitiesTest, ExecOfPickleSourceIsExecSourceButImportMachineryIsNot) {
   proto::Trace payload;
   AddEvent(payload, proto::Event::PICKLE_CALL, "builtins.exec",
            {{"op", "REDUCE"}, {"0", "str.code:import os"}}, 40);
-  AddEvent(payload, proto::Event::AUDIT, "compile",
-           {{"filename", "<string>"}}, 40);
+  AddEvent(payload, proto::Event::AUDIT, "compile", {{"filename", "<string>"}},
+           40);
   AddEvent(payload, proto::Event::AUDIT, "exec",
            {{"name", "<module>"}, {"filename", "<string>"}}, 40);
   EXPECT_EQ(FindCapabilityEvents(payload, Capability::kExecSource),
@@ -130,7 +130,8 @@ TEST(CapabilitiesTest, ImportSideEffectsAreNotTamperButChangesAre) {
   ASSERT_THAT(Names(found), ElementsAre("namespace-tamper"));
   EXPECT_EQ(found[0].events, (std::vector<int>{4, 5}));
   EXPECT_THAT(found[0].evidence, HasSubstr("after the load"));
-  EXPECT_THAT(found[0].evidence, HasSubstr("loader.hook.disabled hook=audit.hook"));
+  EXPECT_THAT(found[0].evidence,
+              HasSubstr("loader.hook.disabled hook=audit.hook"));
 }
 
 TEST(CapabilitiesTest, ThreadingHooksChangedWithoutAnImportAreTamper) {
@@ -162,9 +163,9 @@ TEST(CapabilitiesRealTraceTest, ExecOfSourceWritingTmpIsExecSourceAndWrite) {
 }
 
 TEST(CapabilitiesRealTraceTest, BenignStateDictAndAnImportOnlyGlobalShowNone) {
-  EXPECT_THAT(FindCapabilities(
-                  testing::LoadTrace("tiny_mlp_state_dict.trace.json")),
-              IsEmpty());
+  EXPECT_THAT(
+      FindCapabilities(testing::LoadTrace("tiny_mlp_state_dict.trace.json")),
+      IsEmpty());
   // GLOBAL webbrowser.get imports webbrowser, subprocess, threading...: its
   // module code and sys.modules additions are import side effects; the
   // REDUCE of webbrowser.get() itself does nothing a rule names.

@@ -71,7 +71,8 @@ TEST(EvaluationTest, FinalAndOcsvmAloneAreCountedSeparately) {
   EXPECT_EQ(r.per_cluster.at("c").positives, 3u);
   EXPECT_EQ(r.per_routed_cluster.count("routed-c"), 1u);
   const std::string text = FormatEvalReport(r);
-  EXPECT_THAT(text, HasSubstr("| OCSVM + capabilities | 7 | 66.67% | 50.00% |"));
+  EXPECT_THAT(text,
+              HasSubstr("| OCSVM + capabilities | 7 | 66.67% | 50.00% |"));
   EXPECT_THAT(text, HasSubstr("Per technique"));
 }
 

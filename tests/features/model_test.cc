@@ -82,7 +82,8 @@ void WriteBytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
 }
 
-// --- training -----------------------------------------------------------------
+// --- training
+// -----------------------------------------------------------------
 
 TEST(TrainerTest, SameInputsInAnyOrderGiveByteIdenticalBundles) {
   absl::StatusOr<proto::ModelBundle> a = MakeTrainer(SmallGrid()).Train();
@@ -186,7 +187,8 @@ TEST(TrainerTest, TaskLabelsKeepClustersApart) {
   EXPECT_THAT(unknown.reasons(0).feature(), "routing/task");
 }
 
-// --- thresholds and verdicts ----------------------------------------------------
+// --- thresholds and verdicts
+// ----------------------------------------------------
 
 TEST(DetectorTest, HeldOutBenignGroupsStayNearTheTargetFalsePositiveRate) {
   const Detector d = MakeDetector();
@@ -207,7 +209,8 @@ TEST(DetectorTest, HeldOutBenignGroupsStayNearTheTargetFalsePositiveRate) {
 
 TEST(DetectorTest, PayloadIsMaliciousWithCapabilityAndOcsvmReasons) {
   const Detector d = MakeDetector();
-  const proto::Verdict v = d.Classify(testing::WithPayload(testing::TorchTrace(150, 0)));
+  const proto::Verdict v =
+      d.Classify(testing::WithPayload(testing::TorchTrace(150, 0)));
   EXPECT_EQ(v.label(), proto::Verdict::MALICIOUS);
   EXPECT_THAT(v.cluster(), HasSubstr("torch"));
   EXPECT_THAT(v.capabilities(), Contains("process"));
@@ -280,7 +283,8 @@ TEST(DetectorTest, RealMaliciousTracesAreMaliciousWithActionableReasons) {
             proto::Verdict::MALICIOUS);
 }
 
-// --- bundle files ----------------------------------------------------------------
+// --- bundle files
+// ----------------------------------------------------------------
 
 TEST(ModelBundleTest, RoundTripsThroughAFile) {
   const std::string path = TempPath("ok.dhm");
@@ -371,8 +375,7 @@ INSTANTIATE_TEST_SUITE_P(
                    "format version 2, this dynahug reads version 1"},
         Corruption{"bad-checksum", absl::StatusCode::kDataLoss,
                    "SHA-256 mismatch"},
-        Corruption{"other-feature-space",
-                   absl::StatusCode::kFailedPrecondition,
+        Corruption{"other-feature-space", absl::StatusCode::kFailedPrecondition,
                    "feature space version"},
         Corruption{"unsorted-vocabulary", absl::StatusCode::kDataLoss,
                    "vocabulary is not sorted"},

@@ -30,7 +30,8 @@ TEST(NoveltyTest, PickleProvenanceOfAuditAndNativeHasItsOwnGroup) {
   // Other families keep their group even with "@pickle" in a token.
   EXPECT_EQ(NoveltyGroupOf(Entry(Family::kGlobal, "x@pickle")),
             static_cast<int>(Family::kGlobal));
-  EXPECT_EQ(NoveltyFeatureName(2 * kAuditPickleGroup), "novelty/audit@pickle:mass");
+  EXPECT_EQ(NoveltyFeatureName(2 * kAuditPickleGroup),
+            "novelty/audit@pickle:mass");
   EXPECT_EQ(NoveltyFeatureName(1), "novelty/syscall:count");
 }
 

@@ -108,10 +108,9 @@ TEST(OcsvmTest, BadParametersAreErrorsNamingThem) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(TrainOneClassSvm(Cloud(), {.nu = 0.1, .gamma = -1}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(TrainOneClassSvm({Cloud()[0]}, {.nu = 0.1, .gamma = 1})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      TrainOneClassSvm({Cloud()[0]}, {.nu = 0.1, .gamma = 1}).status().code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(SolveOneClass({1, 0, 0}, 2, 0.5).status().code(),
             absl::StatusCode::kInvalidArgument);
 }

@@ -45,8 +45,8 @@ inline proto::Event* AddEvent(proto::Trace& t, proto::Event::Kind kind,
   return e;
 }
 
-inline void AddSyscall(proto::Trace& t, const std::string& name,
-                       uint64_t count, uint64_t denied = 0) {
+inline void AddSyscall(proto::Trace& t, const std::string& name, uint64_t count,
+                       uint64_t denied = 0) {
   proto::SyscallCount* s = t.add_syscalls();
   s->set_name(name);
   s->set_count(count);
@@ -95,9 +95,9 @@ inline proto::Trace BaseTrace(const std::string& path, const char* loader,
 inline proto::Trace TorchTrace(int model, int variant) {
   static const char* kArch[] = {"resnet.ResNet", "vgg.VGG", "vit.ViT",
                                 "mobilenet.MobileNet"};
-  proto::Trace t = BaseTrace("torch-" + std::to_string(model) + "-" +
-                                 std::to_string(variant) + ".pt",
-                             "torch.load", proto::TORCH_ZIP);
+  proto::Trace t = BaseTrace(
+      "torch-" + std::to_string(model) + "-" + std::to_string(variant) + ".pt",
+      "torch.load", proto::TORCH_ZIP);
   AddGlobal(t, "collections", "OrderedDict", 2);
   AddGlobal(t, "torch._utils", "_rebuild_tensor_v2", 40);
   AddGlobal(t, "torch", "FloatStorage", 60);
@@ -136,9 +136,9 @@ inline proto::Trace SklearnTrace(int model, int variant) {
       {"sklearn.svm._classes", "SVC"},
       {"sklearn.tree._classes", "DecisionTreeClassifier"},
       {"sklearn.preprocessing._data", "StandardScaler"}};
-  proto::Trace t = BaseTrace("sk-" + std::to_string(model) + "-" +
-                                 std::to_string(variant) + ".pkl",
-                             "pickle.load", proto::RAW_PICKLE);
+  proto::Trace t = BaseTrace(
+      "sk-" + std::to_string(model) + "-" + std::to_string(variant) + ".pkl",
+      "pickle.load", proto::RAW_PICKLE);
   const auto& est = kEstimator[model % 5];
   AddGlobal(t, est[0], est[1], 2);
   AddGlobal(t, "numpy.core.multiarray", "_reconstruct", 50);
@@ -182,8 +182,8 @@ inline proto::Trace WithPayload(proto::Trace t) {
       ->set_member("archive/data.pkl");
   AddEvent(out, proto::Event::BLOCKED, "clone", {{"errno", "EPERM"}})
       ->set_blocked(true);
-  AddEvent(out, proto::Event::AUDIT, "os.system",
-           {{"executable", "/bin/true"}}, 28);
+  AddEvent(out, proto::Event::AUDIT, "os.system", {{"executable", "/bin/true"}},
+           28);
   for (const proto::Event& e : t.events()) *out.add_events() = e;
   AddSyscall(out, "clone", 1, 1);
   return out;

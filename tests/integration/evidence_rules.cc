@@ -12,15 +12,16 @@ using features::Capability;
 
 // Manifest effect -> capability, in EvidenceEffects order.
 const std::vector<std::pair<std::string, Capability>>& EffectTable() {
-  static const auto* table = new std::vector<std::pair<std::string, Capability>>{
-      {"exec", Capability::kProcess},
-      {"connect", Capability::kNetwork},
-      {"file-write", Capability::kWriteOutsideScratch},
-      {"tamper", Capability::kNamespaceTamper},
-      {"delayed", Capability::kDeferred},
-      {"import", Capability::kDynamicImport},
-      {"nested-load", Capability::kNestedLoad},
-  };
+  static const auto* table =
+      new std::vector<std::pair<std::string, Capability>>{
+          {"exec", Capability::kProcess},
+          {"connect", Capability::kNetwork},
+          {"file-write", Capability::kWriteOutsideScratch},
+          {"tamper", Capability::kNamespaceTamper},
+          {"delayed", Capability::kDeferred},
+          {"import", Capability::kDynamicImport},
+          {"nested-load", Capability::kNestedLoad},
+      };
   return *table;
 }
 
