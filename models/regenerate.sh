@@ -2,8 +2,9 @@
 # Regenerates models/default.dhm, the bundle `dynahug scan` uses when no
 # --model is given: the benign side of the project's corpus (seed 0, full
 # size, generated here from Debian's ML libraries: no download), its
-# `train` split only (the `val` and `test` splits stay unseen), traced in
-# the sandbox and trained with `dynahug train`'s defaults.
+# `train` and `val` splits (668 files; `val` served model selection, the
+# `test` split stays unseen), traced in the sandbox and trained with
+# `dynahug train`'s defaults (task clusters).
 #
 #   models/regenerate.sh [OUT]      # default OUT: models/default.dhm
 #
@@ -26,10 +27,12 @@ cd "$work/corpus"
 import json
 m = json.load(open("manifest.json"))
 for f in m["files"]:
-    if f["label"] == "benign" and f["split"] == "train":
+    if f["label"] == "benign" and f["split"] in ("train", "val"):
         print(f["path"])
 PY
 echo "regenerate: training on $(wc -l < "$work/train.txt") benign files" >&2
 mapfile -t files < "$work/train.txt"
-"$bin" train --benign "${files[@]}" --out "$out" --jobs 2
+# One worker: a zygote keeps the libraries earlier files imported, so with
+# several workers the traces would depend on which worker got which file.
+"$bin" train --benign "${files[@]}" --out "$out" --jobs 1
 sha256sum "$out"
