@@ -4,7 +4,7 @@
 //   trace_throughput --mode pool --workers N [--rounds R] FILE... | @LIST
 //   trace_throughput --mode inproc [--rounds R] FILE... | @LIST
 //
-// pool:   a WorkerPool of N zygote processes (runtime/trace/worker_pool.h), as
+// pool:   a WorkerPool of N zygote processes (sandbox/worker_pool.h), as
 //         `dynahug trace --jobs N` uses it (--affinity: route files by the
 //         packages they need, TraceNeeds, instead of plain FIFO; --prewarm:
 //         TraceWorkerOptions::prewarm; --no-compact: zygotes keep 4 KiB
@@ -40,7 +40,7 @@
 #include "proto/dynahug.pb.h"
 #include "runtime/container/container.h"
 #include "runtime/trace/trace_runner.h"
-#include "runtime/trace/worker_pool.h"
+#include "runtime/trace/trace_worker.h"
 
 namespace {
 
@@ -212,16 +212,16 @@ int main(int argc, char** argv) {
 
   if (mode == "pool") {
     const auto t0 = Clock::now();
-    dynahug::runtime::WorkerPoolOptions pool_options;
+    dynahug::sandbox::WorkerPoolOptions pool_options;
     pool_options.workers = workers;
-    auto pool = dynahug::runtime::WorkerPool::Create(
+    auto pool = dynahug::sandbox::WorkerPool::Create(
         dynahug::runtime::TraceWorkerFactory(options, {}, worker_options),
         pool_options);
     if (!pool.ok()) {
       std::cerr << pool.status() << "\n";
       return 1;
     }
-    std::vector<dynahug::runtime::WorkerJob> jobs;
+    std::vector<dynahug::sandbox::WorkerJob> jobs;
     for (const auto& f : files) {
       jobs.push_back({f, affinity ? dynahug::runtime::TraceNeeds(f, options)
                                   : std::vector<std::string>{}});

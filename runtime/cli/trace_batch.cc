@@ -23,7 +23,7 @@ namespace {
 constexpr int kStopSignals[] = {SIGHUP, SIGINT, SIGTERM};
 
 // While alive, kStopSignals are blocked in the calling thread and arrive on
-// a signalfd instead (the worker pool polls it: WorkerPoolOptions::
+// a signalfd instead (the worker pool polls it: sandbox::WorkerPoolOptions::
 // interrupt_fd); the destructor restores the previous mask. Blocking happens
 // before any worker is forked, so a signal that arrives at any point of the
 // run is seen (a pending one makes the fd readable at once). The calling
@@ -92,18 +92,19 @@ absl::StatusOr<BatchOutcome> TraceBatch(
   absl::StatusOr<std::unique_ptr<StopSignals>> stop = StopSignals::Block();
   if (!stop.ok()) return stop.status();
 
-  std::vector<WorkerJob> jobs;
+  std::vector<sandbox::WorkerJob> jobs;
   jobs.reserve(paths.size());
   for (const std::string& path : paths) jobs.push_back({path, {}});
-  WorkerPoolOptions pool_options;
+  sandbox::WorkerPoolOptions pool_options;
   pool_options.workers = static_cast<int>(
       std::max<uint64_t>(1, std::min<uint64_t>(options.jobs, paths.size())));
   // The sandbox bounds each load; this only catches a stuck worker.
   pool_options.job_timeout =
       2 * options.trace.policy.limits.wall_time + absl::Seconds(60);
   pool_options.interrupt_fd = (*stop)->fd();
-  absl::StatusOr<std::unique_ptr<WorkerPool>> pool = WorkerPool::Create(
-      TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
+  absl::StatusOr<std::unique_ptr<sandbox::WorkerPool>> pool =
+      sandbox::WorkerPool::Create(
+          TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
   if (!pool.ok()) return pool.status();
 
   absl::Status run = (*pool)->Run(

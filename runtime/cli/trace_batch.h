@@ -1,5 +1,5 @@
 // Tracing many files for a front end: worker zygotes (runtime/trace/
-// worker_pool.h), results in input order, and a clean stop on SIGINT,
+// trace_worker.h), results in input order, and a clean stop on SIGINT,
 // SIGTERM or SIGHUP (every worker and sandboxed load killed and reaped).
 // `scan`, `train` and `eval` share it.
 //
@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "proto/dynahug.pb.h"
 #include "runtime/trace/trace_runner.h"
-#include "runtime/trace/worker_pool.h"
+#include "runtime/trace/trace_worker.h"
 
 namespace dynahug::runtime {
 

@@ -22,7 +22,7 @@
 #include "runtime/cli/exit_codes.h"
 #include "runtime/container/container.h"
 #include "runtime/trace/trace_runner.h"
-#include "runtime/trace/worker_pool.h"
+#include "runtime/trace/trace_worker.h"
 #include "sandbox/unique_fd.h"
 
 namespace dynahug::runtime {
@@ -33,7 +33,7 @@ namespace {
 constexpr int kStopSignals[] = {SIGHUP, SIGINT, SIGTERM};
 
 // While alive, kStopSignals are blocked in the calling thread and arrive on
-// a signalfd instead (the worker pool polls it: WorkerPoolOptions::
+// a signalfd instead (the worker pool polls it: sandbox::WorkerPoolOptions::
 // interrupt_fd); the destructor restores the previous mask. Blocking happens
 // before any worker is forked, so a signal that arrives at any point of the
 // run is seen (a pending one makes the fd readable at once). The calling
@@ -364,17 +364,18 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
   // Plain FIFO: routing files by the packages they need (TraceNeeds) was
   // measured to save nothing (bench/README.md) and costs a static analysis
   // of every file in this process.
-  std::vector<WorkerJob> jobs;
+  std::vector<sandbox::WorkerJob> jobs;
   jobs.reserve(options.files.size());
   for (const std::string& path : options.files) jobs.push_back({path, {}});
-  WorkerPoolOptions pool_options;
+  sandbox::WorkerPoolOptions pool_options;
   pool_options.workers = static_cast<int>(workers);
   // The sandbox bounds each load; this only catches a stuck worker.
   pool_options.job_timeout =
       2 * options.trace.policy.limits.wall_time + absl::Seconds(60);
   pool_options.interrupt_fd = stop->fd();
-  absl::StatusOr<std::unique_ptr<WorkerPool>> pool = WorkerPool::Create(
-      TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
+  absl::StatusOr<std::unique_ptr<sandbox::WorkerPool>> pool =
+      sandbox::WorkerPool::Create(
+          TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
   if (!pool.ok()) {
     err << "dynahug trace: " << std::string(pool.status().message()) << "\n";
     return kExitError;

@@ -6,8 +6,8 @@
 // findings, syscalls, how the child ended); with --opcodes the pickle is
 // executed one opcode at a time and every opcode (offset, name, argument) is
 // interleaved with the events it caused. --format json prints the
-// proto::Trace messages as JSON. Files are traced by a WorkerPool of
-// --jobs N zygote processes (runtime/trace/worker_pool.h; default 1, at most
+// proto::Trace messages as JSON. Files are traced by a worker pool of
+// --jobs N zygote processes (runtime/trace/trace_worker.h; default 1, at most
 // one per file); the output is in input order whatever N is. --prewarm imports
 // every allowlisted library in each zygote first, so that a file's trace does
 // not depend on which files its worker traced before

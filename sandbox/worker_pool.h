@@ -1,14 +1,14 @@
 // WorkerPool: N long-lived worker processes, each its own zygote, that serve
 // requests in parallel and return their answers to the parent in input
-// order.
+// order. It knows nothing of what the requests mean (tracing:
+// runtime/trace/trace_worker.h).
 //
-// The pool forks its workers from the calling process, which must not hold
-// an embedded interpreter (runtime/embed/interpreter.h: one per process,
-// created in the process that uses it): each worker builds its own state (for
-// tracing: a TraceRunner with its own interpreter) through the factory,
-// in the worker, right after the fork. A worker that dies (crash, SIGKILL,
-// OOM) or overruns WorkerPoolOptions::job_timeout is reaped, its current
-// request gets an error naming the worker and how it ended, and a fresh
+// The pool forks its workers from the calling process; each worker builds
+// its own state through the factory, in the worker, right after the fork
+// (for tracing: a TraceRunner with its own embedded interpreter, which must
+// therefore not exist in the calling process). A worker that dies (crash,
+// SIGKILL, OOM) or overruns WorkerPoolOptions::job_timeout is reaped, its
+// current request gets an error naming the worker and how it ended, and a fresh
 // worker replaces it. Every request is attempted at most once.
 //
 // Wire: a SOCK_STREAM socketpair (O_CLOEXEC) per worker; each message is a
@@ -24,9 +24,7 @@
 // imported: nothing new is imported and the fork costs what it already
 // costs); otherwise the first pending request. So torch files gather on the
 // workers that imported torch and files that need only numpy or pickle stay
-// on small zygotes, whose forks are cheaper. (For tracing this was measured
-// to save nothing -- the small zygotes' children import more -- so
-// `dynahug trace` leaves `needs` empty: plain FIFO. bench/README.md.)
+// on small zygotes, whose forks are cheaper.
 //
 // Processes: workers get PR_SET_PDEATHSIG(SIGKILL) (they die with the
 // parent, also when it is SIGKILLed; a parent that died before the prctl is
@@ -50,8 +48,8 @@
 // (no waitpid(-1), SIGCHLD not ignored).
 //
 // Thread safety: none; one thread uses a pool at a time.
-#ifndef DYNAHUG_RUNTIME_TRACE_WORKER_POOL_H_
-#define DYNAHUG_RUNTIME_TRACE_WORKER_POOL_H_
+#ifndef DYNAHUG_SANDBOX_WORKER_POOL_H_
+#define DYNAHUG_SANDBOX_WORKER_POOL_H_
 
 #include <sys/types.h>
 
@@ -68,10 +66,9 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "runtime/trace/trace_runner.h"
 #include "sandbox/unique_fd.h"
 
-namespace dynahug::runtime {
+namespace dynahug::sandbox {
 
 // Serves requests inside one worker process.
 class WorkerHandler {
@@ -161,8 +158,8 @@ class WorkerPool {
  private:
   struct Worker {
     pid_t pid = -1;
-    sandbox::UniqueFd socket;
-    sandbox::UniqueFd pidfd;
+    UniqueFd socket;
+    UniqueFd pidfd;
     std::set<std::string> served;
     // In flight: job index, or -1.
     int64_t job = -1;
@@ -190,45 +187,6 @@ class WorkerPool {
   WorkerPoolStats stats_;
 };
 
-struct TraceWorkerOptions {
-  // Before the first fork, after every import and then every this many
-  // files, back the zygote's private anonymous memory with transparent huge
-  // pages (madvise MADV_HUGEPAGE + MADV_COLLAPSE, Linux >= 6.1, best
-  // effort): fork() copies page tables, and one 2 MiB entry replaces 512.
-  // Re-done periodically because the zygote's own writes while a child
-  // shares a huge page split it again. 0: never.
-  uint32_t compact_every = 64;
-  // At start, import every package of TraceRunnerOptions'
-  // preimport_allowlist (through TraceRunner::Warm on a built-in pickle
-  // that references them; nothing is unpickled), so that every zygote is in
-  // the same state whatever files it traced before. Without it, libraries
-  // are imported lazily and a child's trace depends on the zygote's import
-  // history (e.g. a .npy load in a fresh zygote records ~2x the
-  // PYTHON_CALL events it records in one that imported torch), which with
-  // several workers depends on scheduling. Costs start-up time (seconds per
-  // worker) and memory.
-  bool prewarm = false;
-};
+}  // namespace dynahug::sandbox
 
-// Handler that traces files: the request is a path, the reply a serialized
-// proto::Trace; errors are TraceRunner::Trace's. The TraceRunner (and with
-// it the interpreter) is created in the worker; libraries are imported
-// lazily, per file, by TraceRunner::Warm (called before Trace so that the
-// zygote is compacted after an import, before the fork).
-WorkerFactory TraceWorkerFactory(TraceOptions trace_options,
-                                 TraceRunnerOptions runner_options = {},
-                                 TraceWorkerOptions worker_options = {});
-
-// WorkerJob::needs for tracing `path`: PackagesNeeded (trace_runner.h, the
-// set TraceRunner::Warm imports) filtered by the allowlist, sorted. Files up to
-// `max_analyze_bytes` are analysed statically in the calling process (no
-// unpickling); larger ones are classified from their first bytes only. Empty
-// when the file cannot be read (the worker reports why).
-std::vector<std::string> TraceNeeds(
-    const std::string& path, const TraceOptions& options,
-    const TraceRunnerOptions& runner_options = {},
-    uint64_t max_analyze_bytes = uint64_t{1} << 20);
-
-}  // namespace dynahug::runtime
-
-#endif  // DYNAHUG_RUNTIME_TRACE_WORKER_POOL_H_
+#endif  // DYNAHUG_SANDBOX_WORKER_POOL_H_
