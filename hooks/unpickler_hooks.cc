@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
 #include "hooks/audit_hook.h"
 
 namespace dynahug::hooks {
@@ -235,6 +236,16 @@ void Finding(EventSink& sink, const char* name,
 absl::StatusOr<PyRef> CreateUnpicklerBridge() {
   PyRef module(PyModule_Create(&kModule));
   if (!module) return StatusFromPyErr("CreateUnpicklerBridge");
+  // The event kinds emit() takes, by name.
+  const google::protobuf::EnumDescriptor* kinds =
+      proto::Event::Kind_descriptor();
+  for (int i = 0; i < kinds->value_count(); ++i) {
+    const google::protobuf::EnumValueDescriptor* kind = kinds->value(i);
+    if (PyModule_AddIntConstant(module.get(), kind->name().c_str(),
+                                kind->number()) != 0) {
+      return StatusFromPyErr("CreateUnpicklerBridge: " + kind->name());
+    }
+  }
   return module;
 }
 

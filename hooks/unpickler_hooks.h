@@ -26,16 +26,28 @@
 //   watch(unpickler) -> None             # see TakeBridgeFindings
 //   ident(obj) -> int                    # id() without the builtins.id
 //                                        # audit event
+//   GLOBAL, PICKLE_CALL, OPCODE, ...: int  # every proto::Event::Kind, by
+//                                        # name, for emit()
+//
+// The Python half (hooks/unpickler.py: the instrumented unpickler classes,
+// argument summaries, stubs for missing modules) is compiled in as
+// kUnpicklerSource. The loader runs it, then its own drivers, in one private
+// namespace that holds the bridge as `_dh` while the code runs
+// (runtime/embed/loader.cc).
 #ifndef DYNAHUG_HOOKS_UNPICKLER_HOOKS_H_
 #define DYNAHUG_HOOKS_UNPICKLER_HOOKS_H_
 
 #include <cstddef>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
 
 namespace dynahug::hooks {
+
+// hooks/unpickler.py, as compiled into the binary.
+extern const std::string_view kUnpicklerSource;
 
 // Creates a new bridge module object. Requires the GIL.
 absl::StatusOr<PyRef> CreateUnpicklerBridge();

@@ -21,6 +21,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "runtime/cli/exit_codes.h"
 #include "runtime/container/container.h"
+#include "runtime/embed/loader_table.h"
 #include "runtime/trace/trace_runner.h"
 #include "runtime/trace/trace_worker.h"
 #include "sandbox/unique_fd.h"
@@ -99,10 +100,17 @@ struct TraceCommandOptions {
 // Upper bound for --jobs (each worker is a zygote with its own interpreter).
 constexpr uint64_t kMaxJobs = 64;
 
-constexpr char kUsage[] =
-    "usage: dynahug trace FILE... [--opcodes] [--format text|json] "
-    "[--loader auto|torch.load|joblib.load|numpy.load|pickle.load] "
-    "[--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]\n";
+// The usage line; the loader names come from the loader table.
+std::string Usage() {
+  std::string loaders = "auto";
+  for (const LoaderSpec& spec : Loaders()) {
+    loaders += "|" + std::string(spec.name);
+  }
+  return "usage: dynahug trace FILE... [--opcodes] [--format text|json] "
+         "[--loader " +
+         loaders +
+         "] [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]\n";
+}
 
 bool ParseUint(const std::string& text, uint64_t& value) {
   auto [end, ec] =
@@ -116,7 +124,7 @@ bool ParseOptions(const std::vector<std::string>& args,
     const std::string& arg = args[i];
     auto value = [&](std::string& v) {
       if (i + 1 >= args.size()) {
-        err << "dynahug trace: " << arg << " needs a value\n" << kUsage;
+        err << "dynahug trace: " << arg << " needs a value\n" << Usage();
         return false;
       }
       v = args[++i];
@@ -131,15 +139,14 @@ bool ParseOptions(const std::vector<std::string>& args,
     } else if (arg == "--format") {
       if (!value(v)) return false;
       if (v != "text" && v != "json") {
-        err << "dynahug trace: unknown format '" << v << "'\n" << kUsage;
+        err << "dynahug trace: unknown format '" << v << "'\n" << Usage();
         return false;
       }
       options.json = v == "json";
     } else if (arg == "--loader") {
       if (!value(v)) return false;
-      if (v != "auto" && v != "torch.load" && v != "joblib.load" &&
-          v != "numpy.load" && v != "pickle.load") {
-        err << "dynahug trace: unknown loader '" << v << "'\n" << kUsage;
+      if (v != "auto" && FindLoader(v) == nullptr) {
+        err << "dynahug trace: unknown loader '" << v << "'\n" << Usage();
         return false;
       }
       options.trace.load.loader = v;
@@ -166,14 +173,14 @@ bool ParseOptions(const std::vector<std::string>& args,
         options.trace.policy.limits.memory_bytes = n << 20;
       }
     } else if (arg.size() > 1 && arg[0] == '-') {
-      err << "dynahug trace: unknown option '" << arg << "'\n" << kUsage;
+      err << "dynahug trace: unknown option '" << arg << "'\n" << Usage();
       return false;
     } else {
       options.files.push_back(arg);
     }
   }
   if (options.files.empty()) {
-    err << kUsage;
+    err << Usage();
     return false;
   }
   return true;

@@ -4,7 +4,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "hooks/unpickler_hooks.h"
@@ -20,6 +19,23 @@ using hooks::PyTypeName;
 using hooks::StatusFromPyErr;
 
 constexpr char kLoaderFilename[] = "<dynahug-loader>";
+
+// The loader table as loader.py reads it: ((name, driver), ...). Null with a
+// Python error set when that fails.
+PyRef LoaderTableForPython() {
+  const std::span<const LoaderSpec> loaders = Loaders();
+  PyRef table(PyTuple_New(static_cast<Py_ssize_t>(loaders.size())));
+  for (size_t i = 0; table && i < loaders.size(); ++i) {
+    PyObject* row =
+        Py_BuildValue("(s#s#)", loaders[i].name.data(),
+                      static_cast<Py_ssize_t>(loaders[i].name.size()),
+                      loaders[i].driver.data(),
+                      static_cast<Py_ssize_t>(loaders[i].driver.size()));
+    if (row == nullptr) return PyRef();
+    PyTuple_SET_ITEM(table.get(), static_cast<Py_ssize_t>(i), row);  // steals
+  }
+  return table;
+}
 
 // Clears the bridge sink and stops the audit hook on every path out of Load.
 class LoadPhase {
@@ -393,33 +409,6 @@ Loader::Loader(Loader&&) noexcept = default;
 Loader& Loader::operator=(Loader&&) noexcept = default;
 Loader::~Loader() = default;
 
-namespace {}  // namespace
-
-absl::StatusOr<std::string> DefaultLoaderFor(std::string_view format) {
-  static const auto* table =
-      new absl::flat_hash_map<std::string_view, std::string_view>{
-          {"torch-zip", "torch.load"},
-          {"torch-legacy", "torch.load"},
-          {"torch-legacy-tar", "torch.load"},
-          {"torchscript-zip", "torch.load"},
-          {"joblib", "joblib.load"},
-          {"gzip", "joblib.load"},
-          {"zlib", "joblib.load"},
-          {"bzip2", "joblib.load"},
-          {"xz", "joblib.load"},
-          {"lzma", "joblib.load"},
-          {"npy", "numpy.load"},
-          {"npz", "numpy.load"},
-          {"raw-pickle", "pickle.load"},
-      };
-  auto it = table->find(format);
-  if (it == table->end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("no loader for format \"", std::string(format), "\""));
-  }
-  return std::string(it->second);
-}
-
 absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   if (!interpreter.active() || !Py_IsInitialized()) {
     return absl::FailedPreconditionError("Loader::Create: no interpreter");
@@ -428,23 +417,30 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   absl::StatusOr<PyRef> bridge = hooks::CreateUnpicklerBridge();
   if (!bridge.ok()) return bridge.status();
   loader.bridge_ = std::move(*bridge);
-  std::string source(internal::kLoaderSource);
+  // One piece of code in one namespace: the instrumented unpickler, then the
+  // drivers that use it.
+  const std::string source = std::string(hooks::kUnpicklerSource) +
+                             std::string(internal::kLoaderSource);
   PyRef code(Py_CompileString(source.c_str(), kLoaderFilename, Py_file_input));
   if (!code) return StatusFromPyErr("Loader::Create: compile loader");
   if (absl::Status s = hooks::AllowBridgeCaller(code.get()); !s.ok()) return s;
   loader.module_ = PyRef(PyModule_New("dynahug_loader"));
   if (!loader.module_) return StatusFromPyErr("Loader::Create: module");
   PyObject* globals = PyModule_GetDict(loader.module_.get());  // borrowed
-  if (PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) !=
+  PyRef table = LoaderTableForPython();
+  if (!table ||
+      PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) !=
           0 ||
-      PyDict_SetItemString(globals, "_dh", loader.bridge_.get()) != 0) {
+      PyDict_SetItemString(globals, "_dh", loader.bridge_.get()) != 0 ||
+      PyDict_SetItemString(globals, "_loaders", table.get()) != 0) {
     return StatusFromPyErr("Loader::Create: globals");
   }
   PyRef result(PyEval_EvalCode(code.get(), globals, globals));
   if (!result) return StatusFromPyErr("Loader::Create: run loader code");
-  // The bridge's functions are bound in the namespace; the module itself
-  // need not be.
-  if (PyDict_DelItemString(globals, "_dh") != 0) {
+  // The bridge's functions and the table's drivers are bound in the
+  // namespace; the bridge module and the table themselves need not be.
+  if (PyDict_DelItemString(globals, "_dh") != 0 ||
+      PyDict_DelItemString(globals, "_loaders") != 0) {
     return StatusFromPyErr("Loader::Create: hide the bridge");
   }
   // The pure-Python unpickler's own frames are transparent to the profiler.
@@ -478,11 +474,7 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
     if (!loader.ok()) return loader.status();
     out.loader = *loader;
   } else {
-    static constexpr std::string_view kKnown[] = {"torch.load", "joblib.load",
-                                                  "numpy.load", "pickle.load"};
-    bool known = false;
-    for (std::string_view k : kKnown) known |= options.loader == k;
-    if (!known) {
+    if (FindLoader(options.loader) == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown loader \"", options.loader, "\""));
     }

@@ -53,20 +53,14 @@
 #include "hooks/event_sink.h"
 #include "hooks/integrity_diff.h"
 #include "runtime/embed/interpreter.h"
+#include "runtime/embed/loader_table.h"
 
 namespace dynahug::runtime {
 
-// The loader the real libraries would use for a sniffed container format
-// (runtime::FormatName values): "torch-zip", "torch-legacy",
-// "torch-legacy-tar", "torchscript-zip" -> "torch.load"; "joblib", "gzip",
-// "zlib", "bzip2", "xz", "lzma" -> "joblib.load"; "npy", "npz" ->
-// "numpy.load"; "raw-pickle" -> "pickle.load". InvalidArgument otherwise.
-absl::StatusOr<std::string> DefaultLoaderFor(std::string_view format);
-
 struct LoadOptions {
-  // "auto" (DefaultLoaderFor(format)), or one of "torch.load",
-  // "joblib.load", "numpy.load", "pickle.load" (e.g. "torch.load" for a raw
-  // pickle named .bin, which torch falls back to legacy-loading).
+  // "auto" (DefaultLoaderFor(format)), or the name of a loader of the table
+  // (loader_table.h; e.g. "torch.load" for a raw pickle named .bin, which
+  // torch falls back to legacy-loading).
   std::string loader = "auto";
   // Sniffed format name; used when loader == "auto".
   std::string format;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
+#include "runtime/embed/loader_table.h"
 #include "runtime/trace/static_trace.h"
 #include "sandbox/seccomp_policy.h"
 
@@ -185,9 +186,9 @@ absl::StatusOr<TraceRunner> TraceRunner::Create(
 }
 
 void LoaderPackages(std::string_view loader, std::set<std::string>& out) {
-  if (loader == "torch.load") out.insert("torch");
-  if (loader == "joblib.load") out.insert({"joblib", "numpy"});
-  if (loader == "numpy.load") out.insert("numpy");
+  if (const LoaderSpec* spec = FindLoader(loader)) {
+    out.insert(spec->packages.begin(), spec->packages.end());
+  }
 }
 
 std::set<std::string> PackagesNeeded(const AnalyzedFile& file,

@@ -98,13 +98,14 @@ class TraceRunner {
 };
 
 // Top-level packages loading `file` needs: those of each load target's loader
-// (torch for torch.load, joblib + numpy for joblib.load, numpy for
-// numpy.load) and the top-level packages of its static globals. Not filtered
-// by any allowlist. Pure.
+// (LoaderSpec::packages: torch for torch.load, joblib + numpy for
+// joblib.load, numpy for numpy.load) and the top-level packages of its static
+// globals. Not filtered by any allowlist. Pure.
 std::set<std::string> PackagesNeeded(const AnalyzedFile& file,
                                      const LoadOptions& load);
 
-// Packages the loader `loader` ("torch.load", ...) itself imports.
+// Packages the loader `loader` ("torch.load", ...) itself imports
+// (LoaderSpec::packages; none for a name not in the table).
 void LoaderPackages(std::string_view loader, std::set<std::string>& out);
 
 // The loader `load` resolves to for `file` ("torch.load", ...).

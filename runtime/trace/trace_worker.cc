@@ -17,6 +17,7 @@
 #include "runtime/container/container.h"
 #include "runtime/container/sniff.h"
 #include "runtime/embed/loader.h"
+#include "runtime/embed/loader_table.h"
 
 namespace dynahug::runtime {
 namespace {
@@ -168,31 +169,23 @@ std::vector<std::string> TraceNeeds(const std::string& path,
   } else if (loader != "auto") {
     LoaderPackages(loader, needs);
   } else {
-    // Too big to analyse twice: classify by magic bytes.
+    // Too big to analyse twice: classify by magic bytes, the way the
+    // automatic loader choice would; a large generic archive is most likely
+    // a torch checkpoint.
     const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return {};
     uint8_t head[kSniffBytes];
     const ssize_t got = read(fd, head, sizeof(head));
     close(fd);
     if (got <= 0) return {};
-    switch (SniffMagic({head, static_cast<size_t>(got)}).format) {
-      case Format::kZip:
-      case Format::kTar:
-      case Format::kSevenZip:
-        needs.insert("torch");
-        break;
-      case Format::kNumpyNpy:
-        needs.insert("numpy");
-        break;
-      case Format::kGzip:
-      case Format::kBzip2:
-      case Format::kXz:
-      case Format::kLzma:
-      case Format::kZlib:
-        needs.insert({"joblib", "numpy"});
-        break;
-      default:
-        break;
+    const Format format = SniffMagic({head, static_cast<size_t>(got)}).format;
+    if (absl::StatusOr<std::string> by_format =
+            DefaultLoaderFor(FormatName(format));
+        by_format.ok()) {
+      LoaderPackages(*by_format, needs);
+    } else if (format == Format::kZip || format == Format::kTar ||
+               format == Format::kSevenZip) {
+      LoaderPackages("torch.load", needs);
     }
   }
   std::vector<std::string> out;

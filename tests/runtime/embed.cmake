@@ -13,3 +13,8 @@ dynahug_add_gtest(embed_loader_tamper_test
 dynahug_add_gtest(embed_disguise_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/embed_disguise_test.cc
   LIBS dynahug::embed absl::strings)
+# The loader table (runtime/embed/loader_table.*) against the container
+# formats it names.
+dynahug_add_gtest(loader_table_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/loader_table_test.cc
+  LIBS dynahug::embed dynahug::container)
