@@ -10,6 +10,7 @@
 
 #include "hooks/pickle_opcodes.h"
 #include "runtime/cli/exit_codes.h"
+#include "runtime/cli/flags.h"
 #include "runtime/cli/json_writer.h"
 #include "runtime/container/container.h"
 
@@ -75,35 +76,10 @@ void AppendPyRepr(std::string& out, std::string_view s, bool is_bytes,
 
 // Little-endian two's complement -> decimal, for up to 64 bytes.
 std::string SignedLittleEndianToDecimal(std::span<const uint8_t> bytes) {
-  if (bytes.empty()) return "0";
   if (bytes.size() > 64) {
     return "<" + std::to_string(bytes.size()) + "-byte int>";
   }
-  std::vector<uint8_t> mag(bytes.begin(), bytes.end());  // little-endian
-  const bool negative = (mag.back() & 0x80) != 0;
-  if (negative) {  // two's complement negate
-    unsigned carry = 1;
-    for (auto& b : mag) {
-      const unsigned v = static_cast<uint8_t>(~b) + carry;
-      b = static_cast<uint8_t>(v);
-      carry = v >> 8;
-    }
-  }
-  std::string digits;
-  while (true) {
-    bool zero = true;
-    unsigned rem = 0;
-    for (size_t k = mag.size(); k-- > 0;) {
-      const unsigned cur = (rem << 8) | mag[k];
-      mag[k] = static_cast<uint8_t>(cur / 10);
-      rem = cur % 10;
-      if (mag[k] != 0) zero = false;
-    }
-    digits.push_back(static_cast<char>('0' + rem));
-    if (zero) break;
-  }
-  if (negative) digits.push_back('-');
-  return std::string(digits.rbegin(), digits.rend());
+  return hooks::FormatBigInt(bytes);
 }
 
 std::string_view AsChars(std::span<const uint8_t> bytes) {
@@ -394,12 +370,6 @@ void WriteMemberJson(const Member& member, JsonWriter& json,
 }
 
 // --- options ------------------------------------------------------------
-
-bool ParseUint(std::string_view text, uint64_t& value) {
-  auto [end, ec] =
-      std::from_chars(text.data(), text.data() + text.size(), value);
-  return ec == std::errc() && end == text.data() + text.size();
-}
 
 // Returns false (after printing why) on a usage error.
 bool ParseOptions(const std::vector<std::string>& args, DisasmOptions& options,

@@ -106,6 +106,7 @@ absl::StatusOr<BatchOutcome> TraceBatch(
       sandbox::WorkerPool::Create(
           TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
   if (!pool.ok()) return pool.status();
+  if (options.on_started) options.on_started();
 
   absl::Status run = (*pool)->Run(
       jobs, [&](size_t index, absl::StatusOr<std::string> reply) {

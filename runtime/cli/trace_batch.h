@@ -14,6 +14,7 @@
 #define DYNAHUG_RUNTIME_CLI_TRACE_BATCH_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ struct BatchOptions {
   TraceWorkerOptions worker = PrewarmedWorkers();
   // Worker zygotes (capped at the number of files).
   uint64_t jobs = 1;
+  // Called once the workers are up, before the first file is handed out
+  // (e.g. to open an output document); not when they could not start.
+  std::function<void()> on_started;
 };
 
 struct BatchOutcome {

@@ -1,92 +1,24 @@
 #include "runtime/cli/trace_command.h"
 
-#include <signal.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <charconv>
 #include <cinttypes>
 #include <cstdio>
-#include <cstring>
-#include <map>
-#include <optional>
 #include <ostream>
-#include <utility>
+#include <string>
+#include <vector>
 
-#include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "runtime/cli/exit_codes.h"
-#include "runtime/container/container.h"
+#include "runtime/cli/flags.h"
+#include "runtime/cli/trace_batch.h"
 #include "runtime/embed/loader_table.h"
 #include "runtime/trace/trace_runner.h"
 #include "runtime/trace/trace_worker.h"
-#include "sandbox/unique_fd.h"
 
 namespace dynahug::runtime {
 namespace {
-
-// Signals that stop a trace run cleanly: the workers and their sandboxed
-// children are killed and reaped before `dynahug` exits with 128 + signal.
-constexpr int kStopSignals[] = {SIGHUP, SIGINT, SIGTERM};
-
-// While alive, kStopSignals are blocked in the calling thread and arrive on
-// a signalfd instead (the worker pool polls it: sandbox::WorkerPoolOptions::
-// interrupt_fd); the destructor restores the previous mask. Blocking happens
-// before any worker is forked, so a signal that arrives at any point of the
-// run is seen (a pending one makes the fd readable at once). The calling
-// process must be single-threaded (other threads would still take the
-// signals with their default action).
-class StopSignals {
- public:
-  // Errors: sigprocmask or signalfd failed (errno text).
-  static absl::StatusOr<StopSignals> Block() {
-    sigset_t set;
-    sigemptyset(&set);
-    for (int sig : kStopSignals) sigaddset(&set, sig);
-    sigset_t old;
-    if (sigprocmask(SIG_BLOCK, &set, &old) != 0) {
-      return absl::InternalError(
-          absl::StrCat("sigprocmask(SIG_BLOCK) failed: ", strerror(errno)));
-    }
-    sandbox::UniqueFd fd(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
-    if (!fd.valid()) {
-      const int err = errno;
-      sigprocmask(SIG_SETMASK, &old, nullptr);
-      return absl::InternalError(
-          absl::StrCat("signalfd failed: ", strerror(err)));
-    }
-    return StopSignals(std::move(fd), old);
-  }
-  StopSignals(StopSignals&& other) noexcept
-      : fd_(std::move(other.fd_)),
-        old_mask_(other.old_mask_),
-        armed_(std::exchange(other.armed_, false)) {}
-  StopSignals& operator=(StopSignals&&) = delete;
-  ~StopSignals() {
-    if (armed_) sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
-  }
-
-  int fd() const { return fd_.get(); }
-  // Takes one pending stop signal off the fd: its number, or nullopt.
-  std::optional<int> Take() {
-    signalfd_siginfo info;
-    if (read(fd_.get(), &info, sizeof(info)) != sizeof(info)) {
-      return std::nullopt;
-    }
-    return static_cast<int>(info.ssi_signo);
-  }
-
- private:
-  StopSignals(sandbox::UniqueFd fd, const sigset_t& old_mask)
-      : fd_(std::move(fd)), old_mask_(old_mask) {}
-  sandbox::UniqueFd fd_;
-  sigset_t old_mask_;
-  bool armed_ = true;
-};
 
 struct TraceCommandOptions {
   bool json = false;
@@ -110,12 +42,6 @@ std::string Usage() {
          "[--loader " +
          loaders +
          "] [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]\n";
-}
-
-bool ParseUint(const std::string& text, uint64_t& value) {
-  auto [end, ec] =
-      std::from_chars(text.data(), text.data() + text.size(), value);
-  return ec == std::errc() && end == text.data() + text.size();
 }
 
 bool ParseOptions(const std::vector<std::string>& args,
@@ -356,77 +282,38 @@ int RunTrace(const std::vector<std::string>& args, std::ostream& out,
     first = false;
   };
 
-  // From here on SIGINT/SIGTERM/SIGHUP end the run through the pool.
-  absl::StatusOr<StopSignals> stop = StopSignals::Block();
-  if (!stop.ok()) {
-    err << "dynahug trace: " << std::string(stop.status().message()) << "\n";
-    return kExitError;
-  }
-
   // Workers are zygotes forked before this process has any interpreter. One
   // worker rather than tracing in this process: the worker compacts its
   // memory for cheaper forks (TraceWorkerOptions), which measured ~15% less
-  // CPU per file than the in-process zygote (bench/README.md).
-  const size_t workers = std::min<size_t>(options.jobs, options.files.size());
-  // Plain FIFO: routing files by the packages they need (TraceNeeds) was
-  // measured to save nothing (bench/README.md) and costs a static analysis
-  // of every file in this process.
-  std::vector<sandbox::WorkerJob> jobs;
-  jobs.reserve(options.files.size());
-  for (const std::string& path : options.files) jobs.push_back({path, {}});
-  sandbox::WorkerPoolOptions pool_options;
-  pool_options.workers = static_cast<int>(workers);
-  // The sandbox bounds each load; this only catches a stuck worker.
-  pool_options.job_timeout =
-      2 * options.trace.policy.limits.wall_time + absl::Seconds(60);
-  pool_options.interrupt_fd = stop->fd();
-  absl::StatusOr<std::unique_ptr<sandbox::WorkerPool>> pool =
-      sandbox::WorkerPool::Create(
-          TraceWorkerFactory(options.trace, {}, options.worker), pool_options);
-  if (!pool.ok()) {
-    err << "dynahug trace: " << std::string(pool.status().message()) << "\n";
-    return kExitError;
-  }
-  if (options.json) out << "{\"traces\": [";
-  size_t reported = 0;
-  absl::Status run =
-      (*pool)->Run(jobs, [&](size_t index, absl::StatusOr<std::string> reply) {
-        ++reported;
-        if (!reply.ok()) {
-          // Worker deaths name the worker, not the file.
-          const std::string message(reply.status().message());
-          emit(absl::Status(reply.status().code(),
-                            message.rfind("worker ", 0) == 0
-                                ? options.files[index] + ": " + message
-                                : message));
-          return;
-        }
-        proto::Trace trace;
-        if (!trace.ParseFromString(*reply)) {
-          emit(absl::InternalError(options.files[index] +
-                                   ": unparseable trace from the worker"));
-          return;
-        }
-        emit(trace);
-      });
-  if (absl::IsCancelled(run)) {
+  // CPU per file than the in-process zygote (bench/README.md). Plain FIFO:
+  // routing files by the packages they need (TraceNeeds) was measured to
+  // save nothing (bench/README.md) and costs a static analysis of every file
+  // in this process. SIGINT/SIGTERM/SIGHUP end the run through the pool.
+  BatchOptions batch;
+  batch.trace = options.trace;
+  batch.worker = options.worker;
+  batch.jobs = options.jobs;
+  bool started = false;
+  batch.on_started = [&] {
+    started = true;
+    if (options.json) out << "{\"traces\": [";
+  };
+  absl::StatusOr<BatchOutcome> run = TraceBatch(
+      options.files, batch,
+      [&](size_t, absl::StatusOr<proto::Trace> trace) { emit(trace); });
+  if (run.ok() && run->interrupted_by != 0) {
     // Every worker, and with it every sandboxed load, is already dead and
     // reaped. A JSON document is left unclosed: truncated output must not
     // parse as a complete one.
     out.flush();
-    const int sig = stop->Take().value_or(SIGTERM);
-    while (stop->Take().has_value()) {
-      // A second Ctrl-C must not kill the process when the mask is restored.
-    }
-    const char* name = sigabbrev_np(sig);
-    err << "dynahug trace: interrupted by SIG" << (name ? name : "?")
-        << ": stopped every worker and sandboxed load; " << reported << " of "
-        << jobs.size() << " files traced\n";
-    return 128 + sig;
+    err << "dynahug trace: interrupted by " << SignalName(run->interrupted_by)
+        << ": stopped every worker and sandboxed load; " << run->reported
+        << " of " << options.files.size() << " files traced\n";
+    return 128 + run->interrupted_by;
   }
-  if (options.json) out << "\n]}\n";
+  if (options.json && started) out << "\n]}\n";
   if (!run.ok()) {
-    err << "dynahug trace: " << std::string(run.message()) << "\n";
+    err << "dynahug trace: " << std::string(run.status().message()) << "\n";
     return kExitError;
   }
   return any_error ? kExitError : kExitOk;
