@@ -1,14 +1,6 @@
 // PEP 578 audit hook that turns audit events raised during the load phase
-// into proto::Event{kind=AUDIT} with normalised, bounded arguments.
-//
-// Normalisation (see NormalizeAuditEvent): file paths become a class
-// ("model-file", "model-dir", "scratch", "tmp", "home", "python-lib",
-// "system", "etc", "proc", "dev", "fd", "other") plus the extension and,
-// inside the model directory or scratch only, the relative path; host paths
-// outside those never appear. Code (exec/compile/marshal) becomes a SHA-256
-// prefix and a size. Processes become the executable; sockets the family and
-// address; imports the module name. Every value is capped in length and
-// every event in argument count.
+// into proto::Event{kind=AUDIT} with normalised, bounded arguments
+// (hooks/audit_args.h; paths: hooks/path_classifier.h).
 //
 // ctypes and mmap audit events additionally produce a
 // proto::Event{kind=NATIVE} right after their AUDIT event, with the native
@@ -31,41 +23,13 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "hooks/audit_args.h"
 #include "hooks/event_sink.h"
 #include "hooks/native_inspector.h"
+#include "hooks/path_classifier.h"
 #include "proto/dynahug.pb.h"
 
 namespace dynahug::hooks {
-
-// Where the load runs; used to classify paths. All paths absolute; empty
-// members never match.
-struct PathContext {
-  std::string model_path;   // the file being loaded
-  std::string scratch_dir;  // the child's writable scratch directory
-  std::string home_dir;     // $HOME of the child (also /home/*, /root)
-  std::string cwd;          // for relative paths; "" = getcwd() at use
-};
-
-struct AuditLimits {
-  size_t max_value_bytes = 160;  // per argument value (UTF-8 bytes)
-  int max_args = 8;              // arguments per event
-  NativeLimits native;           // NATIVE events (ctypes, mmap)
-};
-
-// Lexically normalises `path` (joins it to ctx.cwd when relative, folds "."
-// and "..") and returns its class (see file comment). Pure.
-std::string ClassifyPath(std::string_view path, const PathContext& ctx);
-
-// Lexical normalisation used by ClassifyPath: absolute, no "." or "..", no
-// duplicate or trailing slashes. Pure.
-std::string NormalizePath(std::string_view path, std::string_view cwd);
-
-// Builds the AUDIT event for one audit event. `args` is the audit tuple.
-// Requires the GIL. Never raises (errors are cleared) and never calls Python
-// code defined by the payload (only C-level accessors of builtin types).
-proto::Event NormalizeAuditEvent(std::string_view name, PyObject* args,
-                                 const PathContext& ctx,
-                                 const AuditLimits& limits);
 
 // The process-wide hook. CPython keeps audit hooks for the life of the
 // process, so this is a singleton: Install() it once before

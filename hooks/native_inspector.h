@@ -45,7 +45,7 @@
 //
 // Frame.file of a native frame is the shared object, reduced like paths in
 // audit arguments: kept whole for "system" and "python-lib" objects, else
-// "<class>:<basename>" (hooks::ClassifyPath), so host paths do not leak.
+// "<class>:<basename>" (hooks/path_classifier.h), so host paths do not leak.
 // Frame.function is empty when the symbol is unknown (static functions of
 // stripped libraries) rather than a misleading neighbour's name.
 //

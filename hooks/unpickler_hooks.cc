@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
 #include "hooks/audit_hook.h"
+#include "hooks/internal/text.h"
 
 namespace dynahug::hooks {
 namespace {
@@ -39,16 +40,7 @@ BridgeState& State() {
 // boundary, then "..."); "" for anything else.
 std::string BoundedUtf8(PyObject* obj, size_t max) {
   if (obj == nullptr || !PyUnicode_Check(obj)) return "";
-  std::string out = PyUtf8(obj, "<undecodable>");
-  if (out.size() > max) {
-    size_t cut = max;
-    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) {
-      --cut;
-    }
-    out.resize(cut);
-    out += "...";
-  }
-  return out;
+  return internal::TruncateUtf8(PyUtf8(obj, "<undecodable>"), max);
 }
 
 // True when the Python frame calling the bridge runs registered loader code;
