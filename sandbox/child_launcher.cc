@@ -950,6 +950,338 @@ void Classify(const Policy& policy, int wait_status, bool timed_out,
   }
 }
 
+// Everything the child needs that can fail or allocate much, made before
+// fork(): the filesystem isolation and seccomp filter, the event channel and
+// setup pipe, the namespaces to join and to return to, the environment and
+// the shared status word. Not movable: Plan() points into it.
+struct PreparedChild {
+  PreparedChild() = default;
+  PreparedChild(const PreparedChild&) = delete;
+  PreparedChild& operator=(const PreparedChild&) = delete;
+
+  ChildPlan Plan(const Policy& policy) {
+    return ChildPlan{&policy,       event_w.get(),
+                     setup_w.get(), policy.inherit_stderr ? STDERR_FILENO : -1,
+                     netns_fd,      landlock_abi,
+                     &home,         &env,
+                     envp.data(),   &policy.visible_paths,
+                     &filter,       status_page.word()};
+  }
+
+  bool use_landlock = false;
+  int landlock_abi = 0;  // 0 without Landlock
+  std::vector<sock_filter> filter;
+  UniqueFd event_r, event_w;  // the event channel
+  UniqueFd setup_r, setup_w;  // the setup pipe
+  int netns_fd = -1;          // shared empty network namespace, or -1
+  int own_pidns = -1;         // this process's pid namespace
+  std::string home;
+  std::vector<std::string> env;
+  std::vector<char*> envp;
+  SharedStatus status_page;
+};
+
+absl::Status PrepareChild(const Policy& policy, PreparedChild& out) {
+  SeccompPolicyOptions seccomp = policy.seccomp;
+  seccomp.channel_fd = kEventFd;
+  absl::StatusOr<FsIsolation> fs =
+      ResolveFsIsolation(policy.fs_isolation, LandlockAbi());
+  if (!fs.ok()) return fs.status();
+  absl::StatusOr<std::vector<sock_filter>> filter = CachedFilter(seccomp);
+  if (!filter.ok()) return filter.status();
+  out.filter = std::move(*filter);
+  out.use_landlock = *fs == FsIsolation::kLandlock;
+  out.landlock_abi = out.use_landlock ? LandlockAbi() : 0;
+
+  UniqueFd channel[2];
+  if (auto s = MakeChannel(channel, 1 << 20); !s.ok()) return s;
+  out.event_r = std::move(channel[0]);
+  out.event_w = std::move(channel[1]);
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return Errno("pipe2(setup)");
+  out.setup_r = UniqueFd(fds[0]);
+  out.setup_w = UniqueFd(fds[1]);
+  for (int fd : {out.event_r.get(), out.setup_r.get()}) {
+    if (fcntl(fd, F_SETFL, O_NONBLOCK) != 0) return Errno("fcntl(O_NONBLOCK)");
+  }
+
+  if (!policy.fresh_network_namespace) {
+    absl::StatusOr<int> shared = SharedEmptyNetns();
+    if (!shared.ok()) return shared.status();
+    out.netns_fd = *shared;
+  }
+  absl::StatusOr<int> own_pidns = OwnPidNamespace();
+  if (!own_pidns.ok()) return own_pidns.status();
+  out.own_pidns = *own_pidns;
+
+  out.home = HomeDirectory(policy.identity);
+  out.env = BuildEnvironment(policy, out.home);
+  for (const std::string& kv : out.env) {
+    out.envp.push_back(const_cast<char*>(kv.c_str()));
+  }
+  out.envp.push_back(nullptr);
+  if (out.status_page.word() == nullptr) return Errno("mmap(shared status)");
+  return absl::OkStatus();
+}
+
+// The parent's side of a running child, from fork() until it has exited:
+// answers its seccomp notifications (SyscallSupervisor, once the child
+// announces its listener), reads its events and setup messages, and kills
+// its process group at the wall-clock deadline.
+class ChildWatch {
+ public:
+  ChildWatch(const Policy& policy, pid_t pid, UniqueFd pidfd, UniqueFd setup_r,
+             UniqueFd event_r, absl::Time deadline)
+      : pid_(pid),
+        pidfd_(std::move(pidfd)),
+        setup_r_(std::move(setup_r)),
+        event_r_(std::move(event_r)),
+        deadline_(deadline),
+        reader_(policy.channel) {}
+
+  // Serves the child until it has exited. Errors: a syscall of the parent
+  // failed, or the supervisor or the event reader broke.
+  absl::Status Watch();
+  // After Watch(): reads what the child left in its pipes, to EOF.
+  absl::Status Drain();
+
+  bool setup_done() const { return setup_done_; }
+  bool timed_out() const { return timed_out_; }
+  // The child's setup error ("E" message), or "".
+  const std::string& setup_error() const { return setup_error_; }
+  bool supervised() const { return supervisor_.has_value(); }
+  // Syscall counts, the events in order (each BLOCKED event right after the
+  // events the child wrote before that syscall), channel statistics and
+  // tamper attempts, into `result`.
+  void MoveTo(ChildResult& result);
+
+ private:
+  void KillGroup();
+  // The child announced its filter: fetches the listener as soon as it
+  // exists.
+  absl::Status TakeListener();
+  // Interprets the setup tokens read so far.
+  absl::Status ProcessSetup();
+  // Reads the setup pipe until it would block; true at EOF.
+  bool ReadSetup();
+  // Reads the event channel until it would block; closes it at EOF.
+  absl::Status ReadEvents();
+
+  const pid_t pid_;
+  UniqueFd pidfd_;
+  UniqueFd setup_r_;
+  UniqueFd event_r_;
+  const absl::Time deadline_;
+  EventReader reader_;
+  std::optional<SyscallSupervisor> supervisor_;
+  // The setup pipe carries one-letter tokens: 'R' (listener ready), 'K'
+  // (setup complete), or 'E' followed by an error message up to EOF.
+  std::string setup_messages_;
+  size_t setup_parsed_ = 0;
+  std::string setup_error_;
+  bool listener_ready_ = false;
+  bool setup_done_ = false;
+  bool timed_out_ = false;
+  // For each BLOCKED event, how many child events precede it: the child is
+  // stopped in a notified syscall until it is answered, so every event it
+  // wrote before the syscall is already in the pipe. Reading the pipe before
+  // answering puts the denial right after the events that led to it.
+  std::vector<size_t> blocked_positions_;
+};
+
+void ChildWatch::KillGroup() {
+  syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  kill(-pid_, SIGKILL);  // the pgid cannot be reused: the child is unreaped
+}
+
+absl::Status ChildWatch::TakeListener() {
+  // The child cannot proceed past its next notified syscall without us, so
+  // this normally takes microseconds.
+  while (true) {
+    const long fd = syscall(SYS_pidfd_getfd, pidfd_.get(), kListenerFd, 0);
+    if (fd >= 0) {
+      UniqueFd listener(static_cast<int>(fd));
+      if (IsSeccompListener(listener.get())) {
+        SupervisorOptions options;
+        options.start_marker_fd = kSetupFd;
+        options.child = ChildView{/*self_pid=*/1, kEventFd};
+        supervisor_.emplace(std::move(listener), pid_, options);
+        return absl::OkStatus();
+      }
+    } else if (errno != EBADF) {
+      return Errno("pidfd_getfd(seccomp listener)");
+    }
+    pollfd pfd{pidfd_.get(), POLLIN, 0};
+    if (poll(&pfd, 1, 0) > 0) return absl::OkStatus();  // child died
+    if (absl::Now() >= deadline_) return absl::OkStatus();
+    sched_yield();
+  }
+}
+
+absl::Status ChildWatch::ProcessSetup() {
+  while (setup_parsed_ < setup_messages_.size() && setup_error_.empty()) {
+    const char token = setup_messages_[setup_parsed_];
+    if (token == 'E') {
+      setup_error_ = setup_messages_.substr(setup_parsed_ + 1);
+      if (setup_error_.empty()) return absl::OkStatus();  // more to come
+      break;
+    }
+    ++setup_parsed_;
+    if (token == 'R') listener_ready_ = true;
+    if (token == 'K') setup_done_ = true;
+  }
+  if (!setup_error_.empty()) {
+    setup_error_ = setup_messages_.substr(setup_parsed_ + 1);
+    return absl::OkStatus();
+  }
+  if (listener_ready_ && !supervisor_) return TakeListener();
+  return absl::OkStatus();
+}
+
+bool ChildWatch::ReadSetup() {
+  char buf[512];
+  while (true) {
+    const ssize_t n = read(setup_r_.get(), buf, sizeof buf);
+    if (n > 0) {
+      if (setup_messages_.size() < 4096) setup_messages_.append(buf, n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return n == 0;
+  }
+}
+
+absl::Status ChildWatch::ReadEvents() {
+  absl::StatusOr<bool> eof = reader_.ReadFrom(event_r_.get());
+  if (!eof.ok()) return eof.status();
+  if (*eof) event_r_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status ChildWatch::Watch() {
+  bool listener_open = true;
+  bool exited = false;
+  while (!exited) {
+    pollfd pfds[4];
+    int n = 0;
+    pfds[n++] = {pidfd_.get(), POLLIN, 0};
+    const int setup_idx = setup_r_ ? n : -1;
+    if (setup_r_) pfds[n++] = {setup_r_.get(), POLLIN, 0};
+    const int event_idx = event_r_ ? n : -1;
+    if (event_r_) pfds[n++] = {event_r_.get(), POLLIN, 0};
+    const int listener_idx = supervisor_ && listener_open ? n : -1;
+    if (listener_idx >= 0) pfds[n++] = {supervisor_->fd(), POLLIN, 0};
+
+    int timeout_ms = -1;
+    if (!timed_out_) {
+      const absl::Duration left = deadline_ - absl::Now();
+      timeout_ms = left <= absl::ZeroDuration()
+                       ? 0
+                       : static_cast<int>(absl::ToInt64Milliseconds(
+                             absl::Ceil(left, absl::Milliseconds(1))));
+    }
+    const int rc = poll(pfds, n, timeout_ms);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      return Errno("poll(sandboxed child)");
+    }
+    if (listener_idx >= 0) {
+      const short revents = pfds[listener_idx].revents;
+      if (revents & POLLIN) {
+        // The pipe already held those events when poll() returned.
+        if (event_r_ && event_idx >= 0 && pfds[event_idx].revents != 0) {
+          if (absl::Status s = ReadEvents(); !s.ok()) return s;
+        }
+        const size_t blocked_before = supervisor_->blocked_event_count();
+        if (auto s = supervisor_->HandleOne(); !s.ok()) return s;
+        if (supervisor_->blocked_event_count() > blocked_before) {
+          blocked_positions_.push_back(reader_.events().size());
+        }
+      } else if (revents & (POLLHUP | POLLERR | POLLNVAL)) {
+        listener_open = false;  // every task using the filter is gone
+      }
+    }
+    if (setup_idx >= 0 && pfds[setup_idx].revents != 0) {
+      if (ReadSetup()) setup_r_.reset();
+      if (auto s = ProcessSetup(); !s.ok()) return s;
+    }
+    if (event_idx >= 0 && event_r_ && pfds[event_idx].revents != 0) {
+      if (absl::Status s = ReadEvents(); !s.ok()) return s;
+    }
+    if (pfds[0].revents != 0) exited = true;
+    if (!exited && !timed_out_ && absl::Now() >= deadline_) {
+      KillGroup();
+      timed_out_ = true;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChildWatch::Drain() {
+  // The child is gone: its pipe ends are closed, so the rest reads to EOF.
+  if (setup_r_) {
+    ReadSetup();
+    setup_r_.reset();
+  }
+  if (auto s = ProcessSetup(); !s.ok()) return s;
+  if (event_r_) {
+    absl::StatusOr<bool> eof = reader_.ReadFrom(event_r_.get());
+    if (!eof.ok()) return eof.status();
+    event_r_.reset();
+  }
+  reader_.Finish();
+  return absl::OkStatus();
+}
+
+void ChildWatch::MoveTo(ChildResult& result) {
+  result.channel = reader_.stats();
+  std::vector<proto::Event> child_events = reader_.TakeEvents();
+  if (supervisor_) {
+    result.syscalls = supervisor_->Counts();
+    std::vector<proto::Event> blocked = supervisor_->TakeBlockedEvents();
+    result.events.reserve(child_events.size() + blocked.size());
+    size_t next = 0;
+    for (size_t i = 0; i < blocked.size(); ++i) {
+      const size_t at =
+          std::min(i < blocked_positions_.size() ? blocked_positions_[i]
+                                                 : child_events.size(),
+                   child_events.size());
+      while (next < at)
+        result.events.push_back(std::move(child_events[next++]));
+      result.events.push_back(std::move(blocked[i]));
+    }
+    while (next < child_events.size()) {
+      result.events.push_back(std::move(child_events[next++]));
+    }
+  } else {
+    result.events = std::move(child_events);
+  }
+  result.channel_tamper_attempts =
+      supervisor_ ? supervisor_->channel_tamper_attempts() : 0;
+}
+
+// The error for a child that ended (or was killed) before its setup
+// completed.
+absl::Status SetupFailure(const Policy& policy, const ChildWatch& watch,
+                          int wait_status) {
+  if (!watch.setup_error().empty()) {
+    return absl::InternalError(absl::StrCat(
+        "sandbox setup failed in the child: ", watch.setup_error()));
+  }
+  if (watch.timed_out()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("sandbox setup did not finish within ",
+                     absl::FormatDuration(policy.limits.wall_time)));
+  }
+  return absl::InternalError(absl::StrCat(
+      "sandboxed child ended during setup (",
+      WIFSIGNALED(wait_status)
+          ? absl::StrCat("signal ", WTERMSIG(wait_status))
+          : absl::StrCat("exit code ", WEXITSTATUS(wait_status)),
+      watch.supervised() ? "" : ", before its seccomp listener was taken",
+      ")"));
+}
+
 }  // namespace
 
 absl::string_view ChildStatusName(ChildStatus status) {
@@ -975,50 +1307,9 @@ absl::string_view ChildStatusName(ChildStatus status) {
 absl::StatusOr<ChildResult> RunSandboxed(
     const Policy& policy, absl::FunctionRef<int(ChildContext&)> body) {
   // Everything that can fail or allocate much is prepared before fork().
-  SeccompPolicyOptions seccomp = policy.seccomp;
-  seccomp.channel_fd = kEventFd;
-  absl::StatusOr<FsIsolation> fs =
-      ResolveFsIsolation(policy.fs_isolation, LandlockAbi());
-  if (!fs.ok()) return fs.status();
-  absl::StatusOr<std::vector<sock_filter>> filter = CachedFilter(seccomp);
-  if (!filter.ok()) return filter.status();
-  const bool use_landlock = *fs == FsIsolation::kLandlock;
-  const int abi = use_landlock ? LandlockAbi() : 0;
-
-  UniqueFd channel[2];
-  if (auto s = MakeChannel(channel, 1 << 20); !s.ok()) return s;
-  UniqueFd event_r = std::move(channel[0]), event_w = std::move(channel[1]);
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return Errno("pipe2(setup)");
-  UniqueFd setup_r(fds[0]), setup_w(fds[1]);
-  for (int fd : {event_r.get(), setup_r.get()}) {
-    if (fcntl(fd, F_SETFL, O_NONBLOCK) != 0) return Errno("fcntl(O_NONBLOCK)");
-  }
-
-  int netns_fd = -1;
-  if (!policy.fresh_network_namespace) {
-    absl::StatusOr<int> shared = SharedEmptyNetns();
-    if (!shared.ok()) return shared.status();
-    netns_fd = *shared;
-  }
-  absl::StatusOr<int> own_pidns = OwnPidNamespace();
-  if (!own_pidns.ok()) return own_pidns.status();
-
-  const std::string home = HomeDirectory(policy.identity);
-  const std::vector<std::string> env = BuildEnvironment(policy, home);
-  std::vector<char*> envp;
-  for (const std::string& kv : env)
-    envp.push_back(const_cast<char*>(kv.c_str()));
-  envp.push_back(nullptr);
-  SharedStatus status_page;
-  if (status_page.word() == nullptr) return Errno("mmap(shared status)");
-
-  ChildPlan plan{&policy,       event_w.get(),
-                 setup_w.get(), policy.inherit_stderr ? STDERR_FILENO : -1,
-                 netns_fd,      abi,
-                 &home,         &env,
-                 envp.data(),   &policy.visible_paths,
-                 &*filter,      status_page.word()};
+  PreparedChild prepared;
+  if (absl::Status s = PrepareChild(policy, prepared); !s.ok()) return s;
+  const ChildPlan plan = prepared.Plan(policy);
 
   const absl::Time start = absl::Now();
   // The child is the first process of a new pid namespace: unshare() sets
@@ -1028,7 +1319,7 @@ absl::StatusOr<ChildResult> RunSandboxed(
   const pid_t pid = fork();
   const int fork_errno = errno;
   if (pid == 0) RunChild(plan, body);  // never returns
-  if (setns(*own_pidns, CLONE_NEWPID) != 0) {
+  if (setns(prepared.own_pidns, CLONE_NEWPID) != 0) {
     const int setns_errno = errno;
     if (pid > 0) ChildReaper reap(pid);
     errno = setns_errno;
@@ -1040,161 +1331,17 @@ absl::StatusOr<ChildResult> RunSandboxed(
   }
 
   ChildReaper reaper(pid);
-  event_w.reset();
-  setup_w.reset();
+  prepared.event_w.reset();
+  prepared.setup_w.reset();
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd) return Errno("pidfd_open(child)");
 
-  EventReader reader(policy.channel);
-  std::optional<SyscallSupervisor> supervisor;
-  std::string setup_messages;
-  bool setup_done = false;
-  bool timed_out = false;
-  bool exited = false;
-  const absl::Time deadline = start + policy.limits.wall_time;
-
-  auto kill_group = [&] {
-    syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-    kill(-pid, SIGKILL);  // the pgid cannot be reused: the child is unreaped
-  };
-  auto take_listener = [&]() -> absl::Status {
-    // The child announced the filter; fetch the listener as soon as it
-    // exists. The child cannot proceed past its next notified syscall
-    // without us, so this normally takes microseconds.
-    while (true) {
-      const long fd = syscall(SYS_pidfd_getfd, pidfd.get(), kListenerFd, 0);
-      if (fd >= 0) {
-        UniqueFd listener(static_cast<int>(fd));
-        if (IsSeccompListener(listener.get())) {
-          SupervisorOptions options;
-          options.start_marker_fd = kSetupFd;
-          options.child = ChildView{/*self_pid=*/1, kEventFd};
-          supervisor.emplace(std::move(listener), pid, options);
-          return absl::OkStatus();
-        }
-      } else if (errno != EBADF) {
-        return Errno("pidfd_getfd(seccomp listener)");
-      }
-      pollfd pfd{pidfd.get(), POLLIN, 0};
-      if (poll(&pfd, 1, 0) > 0) return absl::OkStatus();  // child died
-      if (absl::Now() >= deadline) return absl::OkStatus();
-      sched_yield();
-    }
-  };
-  // The setup pipe carries one-letter tokens: 'R' (listener ready), 'K'
-  // (setup complete), or 'E' followed by an error message up to EOF.
-  std::string setup_error;
-  bool listener_ready = false;
-  size_t setup_parsed = 0;
-  auto process_setup = [&]() -> absl::Status {
-    while (setup_parsed < setup_messages.size() && setup_error.empty()) {
-      const char token = setup_messages[setup_parsed];
-      if (token == 'E') {
-        setup_error = setup_messages.substr(setup_parsed + 1);
-        if (setup_error.empty()) return absl::OkStatus();  // more to come
-        break;
-      }
-      ++setup_parsed;
-      if (token == 'R') listener_ready = true;
-      if (token == 'K') setup_done = true;
-    }
-    if (!setup_error.empty()) {
-      setup_error = setup_messages.substr(setup_parsed + 1);
-      return absl::OkStatus();
-    }
-    if (listener_ready && !supervisor) return take_listener();
-    return absl::OkStatus();
-  };
-  auto read_setup = [&]() -> bool {  // true at EOF
-    char buf[512];
-    while (true) {
-      const ssize_t n = read(setup_r.get(), buf, sizeof buf);
-      if (n > 0) {
-        if (setup_messages.size() < 4096) setup_messages.append(buf, n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      return n == 0;
-    }
-  };
-
-  bool listener_open = true;
-  // For each BLOCKED event, how many child events precede it: the child is
-  // stopped in a notified syscall until it is answered, so every event it
-  // wrote before the syscall is already in the pipe. Reading the pipe before
-  // answering puts the denial right after the events that led to it.
-  std::vector<size_t> blocked_positions;
-  while (!exited) {
-    pollfd pfds[4];
-    int n = 0;
-    pfds[n++] = {pidfd.get(), POLLIN, 0};
-    const int setup_idx = setup_r ? n : -1;
-    if (setup_r) pfds[n++] = {setup_r.get(), POLLIN, 0};
-    const int event_idx = event_r ? n : -1;
-    if (event_r) pfds[n++] = {event_r.get(), POLLIN, 0};
-    const int listener_idx = supervisor && listener_open ? n : -1;
-    if (listener_idx >= 0) pfds[n++] = {supervisor->fd(), POLLIN, 0};
-
-    int timeout_ms = -1;
-    if (!timed_out) {
-      const absl::Duration left = deadline - absl::Now();
-      timeout_ms = left <= absl::ZeroDuration()
-                       ? 0
-                       : static_cast<int>(absl::ToInt64Milliseconds(
-                             absl::Ceil(left, absl::Milliseconds(1))));
-    }
-    const int rc = poll(pfds, n, timeout_ms);
-    if (rc < 0) {
-      if (errno == EINTR) continue;
-      return Errno("poll(sandboxed child)");
-    }
-    if (listener_idx >= 0) {
-      const short revents = pfds[listener_idx].revents;
-      if (revents & POLLIN) {
-        // The pipe already held those events when poll() returned.
-        if (event_r && event_idx >= 0 && pfds[event_idx].revents != 0) {
-          absl::StatusOr<bool> eof = reader.ReadFrom(event_r.get());
-          if (!eof.ok()) return eof.status();
-          if (*eof) event_r.reset();
-        }
-        const size_t blocked_before = supervisor->blocked_event_count();
-        if (auto s = supervisor->HandleOne(); !s.ok()) return s;
-        if (supervisor->blocked_event_count() > blocked_before) {
-          blocked_positions.push_back(reader.events().size());
-        }
-      } else if (revents & (POLLHUP | POLLERR | POLLNVAL)) {
-        listener_open = false;  // every task using the filter is gone
-      }
-    }
-    if (setup_idx >= 0 && pfds[setup_idx].revents != 0) {
-      if (read_setup()) setup_r.reset();
-      if (auto s = process_setup(); !s.ok()) return s;
-    }
-    if (event_idx >= 0 && event_r && pfds[event_idx].revents != 0) {
-      absl::StatusOr<bool> eof = reader.ReadFrom(event_r.get());
-      if (!eof.ok()) return eof.status();
-      if (*eof) event_r.reset();
-    }
-    if (pfds[0].revents != 0) exited = true;
-    if (!exited && !timed_out && absl::Now() >= deadline) {
-      kill_group();
-      timed_out = true;
-    }
-  }
+  ChildWatch watch(policy, pid, std::move(pidfd), std::move(prepared.setup_r),
+                   std::move(prepared.event_r),
+                   start + policy.limits.wall_time);
+  if (absl::Status s = watch.Watch(); !s.ok()) return s;
   const absl::Time end = absl::Now();
-
-  // The child is gone: its pipe ends are closed, so the rest reads to EOF.
-  if (setup_r) {
-    read_setup();
-    setup_r.reset();
-  }
-  if (auto s = process_setup(); !s.ok()) return s;
-  if (event_r) {
-    absl::StatusOr<bool> eof = reader.ReadFrom(event_r.get());
-    if (!eof.ok()) return eof.status();
-    event_r.reset();
-  }
-  reader.Finish();
+  if (absl::Status s = watch.Drain(); !s.ok()) return s;
 
   int wait_status = 0;
   rusage usage{};
@@ -1204,65 +1351,25 @@ absl::StatusOr<ChildResult> RunSandboxed(
   } while (waited < 0 && errno == EINTR);
   if (waited != pid) return Errno("wait4(child)");
   reaper.Disarm();
-
-  if (!setup_done) {
-    if (!setup_error.empty()) {
-      return absl::InternalError(
-          absl::StrCat("sandbox setup failed in the child: ", setup_error));
-    }
-    if (timed_out) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("sandbox setup did not finish within ",
-                       absl::FormatDuration(policy.limits.wall_time)));
-    }
-    return absl::InternalError(absl::StrCat(
-        "sandboxed child ended during setup (",
-        WIFSIGNALED(wait_status)
-            ? absl::StrCat("signal ", WTERMSIG(wait_status))
-            : absl::StrCat("exit code ", WEXITSTATUS(wait_status)),
-        supervisor ? "" : ", before its seccomp listener was taken", ")"));
-  }
+  if (!watch.setup_done()) return SetupFailure(policy, watch, wait_status);
 
   ChildResult result;
   result.wall_ms = absl::ToDoubleMilliseconds(end - start);
   result.cpu_ms = ToMs(usage.ru_utime) + ToMs(usage.ru_stime);
   result.max_rss_kib = static_cast<uint64_t>(usage.ru_maxrss);
-  result.fs_isolation =
-      use_landlock ? FsIsolation::kLandlock : FsIsolation::kMountNamespace;
-  result.landlock_abi = use_landlock ? abi : 0;
+  result.fs_isolation = prepared.use_landlock ? FsIsolation::kLandlock
+                                              : FsIsolation::kMountNamespace;
+  result.landlock_abi = prepared.landlock_abi;
   const uint32_t status_word =
-      __atomic_load_n(status_page.word(), __ATOMIC_SEQ_CST);
+      __atomic_load_n(prepared.status_page.word(), __ATOMIC_SEQ_CST);
   const bool out_of_memory = (status_word & kStatusOutOfMemory) != 0;
   const int fatal_signal = (status_word >> kStatusSignalShift) & 0xff;
   if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == kExitFatalSignal &&
       fatal_signal > 0 && fatal_signal < 65) {
     wait_status = fatal_signal;  // as if killed by it (see kFatalSignals)
   }
-  Classify(policy, wait_status, timed_out, out_of_memory, &result);
-  result.channel = reader.stats();
-  std::vector<proto::Event> child_events = reader.TakeEvents();
-  if (supervisor) {
-    result.syscalls = supervisor->Counts();
-    std::vector<proto::Event> blocked = supervisor->TakeBlockedEvents();
-    result.events.reserve(child_events.size() + blocked.size());
-    size_t next = 0;
-    for (size_t i = 0; i < blocked.size(); ++i) {
-      const size_t at =
-          std::min(i < blocked_positions.size() ? blocked_positions[i]
-                                                : child_events.size(),
-                   child_events.size());
-      while (next < at)
-        result.events.push_back(std::move(child_events[next++]));
-      result.events.push_back(std::move(blocked[i]));
-    }
-    while (next < child_events.size()) {
-      result.events.push_back(std::move(child_events[next++]));
-    }
-  } else {
-    result.events = std::move(child_events);
-  }
-  result.channel_tamper_attempts =
-      supervisor ? supervisor->channel_tamper_attempts() : 0;
+  Classify(policy, wait_status, watch.timed_out(), out_of_memory, &result);
+  watch.MoveTo(result);
   AddChannelFindings(result.channel, result.channel_tamper_attempts, &result);
   return result;
 }
