@@ -29,6 +29,20 @@ bool Foldable(const proto::Event& a, const proto::Event& b) {
 
 }  // namespace
 
+proto::Event IntegrityFinding(
+    std::string_view name,
+    std::initializer_list<std::pair<std::string_view, std::string>> args) {
+  proto::Event e;
+  e.set_kind(proto::Event::INTEGRITY);
+  e.set_name(std::string(name));
+  for (const auto& [k, v] : args) {
+    proto::Argument* a = e.add_args();
+    a->set_key(std::string(k));
+    a->set_value(v);
+  }
+  return e;
+}
+
 EventRecorder::EventRecorder(EventSink* out, RecorderLimits limits)
     : out_(out), limits_(limits), start_(std::chrono::steady_clock::now()) {}
 

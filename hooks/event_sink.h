@@ -9,9 +9,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -25,6 +28,11 @@ class EventSink {
   // Takes one event. Must not call into Python; must not throw.
   virtual void Emit(proto::Event event) = 0;
 };
+
+// An INTEGRITY event `name` with `args` (key, value) in order.
+proto::Event IntegrityFinding(
+    std::string_view name,
+    std::initializer_list<std::pair<std::string_view, std::string>> args);
 
 // In-memory sink for tests. `capacity` events are kept; later ones are
 // counted in dropped() (the switch that forces the "sink full" path).

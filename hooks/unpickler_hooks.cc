@@ -210,17 +210,10 @@ PyModuleDef kModule = {
     nullptr,
 };
 
-void Finding(EventSink& sink, const char* name,
-             std::initializer_list<std::pair<const char*, std::string>> args) {
-  proto::Event e;
-  e.set_kind(proto::Event::INTEGRITY);
-  e.set_name(name);
-  for (const auto& [k, v] : args) {
-    proto::Argument* a = e.add_args();
-    a->set_key(k);
-    a->set_value(v);
-  }
-  sink.Emit(std::move(e));
+void Finding(
+    EventSink& sink, std::string_view name,
+    std::initializer_list<std::pair<std::string_view, std::string>> args) {
+  sink.Emit(IntegrityFinding(name, args));
 }
 
 }  // namespace

@@ -53,17 +53,10 @@ class LoadPhase {
   LoadPhase& operator=(const LoadPhase&) = delete;
 };
 
-void Finding(std::vector<proto::Event>& out, const char* name,
-             std::initializer_list<std::pair<const char*, std::string>> args) {
-  proto::Event e;
-  e.set_kind(proto::Event::INTEGRITY);
-  e.set_name(name);
-  for (const auto& [k, v] : args) {
-    proto::Argument* a = e.add_args();
-    a->set_key(k);
-    a->set_value(v);
-  }
-  out.push_back(std::move(e));
+void Finding(
+    std::vector<proto::Event>& out, std::string_view name,
+    std::initializer_list<std::pair<std::string_view, std::string>> args) {
+  out.push_back(hooks::IntegrityFinding(name, args));
 }
 
 // Value of a module's global, read from its dict (no module __getattr__);
