@@ -1105,7 +1105,7 @@ absl::Status ChildWatch::TakeListener() {
         SupervisorOptions options;
         options.start_marker_fd = kSetupFd;
         options.child = ChildView{/*self_pid=*/1, kEventFd};
-        supervisor_.emplace(std::move(listener), pid_, options);
+        supervisor_.emplace(std::move(listener), options);
         return absl::OkStatus();
       }
     } else if (errno != EBADF) {

@@ -339,7 +339,7 @@ absl::StatusOr<std::vector<sock_filter>> BuildSeccompFilter(
     if (auto s =
             check(seccomp_rule_add(
                       ctx, SCMP_ACT_ALLOW, SCMP_SYS(sendmmsg), 1,
-                      SCMP_A0(SCMP_CMP_EQ, static_cast<uint32_t>(channel))),
+                      SCMP_A0(SCMP_CMP_EQ, static_cast<uint32_t>(channel), 0)),
                   "seccomp_rule_add(sendmmsg on the channel)");
         !s.ok()) {
       return s;
@@ -355,7 +355,7 @@ absl::StatusOr<std::vector<sock_filter>> BuildSeccompFilter(
           writes && channel >= 0
               ? seccomp_rule_add(
                     ctx, SCMP_ACT_ALLOW, nr, 1,
-                    SCMP_A0(SCMP_CMP_NE, static_cast<uint32_t>(channel)))
+                    SCMP_A0(SCMP_CMP_NE, static_cast<uint32_t>(channel), 0))
               : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
       if (auto s = check(rc, "seccomp_rule_add(hot syscall)"); !s.ok()) {
         return s;

@@ -32,10 +32,9 @@ int64_t MonotonicNs() {
 
 }  // namespace
 
-SyscallSupervisor::SyscallSupervisor(UniqueFd listener, pid_t child_pid,
+SyscallSupervisor::SyscallSupervisor(UniqueFd listener,
                                      const SupervisorOptions& options)
     : listener_(std::move(listener)),
-      child_pid_(child_pid),
       options_(options),
       recording_(options.start_marker_fd < 0),
       start_ns_(MonotonicNs()),

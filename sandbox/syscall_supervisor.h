@@ -42,10 +42,8 @@ struct SupervisorOptions {
 
 class SyscallSupervisor {
  public:
-  // `listener` is the child's SECCOMP_FILTER_FLAG_NEW_LISTENER descriptor;
-  // `child_pid` the child's thread-group id.
-  SyscallSupervisor(UniqueFd listener, pid_t child_pid,
-                    const SupervisorOptions& options);
+  // `listener` is the child's SECCOMP_FILTER_FLAG_NEW_LISTENER descriptor.
+  SyscallSupervisor(UniqueFd listener, const SupervisorOptions& options);
 
   // The listener descriptor, to poll for POLLIN (a notification is pending)
   // and POLLHUP (every task using the filter is gone).
@@ -74,7 +72,6 @@ class SyscallSupervisor {
   static constexpr int kMaxSyscall = 1024;
 
   UniqueFd listener_;
-  pid_t child_pid_;
   SupervisorOptions options_;
   bool recording_;
   int64_t start_ns_ = 0;
