@@ -83,13 +83,9 @@ class Emitter {
       std::initializer_list<std::pair<std::string_view, std::string>> args) {
     ++count_;
     if (count_ > max_) return;
-    proto::Event e;
-    e.set_kind(proto::Event::INTEGRITY);
-    e.set_name(std::move(name));
-    for (const auto& [k, v] : args) {
-      proto::Argument* a = e.add_args();
-      a->set_key(std::string(k));
-      a->set_value(v.size() > 200 ? v.substr(0, 200) + "..." : v);
+    proto::Event e = IntegrityFinding(name, args);
+    for (proto::Argument& a : *e.mutable_args()) {
+      if (a.value().size() > 200) a.set_value(a.value().substr(0, 200) + "...");
     }
     sink_.Emit(std::move(e));
   }
