@@ -39,7 +39,7 @@ std::vector<WeightedToken> HierarchyTokens(std::string_view prefix,
                                            std::string_view dotted,
                                            double decay);
 
-// Type of one argument summary written by the loader (runtime/loader.py
+// Type of one argument summary written by the loader (hooks/unpickler.py
 // _summary): "str" (or "str.code" / "str.path" / "str.url", see
 // ClassifyString), "bytes", "bytearray", "int", "float", "bool", "None",
 // "tuple", "list", "dict", "set", "frozenset", "type:<qualname>",
