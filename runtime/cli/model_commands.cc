@@ -1,6 +1,5 @@
 #include "runtime/cli/model_commands.h"
 
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -32,8 +31,6 @@
 
 namespace dynahug::runtime {
 namespace {
-
-constexpr uint64_t kMaxJobs = 64;
 
 // A file to trace, with what the command knows about it from where it was
 // found: `label` is the first directory below the argument it came from
@@ -98,33 +95,16 @@ bool ParseCommon(const std::string& command, const std::vector<std::string>& arg
                  BatchOptions& batch,
                  const std::function<int(size_t&)>& extra, const char* usage,
                  std::ostream& err) {
-  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  batch.jobs = static_cast<uint64_t>(std::clamp<long>(cpus, 1, 8));
+  batch.jobs = CpuJobs();
   for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
     const int taken = extra(i);
     if (taken < 0) return false;
     if (taken > 0) continue;
-    uint64_t n = 0;
-    if (arg == "--jobs" || arg == "-j" || arg == "--timeout" || arg == "--memory") {
-      if (i + 1 >= args.size() || !absl::SimpleAtoi(args[i + 1], &n) || n == 0 ||
-          n > (arg == "--jobs" || arg == "-j" ? kMaxJobs : uint64_t{1} << 20)) {
-        err << "dynahug " << command << ": " << arg
-            << " needs a positive integer\n"
-            << usage;
-        return false;
-      }
-      ++i;
-      if (arg == "--timeout") {
-        batch.trace.policy.limits.wall_time = absl::Seconds(static_cast<int64_t>(n));
-        batch.trace.policy.limits.cpu_seconds = n;
-      } else if (arg == "--memory") {
-        batch.trace.policy.limits.memory_bytes = n << 20;
-      } else {
-        batch.jobs = n;
-      }
-      continue;
-    }
+    const FlagResult batch_flag = ParseBatchFlag(
+        command.c_str(), args, i, batch.jobs, batch.trace, usage, err);
+    if (batch_flag == FlagResult::kError) return false;
+    if (batch_flag == FlagResult::kTaken) continue;
+    const std::string& arg = args[i];
     err << "dynahug " << command << ": unknown argument '" << arg << "'\n"
         << usage;
     return false;

@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "features/detector.h"
@@ -46,13 +45,15 @@ struct ScanOptions {
   std::vector<std::string> paths;
 };
 
-constexpr uint64_t kMaxJobs = 64;
-
 bool ParseOptions(const std::vector<std::string>& args, ScanOptions& options,
                   std::ostream& err) {
-  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  options.batch.jobs = static_cast<uint64_t>(std::clamp<long>(cpus, 1, 8));
+  options.batch.jobs = CpuJobs();
   for (size_t i = 0; i < args.size(); ++i) {
+    const FlagResult batch_flag =
+        ParseBatchFlag("scan", args, i, options.batch.jobs,
+                       options.batch.trace, kUsage, err);
+    if (batch_flag == FlagResult::kError) return false;
+    if (batch_flag == FlagResult::kTaken) continue;
     const std::string& arg = args[i];
     std::string v;
     auto value = [&]() {
@@ -63,7 +64,6 @@ bool ParseOptions(const std::vector<std::string>& args, ScanOptions& options,
       v = args[++i];
       return true;
     };
-    uint64_t n = 0;
     if (arg == "--format") {
       if (!value()) return false;
       if (v == "text") {
@@ -86,28 +86,6 @@ bool ParseOptions(const std::vector<std::string>& args, ScanOptions& options,
       options.strict = true;
     } else if (arg == "--quiet" || arg == "-q") {
       options.quiet = true;
-    } else if (arg == "--jobs" || arg == "-j") {
-      if (!value()) return false;
-      if (!absl::SimpleAtoi(v, &n) || n == 0 || n > kMaxJobs) {
-        err << "dynahug scan: " << arg << " needs an integer in 1.."
-            << kMaxJobs << ", got '" << v << "'\n";
-        return false;
-      }
-      options.batch.jobs = n;
-    } else if (arg == "--timeout" || arg == "--memory") {
-      if (!value()) return false;
-      if (!absl::SimpleAtoi(v, &n) || n == 0 || n > (uint64_t{1} << 20)) {
-        err << "dynahug scan: " << arg << " needs a positive integer, got '"
-            << v << "'\n";
-        return false;
-      }
-      if (arg == "--timeout") {
-        options.batch.trace.policy.limits.wall_time =
-            absl::Seconds(static_cast<int64_t>(n));
-        options.batch.trace.policy.limits.cpu_seconds = n;
-      } else {
-        options.batch.trace.policy.limits.memory_bytes = n << 20;
-      }
     } else if (arg.size() > 1 && arg[0] == '-') {
       err << "dynahug scan: unknown option '" << arg << "'\n" << kUsage;
       return false;
@@ -443,10 +421,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
           std::string(check.status().message()));
     } else if (check->kind == InertCheck::kSkip) {
       // --strict: what dynahug cannot vouch for is not skipped but an error.
-      const bool vouched = check->reason.rfind("unknown", 0) != 0 &&
-                           check->reason.rfind("HDF5", 0) != 0 &&
-                           check->reason.rfind("ONNX", 0) != 0;
-      verdicts[b] = options.strict && !vouched
+      verdicts[b] = options.strict && !check->no_code_path
                         ? features::Detector::ErrorVerdict(
                               absl::StrCat("--strict: ", check->reason))
                         : Skipped(check->reason);

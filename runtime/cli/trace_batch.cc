@@ -9,10 +9,12 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/cli/flags.h"
 #include "sandbox/unique_fd.h"
 
 namespace dynahug::runtime {
@@ -78,6 +80,50 @@ class StopSignals {
 };
 
 }  // namespace
+
+uint64_t CpuJobs() {
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return static_cast<uint64_t>(std::clamp<long>(cpus, 1, 8));
+}
+
+FlagResult ParseBatchFlag(const char* command,
+                          const std::vector<std::string>& args, size_t& i,
+                          uint64_t& jobs, TraceOptions& trace,
+                          std::string_view usage, std::ostream& err) {
+  const std::string& arg = args[i];
+  const bool is_jobs = arg == "--jobs" || arg == "-j";
+  if (!is_jobs && arg != "--timeout" && arg != "--memory") {
+    return FlagResult::kNotMine;
+  }
+  if (i + 1 >= args.size()) {
+    err << "dynahug " << command << ": " << arg << " needs a value\n"
+        << usage;
+    return FlagResult::kError;
+  }
+  const std::string& v = args[++i];
+  uint64_t n = 0;
+  if (is_jobs) {
+    if (!ParseUint(v, n) || n == 0 || n > kMaxJobs) {
+      err << "dynahug " << command << ": " << arg << " needs an integer in 1.."
+          << kMaxJobs << ", got '" << v << "'\n";
+      return FlagResult::kError;
+    }
+    jobs = n;
+    return FlagResult::kTaken;
+  }
+  if (!ParseUint(v, n) || n == 0 || n > (uint64_t{1} << 20)) {
+    err << "dynahug " << command << ": " << arg
+        << " needs a positive integer, got '" << v << "'\n";
+    return FlagResult::kError;
+  }
+  if (arg == "--timeout") {
+    trace.policy.limits.wall_time = absl::Seconds(static_cast<int64_t>(n));
+    trace.policy.limits.cpu_seconds = n;
+  } else {
+    trace.policy.limits.memory_bytes = n << 20;
+  }
+  return FlagResult::kTaken;
+}
 
 std::string SignalName(int sig) {
   const char* name = sigabbrev_np(sig);

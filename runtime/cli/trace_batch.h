@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -62,6 +63,25 @@ struct BatchOutcome {
 absl::StatusOr<BatchOutcome> TraceBatch(
     const std::vector<std::string>& paths, const BatchOptions& options,
     absl::FunctionRef<void(size_t, absl::StatusOr<proto::Trace>)> on_result);
+
+// Upper bound for --jobs (each worker is a zygote with its own interpreter).
+inline constexpr uint64_t kMaxJobs = 64;
+
+// Default --jobs of scan, train and eval: the online CPUs, 1..8.
+uint64_t CpuJobs();
+
+enum class FlagResult { kNotMine, kTaken, kError };
+
+// The options every tracing command shares: `--jobs N`/`-j N` (1..kMaxJobs),
+// `--timeout SECONDS` (also the CPU limit) and `--memory MIB` (both
+// 1..2^20). When args[i] is one of them, consumes its value (advancing `i`)
+// into `jobs`/`trace` and returns kTaken, or prints why the value is bad
+// ("dynahug <command>: ...", plus `usage` for a missing value) and returns
+// kError; kNotMine otherwise.
+FlagResult ParseBatchFlag(const char* command,
+                          const std::vector<std::string>& args, size_t& i,
+                          uint64_t& jobs, TraceOptions& trace,
+                          std::string_view usage, std::ostream& err);
 
 // "SIGINT"-style name of a signal number.
 std::string SignalName(int sig);

@@ -11,7 +11,6 @@
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "runtime/cli/exit_codes.h"
-#include "runtime/cli/flags.h"
 #include "runtime/cli/trace_batch.h"
 #include "runtime/embed/loader_table.h"
 #include "runtime/trace/trace_runner.h"
@@ -29,9 +28,6 @@ struct TraceCommandOptions {
   std::vector<std::string> files;
 };
 
-// Upper bound for --jobs (each worker is a zygote with its own interpreter).
-constexpr uint64_t kMaxJobs = 64;
-
 // The usage line; the loader names come from the loader table.
 std::string Usage() {
   std::string loaders = "auto";
@@ -47,6 +43,11 @@ std::string Usage() {
 bool ParseOptions(const std::vector<std::string>& args,
                   TraceCommandOptions& options, std::ostream& err) {
   for (size_t i = 0; i < args.size(); ++i) {
+    const FlagResult batch_flag =
+        ParseBatchFlag("trace", args, i, options.jobs, options.trace,
+                       Usage(), err);
+    if (batch_flag == FlagResult::kError) return false;
+    if (batch_flag == FlagResult::kTaken) continue;
     const std::string& arg = args[i];
     auto value = [&](std::string& v) {
       if (i + 1 >= args.size()) {
@@ -57,7 +58,6 @@ bool ParseOptions(const std::vector<std::string>& args,
       return true;
     };
     std::string v;
-    uint64_t n = 0;
     if (arg == "--opcodes") {
       options.trace.load.opcodes = true;
     } else if (arg == "--prewarm") {
@@ -76,28 +76,6 @@ bool ParseOptions(const std::vector<std::string>& args,
         return false;
       }
       options.trace.load.loader = v;
-    } else if (arg == "--jobs" || arg == "-j") {
-      if (!value(v)) return false;
-      if (!ParseUint(v, n) || n == 0 || n > kMaxJobs) {
-        err << "dynahug trace: " << arg << " needs an integer in 1.."
-            << kMaxJobs << ", got '" << v << "'\n";
-        return false;
-      }
-      options.jobs = n;
-    } else if (arg == "--timeout" || arg == "--memory") {
-      if (!value(v)) return false;
-      if (!ParseUint(v, n) || n == 0 || n > (uint64_t{1} << 20)) {
-        err << "dynahug trace: " << arg << " needs a positive integer, got '"
-            << v << "'\n";
-        return false;
-      }
-      if (arg == "--timeout") {
-        options.trace.policy.limits.wall_time =
-            absl::Seconds(static_cast<int64_t>(n));
-        options.trace.policy.limits.cpu_seconds = n;
-      } else {
-        options.trace.policy.limits.memory_bytes = n << 20;
-      }
     } else if (arg.size() > 1 && arg[0] == '-') {
       err << "dynahug trace: unknown option '" << arg << "'\n" << Usage();
       return false;

@@ -311,12 +311,13 @@ InertCheck ClassifyInert(std::span<const uint8_t> head,
         }
         return {InertCheck::kSkip,
                 absl::StrCat("safetensors (", *tensors,
-                             " tensors, header valid): no code-execution path")};
+                             " tensors, header valid): no code-execution path"),
+                true};
       }
     }
   }
   if (StartsWith(head, "GGUF"sv)) {
-    return {InertCheck::kSkip, "GGUF: no code-execution path"};
+    return {InertCheck::kSkip, "GGUF: no code-execution path", true};
   }
   if (StartsWith(head, "\x89HDF\r\n\x1a\n"sv)) {
     return {InertCheck::kSkip,
@@ -332,8 +333,9 @@ InertCheck ClassifyInert(std::span<const uint8_t> head,
     while (i < head.size() && absl::ascii_isspace(head[i])) ++i;
     const bool json = absl::EndsWith(lower, ".json") ||
                       (i < head.size() && (head[i] == '{' || head[i] == '['));
-    return {InertCheck::kSkip, json ? "JSON: no code-execution path"
-                                    : "text: no code-execution path"};
+    return {InertCheck::kSkip,
+            json ? "JSON: no code-execution path" : "text: no code-execution path",
+            true};
   }
   return {InertCheck::kSkip,
           "unknown data: no pickle, archive or known model format (nothing a "
@@ -354,7 +356,7 @@ absl::StatusOr<InertCheck> CheckInertFile(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size == 0) return InertCheck{InertCheck::kSkip, "empty file"};
+  if (size == 0) return InertCheck{InertCheck::kSkip, "empty file", true};
   auto read_at = [&](uint64_t offset, size_t n,
                      std::vector<uint8_t>& out) -> absl::Status {
     out.resize(n);

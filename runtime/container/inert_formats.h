@@ -38,6 +38,10 @@ struct InertCheck {
   };
   Kind kind = kAnalyse;
   std::string reason;
+  // For kSkip: true when the format has no code-execution path (safetensors,
+  // GGUF, JSON, text, an empty file); false when dynahug merely does not
+  // analyse it (ONNX, HDF5, unknown data) and cannot vouch for it.
+  bool no_code_path = false;
 };
 
 // Bytes of the head and of the tail the classification reads.

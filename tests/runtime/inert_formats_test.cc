@@ -41,6 +41,7 @@ TEST(InertFormatsTest, ValidSafetensorsIsSkippedWithTensorCount) {
   EXPECT_EQ(c.kind, InertCheck::kSkip) << c.reason;
   EXPECT_NE(c.reason.find("safetensors (2 tensors"), std::string::npos)
       << c.reason;
+  EXPECT_TRUE(c.no_code_path);
 }
 
 TEST(InertFormatsTest, SafetensorsWithOffsetsOutsideTheFileIsInvalid) {
@@ -86,21 +87,26 @@ TEST(InertFormatsTest, PicklesAndContainersAreAnalysedWhateverTheirName) {
 TEST(InertFormatsTest, InertFormatsAreSkippedWithTheirName) {
   struct Case {
     std::string content, name, reason_prefix;
+    bool no_code_path;
   };
   const std::vector<Case> cases = {
-      {std::string("GGUF\x03\x00\x00\x00", 8), "m.gguf", "GGUF"},
-      {std::string("\x89HDF\r\n\x1a\n\x00\x00", 10), "tf_model.h5", "HDF5"},
-      {std::string("\x08\x07\x12\x00\xff\xfe", 6), "model.onnx", "ONNX"},
-      {"  {\"hidden_size\": 768}\n", "config.json", "JSON"},
-      {"[1, 2]", "list", "JSON"},
+      {std::string("GGUF\x03\x00\x00\x00", 8), "m.gguf", "GGUF", true},
+      {std::string("\x89HDF\r\n\x1a\n\x00\x00", 10), "tf_model.h5", "HDF5",
+       false},
+      {std::string("\x08\x07\x12\x00\xff\xfe", 6), "model.onnx", "ONNX",
+       false},
+      {"  {\"hidden_size\": 768}\n", "config.json", "JSON", true},
+      {"[1, 2]", "list", "JSON", true},
       {"# Model card\n\nTrained on things. \xc3\xa9t\xc3\xa9\n", "README.md",
-       "text"},
-      {std::string("\x0a\x0b\x00\x01\xfe", 5), "tokenizer.model", "unknown"}};
+       "text", true},
+      {std::string("\x0a\x0b\x00\x01\xfe", 5), "tokenizer.model", "unknown",
+       false}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     InertCheck check = Classify(c.content, c.name);
     EXPECT_EQ(check.kind, InertCheck::kSkip);
     EXPECT_EQ(check.reason.rfind(c.reason_prefix, 0), 0u) << check.reason;
+    EXPECT_EQ(check.no_code_path, c.no_code_path) << check.reason;
   }
 }
 
