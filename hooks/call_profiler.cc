@@ -33,14 +33,16 @@ bool InstallsProfiler(PyObject* func) {
   if (!PyCFunction_Check(func)) return false;
   auto* cf = reinterpret_cast<PyCFunctionObject*>(func);
   if (cf->m_self == nullptr) return false;
+  // By name first: this runs on every C call the profiled code makes.
   const char* name = cf->m_ml->ml_name;
-  if (PyModule_Check(cf->m_self)) {
+  if (strcmp(name, "setprofile") == 0) {
+    if (!PyModule_Check(cf->m_self)) return false;
     const char* module = PyModule_GetName(cf->m_self);
     if (module == nullptr) {
       PyErr_Clear();
       return false;
     }
-    return strcmp(module, "sys") == 0 && strcmp(name, "setprofile") == 0;
+    return strcmp(module, "sys") == 0;
   }
   if (strcmp(name, "enable") != 0) return false;
   // A _lsprof.Profiler, or a subclass (cProfile.Profile).

@@ -42,7 +42,10 @@
 // installer then replaces this profiler on that thread: calls made there
 // afterwards are not counted (the payload's profiler sees them). On other
 // threads the profiler only records the hand-over. Each hand-over is a LOG
-// event "profiler.yielded" {to = the installer, caller}.
+// event "profiler.yielded" {to = the installer, caller}. Limit: Python
+// audit hooks the code installed run inside the installer call, before the
+// swap, and pending calls may run there; the installed profiler then still
+// gets the extra event, as without this hand-over.
 //
 // One profiler may be active per process at a time. All methods require the
 // GIL.

@@ -1,11 +1,13 @@
 #include "runtime/embed/loader.h"
 
+#include <signal.h>
 #include <sys/time.h>
 #include <time.h>
 
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -427,25 +429,43 @@ int ThreadCount() {
   return n;
 }
 
-constexpr int kTimers[] = {ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF};
+// Interval timers and the signal each delivers.
+constexpr std::pair<int, int> kTimers[] = {{ITIMER_REAL, SIGALRM},
+                                           {ITIMER_VIRTUAL, SIGVTALRM},
+                                           {ITIMER_PROF, SIGPROF}};
 
 bool Armed(const itimerval& t) {
   return t.it_value.tv_sec != 0 || t.it_value.tv_usec != 0;
 }
 
-int ArmedTimers() {
-  int n = 0;
-  for (int which : kTimers) {
-    itimerval t{};
-    if (getitimer(which, &t) == 0 && Armed(t)) ++n;
-  }
-  return n;
+// Whether Python code installed a handler for `signum` (a callable, not
+// SIG_DFL/SIG_IGN). `getsignal` is _signal.getsignal, a builtin: reading
+// its table makes no system call.
+bool HasPythonHandler(PyObject* getsignal, int signum) {
+  PyRef h(PyObject_CallFunction(getsignal, "i", signum));
+  const bool callable = h && PyCallable_Check(h.get());
+  PyErr_Clear();
+  return callable;
 }
 
-// Brings armed timers that would fire more than `within_ms` from now
+// Armed timers whose signal runs a Python handler: the only timers that
+// can run anything (with SIG_DFL the process dies, with SIG_IGN nothing
+// happens). getitimer() only for those, so that a load that installed no
+// handler adds no system call to its trace.
+std::vector<int> PendingTimers(PyObject* getsignal) {
+  std::vector<int> out;
+  for (const auto& [which, signum] : kTimers) {
+    if (!HasPythonHandler(getsignal, signum)) continue;
+    itimerval t{};
+    if (getitimer(which, &t) == 0 && Armed(t)) out.push_back(which);
+  }
+  return out;
+}
+
+// Brings the timers `which` that would fire more than `within_ms` from now
 // forward to fire in a millisecond (their interval is kept).
-void BringTimersForward(double within_ms) {
-  for (int which : kTimers) {
+void BringTimersForward(const std::vector<int>& timers, double within_ms) {
+  for (int which : timers) {
     itimerval t{};
     if (getitimer(which, &t) != 0 || !Armed(t)) continue;
     const double ms =
@@ -548,6 +568,14 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   }
   if (!loader.atexit_count_ || !loader.atexit_run_) {
     return StatusFromPyErr("Loader::Create: atexit");
+  }
+  PyRef signal(PyImport_ImportModule("_signal"));
+  if (signal) {
+    loader.signal_getsignal_ =
+        PyRef(PyObject_GetAttrString(signal.get(), "getsignal"));
+  }
+  if (!loader.signal_getsignal_) {
+    return StatusFromPyErr("Loader::Create: _signal.getsignal");
   }
   loader.seal_ = std::make_unique<Seal>();
   loader.seal_->AddRoot(loader.module_.get(), "dynahug_loader",
@@ -711,7 +739,8 @@ absl::StatusOr<ShutdownResult> Loader::RunShutdown(
   const DeferredWork now = CaptureDeferred();
   out.atexit_added = std::max(0, now.atexit_callbacks - before.atexit_callbacks);
   out.threads_added = std::max(0, now.threads - before.threads);
-  out.timers_armed = ArmedTimers();
+  out.timers_armed =
+      static_cast<int>(PendingTimers(signal_getsignal_.get()).size());
   if (out.atexit_added == 0 && out.threads_added == 0 &&
       out.timers_armed == 0) {
     return out;  // the common case: costs the three counts above
@@ -739,10 +768,12 @@ absl::StatusOr<ShutdownResult> Loader::RunShutdown(
     audit.SetRecording(true);
     RunSignalHandlers();
     if (options.grace_ms > 0) {
-      BringTimersForward(options.grace_ms);
+      BringTimersForward(PendingTimers(signal_getsignal_.get()),
+                         options.grace_ms);
       constexpr double kPollMs = 2;
       while (elapsed_ms() < options.grace_ms &&
-             (ThreadCount() > before.threads || ArmedTimers() > 0)) {
+             (ThreadCount() > before.threads ||
+              !PendingTimers(signal_getsignal_.get()).empty())) {
         SleepWithoutGil(kPollMs);
         RunSignalHandlers();
       }

@@ -123,7 +123,7 @@ struct ShutdownResult {
   bool ran = false;
   int atexit_added = 0;    // handlers the loads registered
   int threads_added = 0;   // threads alive after the loads
-  int timers_armed = 0;    // interval timers armed after the loads
+  int timers_armed = 0;    // armed timers with a Python signal handler
   int threads_left = 0;    // threads still alive when the grace ended
   double shutdown_ms = 0;  // wall time of the phase
 };
@@ -169,8 +169,10 @@ class Loader {
   // The interpreter's normal shutdown, bounded, for the work the loads left
   // behind (compared with `before`): atexit handlers the loads registered,
   // threads they started (daemon or not, threading.Timer), interval timers
-  // they armed (signal.alarm, signal.setitimer). When none is pending it
-  // returns at once (ran == false) and emits nothing. Otherwise, with the
+  // armed (signal.alarm, signal.setitimer) whose signal has a Python
+  // handler. When none is pending it returns at once (ran == false), emits
+  // nothing and makes no system call (the trace's syscall counts are
+  // features). Otherwise, with the
   // audit hook recording and the call profiler running as in Load:
   //   1. LOG "shutdown.begin" {atexit, threads, timers} (what is pending);
   //   2. armed timers that would fire after the grace period are brought
@@ -201,10 +203,11 @@ class Loader {
   hooks::PyRef result_;
   hooks::PyRef bridge_;
   std::string pickle_file_;     // pickle.py, whose unpickler is transparent
-  // atexit._ncallbacks and atexit._run_exitfuncs as they were at Create
-  // (before any loaded code could rebind them).
+  // atexit._ncallbacks, atexit._run_exitfuncs and _signal.getsignal as
+  // they were at Create (before any loaded code could rebind them).
   hooks::PyRef atexit_count_;
   hooks::PyRef atexit_run_;
+  hooks::PyRef signal_getsignal_;  // _signal.getsignal
   std::unique_ptr<Seal> seal_;  // identity snapshot of the namespace
 };
 

@@ -272,12 +272,14 @@ TEST_F(TamperTest, FirstImportOfThreadingIsNoFinding) {
   for (const Case& c : cases) {
     ASSERT_TRUE(SharedInterpreter()
                     .Exec("import sys\n"
-                          "sys._dh_threading = sys.modules.pop('threading')\n")
+                          "sys._dh_threading = sys.modules.pop('threading',"
+                          " None)\n")
                     .ok());
     std::vector<Event> events = LoadPayload(c.source, "pickle.load");
     ASSERT_TRUE(SharedInterpreter()
                     .Exec("import sys\n"
-                          "sys.modules['threading'] = sys._dh_threading\n"
+                          "if sys._dh_threading is not None:\n"
+                          "    sys.modules['threading'] = sys._dh_threading\n"
                           "del sys._dh_threading\n")
                     .ok());
     EXPECT_EQ(Has(events, Event::INTEGRITY, "loader.hook.disabled", "hook",
