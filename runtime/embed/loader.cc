@@ -492,17 +492,12 @@ void RunSignalHandlers() {
   if (PyErr_CheckSignals() != 0) PyErr_Clear();
 }
 
+// A LOG event (same shape as an INTEGRITY finding).
 proto::Event LogEvent(
     std::string_view name,
     std::initializer_list<std::pair<std::string_view, std::string>> args) {
-  proto::Event e;
+  proto::Event e = hooks::IntegrityFinding(name, args);
   e.set_kind(proto::Event::LOG);
-  e.set_name(std::string(name));
-  for (const auto& [k, v] : args) {
-    proto::Argument* a = e.add_args();
-    a->set_key(std::string(k));
-    a->set_value(v);
-  }
   return e;
 }
 

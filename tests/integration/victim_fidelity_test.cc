@@ -38,26 +38,6 @@ namespace {
 
 constexpr char kPwnedDir[] = "/tmp/dynahug_pwned";
 
-// The argument of a protocol-0 V opcode (raw-unicode-escape to the newline).
-std::string Unicode(const std::string& text) {
-  std::string escaped;
-  for (char c : text) {
-    if (c == '\\') {
-      escaped += "\\u005c";
-    } else if (c == '\n') {
-      escaped += "\\u000a";
-    } else {
-      escaped += c;
-    }
-  }
-  return absl::StrCat("V", escaped, "\n");
-}
-
-// builtins.exec(source, {}).
-std::string ExecPickle(const std::string& source) {
-  return absl::StrCat("cbuiltins\nexec\n(", Unicode(source), "(dtR.");
-}
-
 // A TCP listener on 127.0.0.1:9 that counts the connections queued during
 // its life (the kernel completes them without accept()).
 class Listener {
@@ -148,13 +128,6 @@ class VictimFidelityTest : public ::testing::Test {
   std::map<std::string, FileStamp> pwned_before_;
 };
 
-std::string Arg(const proto::Event& e, std::string_view key) {
-  for (const auto& a : e.args()) {
-    if (a.key() == key) return a.value();
-  }
-  return "";
-}
-
 // Index of the first event of `kind` named `name` at or after `from`, or -1.
 int Find(const proto::Trace& t, proto::Event::Kind kind, std::string_view name,
          int from = 0) {
@@ -201,7 +174,7 @@ void ExpectNothingWentThrough(const proto::Trace& t) {
 // the idle-python3.11 package Debian splits out of the standard library.
 std::string IdlelibRuncodePickle(const std::string& source) {
   return absl::StrCat("cbuiltins\ngetattr\n(cidlelib.run\nExecutive\n(NtR",
-                      Unicode("runcode"), "tR(", Unicode(source), "tR.");
+                      PickleUnicode("runcode"), "tR(", PickleUnicode(source), "tR.");
 }
 
 TEST_F(VictimFidelityTest, StdlibGadgetsRunForReal) {
@@ -221,7 +194,7 @@ TEST_F(VictimFidelityTest, StdlibGadgetsRunForReal) {
   const proto::Trace& idle = traces[0];
   const int g = Find(idle, proto::Event::GLOBAL, "idlelib.run.Executive");
   ASSERT_GE(g, 0) << DescribeEvents(idle);
-  EXPECT_EQ(Arg(idle.events(g), "resolved"), "real") << DescribeEvents(idle);
+  EXPECT_EQ(ArgValue(idle.events(g), "resolved"), "real") << DescribeEvents(idle);
   EXPECT_GE(Find(idle, proto::Event::AUDIT, "exec", g), 0)
       << "runcode did not exec the source\n"
       << DescribeEvents(idle);
@@ -233,7 +206,7 @@ TEST_F(VictimFidelityTest, StdlibGadgetsRunForReal) {
   const proto::Trace& spawn = traces[1];
   const int s = Find(spawn, proto::Event::GLOBAL, "distutils.spawn.spawn");
   ASSERT_GE(s, 0) << DescribeEvents(spawn);
-  EXPECT_EQ(Arg(spawn.events(s), "resolved"), "real");
+  EXPECT_EQ(ArgValue(spawn.events(s), "resolved"), "real");
   EXPECT_TRUE(TriedToRunAProgram(spawn, s)) << DescribeEvents(spawn);
   ExpectNothingWentThrough(spawn);
 
@@ -245,8 +218,8 @@ TEST_F(VictimFidelityTest, StdlibGadgetsRunForReal) {
   EXPECT_NE(nt.exit().reason().find("'nt'"), std::string::npos)
       << nt.exit().reason();
   for (const proto::Event& e : nt.events()) {
-    EXPECT_NE(Arg(e, "resolved"), "stub") << e.name();
-    EXPECT_NE(Arg(e, "stub"), "true") << e.name();
+    EXPECT_NE(ArgValue(e, "resolved"), "stub") << e.name();
+    EXPECT_NE(ArgValue(e, "stub"), "true") << e.name();
   }
 }
 
@@ -280,7 +253,7 @@ TEST_F(VictimFidelityTest, PayloadRunsItsWholeChainAfterWritingUnderTmp) {
   for (int i = std::max(connect, 0); i < t.events_size(); ++i) {
     const proto::Event& e = t.events(i);
     last_step |= e.kind() == proto::Event::AUDIT && e.name() == "open" &&
-                 Arg(e, "mode").find('w') != std::string::npos;
+                 ArgValue(e, "mode").find('w') != std::string::npos;
   }
   EXPECT_TRUE(last_step) << DescribeEvents(t);
   ExpectNothingWentThrough(t);
@@ -326,7 +299,7 @@ TEST_F(VictimFidelityTest, DeferredWorkRunsInTheShutdownPhase) {
       {"threading.Timer(0.1, os.system, ['/bin/true']).start()",
        absl::StrCat("cbuiltins\ngetattr\n(cthreading\nTimer\n"
                     "(F0.1\ncos\nsystem\n(",
-                    Unicode("/bin/true"), "ltR", Unicode("start"), "tR)R.")},
+                    PickleUnicode("/bin/true"), "ltR", PickleUnicode("start"), "tR)R.")},
       {"daemon thread sleeping 50 ms",
        ExecPickle(handler +
                   "import threading, time\n"
@@ -351,7 +324,7 @@ TEST_F(VictimFidelityTest, DeferredWorkRunsInTheShutdownPhase) {
     // The probe ran in the shutdown phase, and not before it.
     EXPECT_FALSE(TriedToRunAProgram(t, 0, begin)) << DescribeEvents(t);
     EXPECT_TRUE(TriedToRunAProgram(t, begin, end + 1)) << DescribeEvents(t);
-    EXPECT_EQ(Arg(t.events(end), "threads_left"), "0") << DescribeEvents(t);
+    EXPECT_EQ(ArgValue(t.events(end), "threads_left"), "0") << DescribeEvents(t);
     ExpectNothingWentThrough(t);
   }
   const proto::Trace& control = traces.back();
@@ -364,8 +337,8 @@ TEST_F(VictimFidelityTest, DeferredWorkRunsInTheShutdownPhase) {
 TEST_F(VictimFidelityTest, ProfilerWrappedPayloadRuns) {
   const std::string source = "import os\nos.system('/bin/true')\n";
   const std::vector<proto::Trace> traces = TraceAll({
-      absl::StrCat("cprofile\nrun\n(", Unicode(source), "tR."),
-      absl::StrCat("ccProfile\nrun\n(", Unicode(source), "tR."),
+      absl::StrCat("cprofile\nrun\n(", PickleUnicode(source), "tR."),
+      absl::StrCat("ccProfile\nrun\n(", PickleUnicode(source), "tR."),
   });
   ASSERT_EQ(traces.size(), 2u);
   for (const proto::Trace& t : traces) {
@@ -374,10 +347,10 @@ TEST_F(VictimFidelityTest, ProfilerWrappedPayloadRuns) {
     EXPECT_TRUE(TriedToRunAProgram(t)) << DescribeEvents(t);
     const int yielded = Find(t, proto::Event::LOG, "profiler.yielded");
     ASSERT_GE(yielded, 0) << DescribeEvents(t);
-    EXPECT_FALSE(Arg(t.events(yielded), "to").empty());
+    EXPECT_FALSE(ArgValue(t.events(yielded), "to").empty());
     ExpectNothingWentThrough(t);
   }
-  EXPECT_EQ(Arg(traces[0].events(Find(traces[0], proto::Event::LOG,
+  EXPECT_EQ(ArgValue(traces[0].events(Find(traces[0], proto::Event::LOG,
                                       "profiler.yielded")),
                 "to"),
             "sys.setprofile");
@@ -387,7 +360,7 @@ TEST_F(VictimFidelityTest, ProfilerWrappedPayloadRuns) {
 
 TEST_F(VictimFidelityTest, WebbrowserOpenReachesAnExec) {
   const proto::Trace t = TraceOne(absl::StrCat(
-      "cwebbrowser\nopen\n(", Unicode("http://127.0.0.1:9/"), "tR."));
+      "cwebbrowser\nopen\n(", PickleUnicode("http://127.0.0.1:9/"), "tR."));
   EXPECT_EQ(t.exit().status(), proto::ChildExit::OK) << t.exit().reason();
   EXPECT_TRUE(TriedToRunAProgram(t)) << DescribeEvents(t);
   // What it tried to run is one of the desktop's browsers.
