@@ -53,6 +53,11 @@ bool IsOpcodeRecord(const proto::Event& e) {
                                    e.kind() == proto::Event::OPCODE);
 }
 
+// LOG events that open and close the child's shutdown phase
+// (runtime/embed/loader.h, Loader::RunShutdown).
+constexpr std::string_view kShutdownBegin = "shutdown.begin";
+constexpr std::string_view kShutdownEnd = "shutdown.end";
+
 // Kinds the child stamps with the offset of the opcode that was executing.
 bool CanCarryOffset(const proto::Event& e) {
   switch (e.kind()) {
@@ -68,12 +73,16 @@ bool CanCarryOffset(const proto::Event& e) {
   }
 }
 
+bool DeferredEvent(const proto::Event& e);
+
 // For each event: the payload call it is attributed to (the call itself for
 // a payload PICKLE_CALL), or -1.
 std::vector<int> AttributedCalls(const proto::Trace& trace) {
   std::vector<int> call(trace.events_size(), -1);
   int running = -1;       // latest opcode record
   int last_carrier = -1;  // latest event that can carry an offset
+  int deferred = -1;      // latest payload call that registered deferred work
+  bool shutdown = false;  // inside the shutdown phase
   for (int i = 0; i < trace.events_size(); ++i) {
     const proto::Event& e = trace.events(i);
     switch (e.kind()) {
@@ -86,6 +95,16 @@ std::vector<int> AttributedCalls(const proto::Trace& trace) {
             IsPayloadCall(trace.events(running)) &&
             trace.events(running).pickle_offset() == e.pickle_offset()) {
           call[i] = running;
+        } else if (shutdown && !e.has_pickle_offset()) {
+          call[i] = deferred;
+        }
+        break;
+      case proto::Event::LOG:
+        if (e.name() == kShutdownBegin) {
+          shutdown = true;
+          running = -1;
+        } else if (e.name() == kShutdownEnd) {
+          shutdown = false;
         }
         break;
       case proto::Event::BLOCKED:
@@ -94,6 +113,7 @@ std::vector<int> AttributedCalls(const proto::Trace& trace) {
       default:
         break;
     }
+    if (!shutdown && call[i] >= 0 && DeferredEvent(e)) deferred = call[i];
     if (IsOpcodeRecord(e)) running = i;
     if (CanCarryOffset(e)) last_carrier = i;
   }

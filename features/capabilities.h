@@ -28,6 +28,14 @@
 //     denial is attributed like the nearest preceding child event that can
 //     carry an offset (AUDIT, NATIVE, GLOBAL, PICKLE_CALL, IMPORT, OPCODE;
 //     never PYTHON_CALL, INTEGRITY or LOG).
+//   - Events of the shutdown phase (between LOG "shutdown.begin" and
+//     "shutdown.end": atexit handlers, threads, timers and signal handlers
+//     the loads left behind, run before the child exits) carry no offset.
+//     Those that AUDIT/NATIVE attribution would take are attributed to the
+//     latest payload-caused registration of deferred work made during the
+//     load (the "deferred" rule's PICKLE_CALL or AUDIT, e.g. REDUCE
+//     atexit.register(os.system, ...)): what runs later is what the payload
+//     registered. Without such a registration they are the libraries'.
 //   - INTEGRITY findings are computed after the load and carry no offset.
 //     They are judged by what they say: a module added to sys.modules by an
 //     import, or a spec-less submodule of a package imported during the load

@@ -27,6 +27,51 @@ bool IsThreadStart(PyObject* func) {
           strcmp(name, "start_new") == 0);
 }
 
+// `func` installs a profile function when called: sys.setprofile, or the
+// enable method of a cProfile (_lsprof) profiler.
+bool InstallsProfiler(PyObject* func) {
+  if (!PyCFunction_Check(func)) return false;
+  auto* cf = reinterpret_cast<PyCFunctionObject*>(func);
+  if (cf->m_self == nullptr) return false;
+  // By name first: this runs on every C call the profiled code makes.
+  const char* name = cf->m_ml->ml_name;
+  if (strcmp(name, "setprofile") == 0) {
+    if (!PyModule_Check(cf->m_self)) return false;
+    const char* module = PyModule_GetName(cf->m_self);
+    if (module == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+    return strcmp(module, "sys") == 0;
+  }
+  if (strcmp(name, "enable") != 0) return false;
+  // A _lsprof.Profiler, or a subclass (cProfile.Profile).
+  PyObject* mro = Py_TYPE(cf->m_self)->tp_mro;
+  if (mro == nullptr || !PyTuple_Check(mro)) return false;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); ++i) {
+    auto* t = reinterpret_cast<PyTypeObject*>(PyTuple_GET_ITEM(mro, i));
+    if (strcmp(t->tp_name, "_lsprof.Profiler") == 0) return true;
+  }
+  return false;
+}
+
+// The thread whose profile events are held back during an installer call,
+// or null. Only touched with the GIL held.
+PyThreadState* g_held = nullptr;
+
+void ReleaseHeld() {
+  if (g_held == nullptr) return;
+  PyThreadState_LeaveTracing(g_held);
+  g_held = nullptr;
+}
+
+// Pending call: runs in the main thread at the interpreter's next
+// eval-breaker check (right after the installer call returns).
+int ReleaseHeldPending(void*) {
+  ReleaseHeld();
+  return 0;
+}
+
 }  // namespace
 
 CallProfiler::CallProfiler(ProfilerLimits limits, std::string hidden_filename,
@@ -55,7 +100,9 @@ absl::Status CallProfiler::Start() {
   // Threads that exist already are not profiled (as before the load, they
   // are not the payload's); ids are unique for the interpreter's life.
   preexisting_.clear();
+  yielded_.clear();
   PyThreadState* self = PyThreadState_Get();
+  profiled_thread_ = self;
   for (PyThreadState* t = PyInterpreterState_ThreadHead(self->interp);
        t != nullptr; t = PyThreadState_Next(t)) {
     if (t != self) preexisting_.insert(t->id);
@@ -77,6 +124,7 @@ void CallProfiler::InstallOnNewThreads() {
 
 bool CallProfiler::Stop() {
   if (!running_) return true;
+  ReleaseHeld();  // an installer call that raised before the check
   PyThreadState* self = PyThreadState_Get();
   bool intact = self->c_profilefunc == &CallProfiler::Callback;
   for (PyThreadState* t = PyInterpreterState_ThreadHead(self->interp);
@@ -162,6 +210,27 @@ int CallProfiler::VisibleCaller(PyFrameObject* frame) {
   return kRootCaller;
 }
 
+void CallProfiler::GiveWay(PyFrameObject* frame, PyObject* func) {
+  const int to = CFunctionIndex(func);
+  const int caller = VisibleCaller(frame);
+  auto name = [this](int i) -> std::string {
+    return i == kRootCaller ? "<root>" : i < 0 ? "?" : functions_[i].name;
+  };
+  // The installer's C function name: "sys.setprofile", or "enable" named
+  // by the profiler's type ("cProfile.Profile.enable").
+  yielded_.emplace_back(to >= 0 ? name(to) : "?", name(caller));
+  PyThreadState* ts = PyThreadState_Get();
+  // Pending calls run in the main thread only: hold events back on the
+  // profiled thread when it is the main thread (the loading thread), never
+  // where nothing would release them.
+  if (ts != profiled_thread_ || !_PyOS_IsMainThread() || g_held != nullptr) {
+    return;
+  }
+  if (Py_AddPendingCall(&ReleaseHeldPending, nullptr) != 0) return;
+  PyThreadState_EnterTracing(ts);
+  g_held = ts;
+}
+
 void CallProfiler::Count(int caller, int callee) {
   ++total_calls_;
   if (callee < 0 || caller == -1) {
@@ -199,6 +268,7 @@ int CallProfiler::Callback(PyObject*, PyFrameObject* frame, int what,
     if (IsThreadStart(arg)) self->InstallOnNewThreads();
   } else if (what == PyTrace_C_CALL) {
     if (!PyCFunction_Check(arg)) return 0;
+    if (InstallsProfiler(arg)) self->GiveWay(frame, arg);
     PyRef code(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
     int caller =
         self->CodeIndex(reinterpret_cast<PyCodeObject*>(code.get()), frame);
@@ -237,6 +307,18 @@ void CallProfiler::EmitTo(EventSink& sink) const {
     a->set_value(key.first == kRootCaller ? "<root>"
                                           : functions_[key.first].name);
     e.set_count(count);
+    sink.Emit(std::move(e));
+  }
+  for (const auto& [to, caller] : yielded_) {
+    proto::Event e;
+    e.set_kind(proto::Event::LOG);
+    e.set_name("profiler.yielded");
+    proto::Argument* a = e.add_args();
+    a->set_key("to");
+    a->set_value(to);
+    a = e.add_args();
+    a->set_key("caller");
+    a->set_value(caller);
     sink.Emit(std::move(e));
   }
   if (dropped_calls_ > 0 || not_emitted > 0) {

@@ -25,6 +25,28 @@
 // tracked (calls beyond are counted in dropped_calls()); at most
 // max_emitted_edges events are emitted, highest counts first.
 //
+// Giving way to the payload's profiler. The profiler must not change what
+// the load does, but in CPython 3.11 a profile function that is active when
+// code calls sys.setprofile(f) (or _lsprof.Profiler.enable, cProfile) gets
+// f called with a "c_return" event for that very call, which a process
+// without a profiler never sends: profile.Profile's dispatcher rejects it
+// (AssertionError 'Bad return'), so profile.run(...) would abort here and run
+// under a plain load. So on the C_CALL of such an installer on the thread
+// that called Start(), the profiler enters the thread's "tracing" state
+// (PyThreadState_EnterTracing: profile events are not delivered) for the
+// call and leaves it from a pending call (Py_AddPendingCall), which the
+// interpreter runs at its eval-breaker check right after the call returns:
+// the installed profiler's first event is the one a plain process sends it.
+// (When the call raises, the check, and thus the leave, comes at the next
+// function entry or loop iteration; Stop() leaves it at the latest.) The
+// installer then replaces this profiler on that thread: calls made there
+// afterwards are not counted (the payload's profiler sees them). On other
+// threads the profiler only records the hand-over. Each hand-over is a LOG
+// event "profiler.yielded" {to = the installer, caller}. Limit: Python
+// audit hooks the code installed run inside the installer call, before the
+// swap, and pending calls may run there; the installed profiler then still
+// gets the extra event, as without this hand-over.
+//
 // One profiler may be active per process at a time. All methods require the
 // GIL.
 #ifndef DYNAHUG_HOOKS_CALL_PROFILER_H_
@@ -77,9 +99,13 @@ class CallProfiler {
   bool Stop();
 
   // PYTHON_CALL events, one per edge: name = callee, args {caller}, count.
-  // Followed by a LOG event when calls were dropped.
+  // Then a LOG event "profiler.yielded" {to, caller} per hand-over to a
+  // profiler the profiled code installed (see above), and a LOG event
+  // "profiler.truncated" when calls were dropped.
   void EmitTo(EventSink& sink) const;
 
+  // Hand-overs to another profiler so far.
+  size_t yields() const { return yielded_.size(); }
   uint64_t total_calls() const { return total_calls_; }
   uint64_t dropped_calls() const { return dropped_calls_; }
   size_t distinct_functions() const { return functions_.size(); }
@@ -100,6 +126,10 @@ class CallProfiler {
   int CodeIndex(PyCodeObject* code, PyFrameObject* frame);
   int CFunctionIndex(PyObject* func);
   void Count(int caller, int callee);
+  // `func` (a C function about to be called from `frame`) installs another
+  // profile function: records the hand-over and, on the profiled thread,
+  // holds profile events back until the call has returned (see above).
+  void GiveWay(PyFrameObject* frame, PyObject* func);
 
   // Nearest visible caller of `frame` (inclusive), -1 when the table is
   // full, kRoot when none.
@@ -115,6 +145,8 @@ class CallProfiler {
   uint64_t total_calls_ = 0;
   uint64_t dropped_calls_ = 0;
   absl::flat_hash_set<uint64_t> preexisting_;  // PyThreadState ids
+  PyThreadState* profiled_thread_ = nullptr;    // the one Start() ran on
+  std::vector<std::pair<std::string, std::string>> yielded_;  // to, caller
 };
 
 }  // namespace dynahug::hooks

@@ -18,7 +18,10 @@
 # with a bounded argument summary, every persistent_load id, and, in
 # opcode-stepping mode, every opcode before it executes. FastUnpickler is the
 # C unpickler with only globals and persistent ids recorded. Globals of
-# modules that are not installed resolve to inert stubs.
+# third-party modules that are not installed resolve to inert stubs (calls
+# of them are recorded with their arguments like any call); a missing
+# standard-library module raises ModuleNotFoundError as it would in the
+# victim's process (_stubbable).
 
 import _codecs
 import io
@@ -163,6 +166,25 @@ def _stub(module, name):
                          '_dynahug_stub': True, '_dynahug_members': {}})
         _stubs[key] = cls
     return cls
+
+
+# Top-level names of the standard library (every platform's).
+_STDLIB = frozenset(sys.stdlib_module_names)
+
+
+def _stubbable(module, error):
+    """Whether find_class(module, ...) that raised `error` resolves to a
+    stub: only when the module that is missing is `module` itself or one of
+    its parent packages (not something it imports) and it is not part of the
+    standard library. The complete standard library is installed
+    (scripts/install-deps.sh), so a missing stdlib module is one this
+    platform lacks (nt, winreg, msvcrt, _winapi...): the victim's load fails
+    with the same ModuleNotFoundError, and so does this one."""
+    missing = error.name or ''
+    if not missing or not (module == missing or
+                           module.startswith(missing + '.')):
+        return False
+    return missing.partition('.')[0] not in _STDLIB
 
 
 def _is_stub(obj):
@@ -447,9 +469,7 @@ class _Instrumentation:
         try:
             return super().find_class(module, name)
         except ModuleNotFoundError as e:
-            missing = e.name or ''
-            if not missing or not (module == missing or
-                                   module.startswith(missing + '.')):
+            if not _stubbable(module, e):
                 raise
             return _stub(module, name)
 
@@ -637,9 +657,7 @@ class FastUnpickler(_pickle.Unpickler):
         try:
             obj = super().find_class(module, name)
         except ModuleNotFoundError as e:
-            missing = e.name or ''
-            if not missing or not (module == missing or
-                                   module.startswith(missing + '.')):
+            if not _stubbable(module, e):
                 raise
             obj = _stub(module, name)
         return obj

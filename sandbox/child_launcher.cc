@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/landlock.h>
@@ -516,6 +517,9 @@ struct ChildPlan {
   int netns_fd;      // shared empty network namespace, or -1 for a new one
   int landlock_abi;  // 0: no Landlock layer
   const std::string* home;  // the user's home directory (scratch, cwd)
+  // ~/.local/bin and the programs to create in it (absolute paths).
+  const std::string* bin_dir;
+  const std::vector<std::string>* programs;
   const std::vector<std::string>* env;
   char** envp;
   // Host paths kept visible at their location under the scratch mounts.
@@ -652,6 +656,42 @@ bool MakeMountTarget(const std::string& path, bool directory) {
   return true;
 }
 
+// What a desktop program in ~/.local/bin contains (it never runs: the
+// seccomp policy denies execve; it only has to exist and be executable).
+constexpr char kProgramScript[] = "#!/bin/sh\nexit 0\n";
+
+// Creates `path` (a directory, mode 0755) owned by uid/gid unless it
+// exists.
+void MakeOwnedDir(const char* path, uid_t uid, gid_t gid) {
+  if (mkdir(path, 0755) != 0) {
+    ChildCheck(errno == EEXIST, "mkdir(~/.local/bin)");
+    return;
+  }
+  ChildCheck(chown(path, uid, gid) == 0, "chown(~/.local/bin)");
+}
+
+// Identity::desktop_programs in ~/.local/bin, on the scratch tmpfs.
+void PopulateHome(const ChildPlan& plan, uid_t uid, gid_t gid) {
+  if (plan.programs->empty()) return;
+  const std::string& bin = *plan.bin_dir;
+  const size_t local_end = bin.rfind('/');
+  char local[PATH_MAX];
+  snprintf(local, sizeof local, "%.*s", static_cast<int>(local_end),
+           bin.c_str());
+  MakeOwnedDir(local, uid, gid);
+  MakeOwnedDir(bin.c_str(), uid, gid);
+  for (const std::string& program : *plan.programs) {
+    const int fd = open(program.c_str(),
+                        O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+    ChildCheck(fd >= 0, "open(~/.local/bin program)");
+    const ssize_t want = static_cast<ssize_t>(sizeof kProgramScript - 1);
+    const bool ok = write(fd, kProgramScript, want) == want &&
+                    fchown(fd, uid, gid) == 0 && fchmod(fd, 0755) == 0;
+    close(fd);
+    ChildCheck(ok, "write(~/.local/bin program)");
+  }
+}
+
 // Step 4: the filesystem, in the child's own mount namespace:
 //   - every host mount private and recursively read-only, nosuid, nodev
 //     (metadata changes -- chmod, utimes, xattrs, file flags -- and writes
@@ -664,6 +704,7 @@ bool MakeMountTarget(const std::string& path, bool directory) {
 //     only writable places; the user's home directory is in /home. They
 //     exist only in this namespace and vanish with the child: nothing is
 //     left on the host to remove, whatever the payload wrote;
+//   - Identity::desktop_programs in ~/.local/bin (PopulateHome);
 //   - Policy::visible_paths that the scratch mounts hid are bind-mounted
 //     back, read-only, at their own path.
 void BuildFilesystem(const ChildPlan& plan) {
@@ -725,6 +766,8 @@ void BuildFilesystem(const ChildPlan& plan) {
                    chown(plan.home->c_str(), uid, gid) == 0,
                "mkdir(home directory)");
   }
+
+  PopulateHome(plan, uid, gid);
 
   for (size_t i = 0; i < visible_fds.size(); ++i) {
     const int fd = visible_fds[i];
@@ -866,16 +909,28 @@ void InstallSeccomp(const ChildPlan& plan) {
 std::vector<std::string> BuildEnvironment(const Policy& policy,
                                           const std::string& home) {
   const Identity& id = policy.identity;
-  return {
+  const std::string path =
+      id.desktop_programs.empty()
+          ? id.path
+          : absl::StrCat(home, "/.local/bin", id.path.empty() ? "" : ":",
+                         id.path);
+  std::vector<std::string> env = {
       absl::StrCat("HOME=", home),
       absl::StrCat("PWD=", home),
       absl::StrCat("USER=", id.user),
       absl::StrCat("LOGNAME=", id.user),
       absl::StrCat("HOSTNAME=", id.hostname),
-      absl::StrCat("PATH=", id.path),
+      absl::StrCat("PATH=", path),
       absl::StrCat("LANG=", id.lang),
       absl::StrCat("SHELL=", id.shell),
   };
+  for (const auto& [key, value] :
+       {std::pair{"DISPLAY", &id.display}, std::pair{"BROWSER", &id.browser},
+        std::pair{"EDITOR", &id.editor}, std::pair{"VISUAL", &id.editor},
+        std::pair{"PAGER", &id.pager}}) {
+    if (!value->empty()) env.push_back(absl::StrCat(key, "=", *value));
+  }
+  return env;
 }
 
 double ToMs(const timeval& tv) {
@@ -963,7 +1018,8 @@ struct PreparedChild {
     return ChildPlan{&policy,       event_w.get(),
                      setup_w.get(), policy.inherit_stderr ? STDERR_FILENO : -1,
                      netns_fd,      landlock_abi,
-                     &home,         &env,
+                     &home,         &bin_dir,
+                     &programs,     &env,
                      envp.data(),   &policy.visible_paths,
                      &filter,       status_page.word()};
   }
@@ -976,6 +1032,8 @@ struct PreparedChild {
   int netns_fd = -1;          // shared empty network namespace, or -1
   int own_pidns = -1;         // this process's pid namespace
   std::string home;
+  std::string bin_dir;                // home + "/.local/bin"
+  std::vector<std::string> programs;  // bin_dir + "/" + desktop program
   std::vector<std::string> env;
   std::vector<char*> envp;
   SharedStatus status_page;
@@ -1015,6 +1073,15 @@ absl::Status PrepareChild(const Policy& policy, PreparedChild& out) {
   out.own_pidns = *own_pidns;
 
   out.home = HomeDirectory(policy.identity);
+  out.bin_dir = absl::StrCat(out.home, "/.local/bin");
+  out.programs.clear();
+  for (const std::string& name : policy.identity.desktop_programs) {
+    if (name.empty() || name.find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Identity::desktop_programs: \"", name, "\" is not a file name"));
+    }
+    out.programs.push_back(absl::StrCat(out.bin_dir, "/", name));
+  }
   out.env = BuildEnvironment(policy, out.home);
   for (const std::string& kv : out.env) {
     out.envp.push_back(const_cast<char*>(kv.c_str()));

@@ -17,12 +17,14 @@
 //      read-only, nosuid, nodev; a fresh read-only /proc showing only the
 //      child; a minimal /dev; private tmpfs mounts on /tmp and /home (the
 //      only writable places, bounded in bytes and inodes, gone with the
-//      child); Policy::visible_paths bound back where those hide them;
+//      child); Identity::desktop_programs in ~/.local/bin;
+//      Policy::visible_paths bound back where those hide them;
 //      cwd = the home directory.
 //   5. rlimits (CPU, address space, data, file size, open files, processes,
 //      core 0, message queues 0).
 //   6. A scrubbed, plausible environment (HOME=/home/<user>, PWD, USER,
-//      LOGNAME, HOSTNAME, PATH, LANG, SHELL; nothing from the parent); the
+//      LOGNAME, HOSTNAME, PATH, LANG, SHELL, DISPLAY, BROWSER, EDITOR,
+//      VISUAL, PAGER: see Identity; nothing from the parent); the
 //      original environment block the kernel exposes in /proc/self/environ
 //      is overwritten with the scrubbed one (zero-padded); comm "python3".
 //   7. PR_SET_NO_NEW_PRIVS; Landlock when the kernel has it (writes only
@@ -112,13 +114,29 @@ struct Limits {
   uint64_t scratch_inodes = 16384;
 };
 
-// What the child's environment claims to be.
+// What the child's environment claims to be: an ordinary desktop user's
+// session, so that code looking for a browser, an editor or a pager finds
+// one and tries to run it (an exec the seccomp policy denies and records)
+// instead of giving up quietly.
 struct Identity {
   std::string user = "user";
   std::string hostname = "workstation";
   std::string lang = "C.UTF-8";
+  // PATH; ~/.local/bin is put first when desktop_programs is not empty.
   std::string path = "/usr/local/bin:/usr/bin:/bin";
   std::string shell = "/bin/bash";
+  // DISPLAY, BROWSER, EDITOR (and VISUAL), PAGER; empty: not set.
+  std::string display = ":0";
+  std::string browser = "xdg-open";
+  std::string editor = "editor";
+  std::string pager = "pager";
+  // Executables created in ~/.local/bin (on the home tmpfs, so nothing on
+  // the host changes): small shell scripts that exit 0, found by
+  // shutil.which, webbrowser's browser registration and similar lookups.
+  std::vector<std::string> desktop_programs = {
+      "xdg-open",        "x-www-browser",   "www-browser",
+      "sensible-browser", "sensible-editor", "sensible-pager",
+      "editor",          "pager"};
 };
 
 // An unprivileged identity for the child.

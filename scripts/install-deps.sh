@@ -11,6 +11,13 @@ PACKAGES=(
   python3 libpython3.11-dev python3-numpy python3-torch python3-torchvision
   python3-sklearn python3-joblib python3-dill python3-cloudpickle
   python3-pandas python3-xgboost
+  # the complete CPython standard library for the embedded interpreter, so
+  # that stdlib gadgets a payload calls run for real instead of resolving to
+  # stubs: Debian splits idlelib (idle-python3.11), lib2to3, distutils,
+  # ensurepip (python3.11-venv), tkinter (python3-tk), dbm.gnu (python3-gdbm)
+  # and test (libpython3.11-testsuite) out of libpython3.11-stdlib;
+  # python3.11-full depends on all of them, turtledemo is in the examples
+  python3.11-full python3.11-examples
   # native libraries (see third_party/CMakeLists.txt)
   libunwind-dev libcapstone-dev libsvm-dev libprotobuf-dev protobuf-compiler
   libseccomp-dev libabsl-dev libarchive-dev zlib1g-dev libbz2-dev liblzma-dev

@@ -1,7 +1,13 @@
 #include "runtime/embed/loader.h"
 
+#include <signal.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <algorithm>
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -60,11 +66,15 @@ void Finding(
 }
 
 // Value of a module's global, read from its dict (no module __getattr__);
-// borrowed, or null.
-PyObject* ModuleGlobal(const char* module, const char* name) {
+// borrowed, or null. `loaded` (optional) tells whether the module itself
+// is in sys.modules.
+PyObject* ModuleGlobal(const char* module, const char* name,
+                       bool* loaded = nullptr) {
   PyRef n(PyUnicode_FromString(module));
   PyRef m(n ? PyImport_GetModule(n.get()) : nullptr);
-  if (!m || !PyModule_Check(m.get())) {
+  const bool is_module = m && PyModule_Check(m.get());
+  if (loaded != nullptr) *loaded = is_module;
+  if (!is_module) {
     PyErr_Clear();
     return nullptr;
   }
@@ -75,6 +85,10 @@ PyObject* ModuleGlobal(const char* module, const char* name) {
 struct HookState {
   Py_tracefunc c_trace = nullptr;
   PyObject* trace_obj = nullptr;
+  // threading was imported: its hooks below are meaningful. A load that
+  // imports threading for the first time gets a module whose hooks are
+  // None, which is not a change of hook.
+  bool threading_loaded = false;
   PyObject* threading_profile = nullptr;  // threading._profile_hook
   PyObject* threading_trace = nullptr;    // threading._trace_hook
   PyRef keep_profile, keep_trace;
@@ -84,11 +98,19 @@ struct HookState {
     PyThreadState* ts = PyThreadState_Get();
     h.c_trace = ts->c_tracefunc;
     h.trace_obj = ts->c_traceobj;
-    h.threading_profile = ModuleGlobal("threading", "_profile_hook");
+    h.threading_profile =
+        ModuleGlobal("threading", "_profile_hook", &h.threading_loaded);
     h.threading_trace = ModuleGlobal("threading", "_trace_hook");
     h.keep_profile = PyRef::Borrow(h.threading_profile);
     h.keep_trace = PyRef::Borrow(h.threading_trace);
     return h;
+  }
+
+  // Whether threading.<global> now differs from `before`.
+  bool ThreadingHookChanged(const char* global, PyObject* before) const {
+    PyObject* now = ModuleGlobal("threading", global);
+    if (threading_loaded) return now != before;
+    return now != nullptr && now != Py_None;  // set after a first import
   }
 
   // Findings for what changed since Capture(), the profiler excepted.
@@ -97,10 +119,10 @@ struct HookState {
     if (ts->c_tracefunc != c_trace || ts->c_traceobj != trace_obj) {
       Finding(out, "loader.hook.disabled", {{"hook", "sys.settrace"}});
     }
-    if (ModuleGlobal("threading", "_profile_hook") != threading_profile) {
+    if (ThreadingHookChanged("_profile_hook", threading_profile)) {
       Finding(out, "loader.hook.disabled", {{"hook", "threading.setprofile"}});
     }
-    if (ModuleGlobal("threading", "_trace_hook") != threading_trace) {
+    if (ThreadingHookChanged("_trace_hook", threading_trace)) {
       Finding(out, "loader.hook.disabled", {{"hook", "threading.settrace"}});
     }
   }
@@ -395,6 +417,90 @@ const absl::flat_hash_set<std::string>& MutableGlobals() {
       "_STATE", "_stubs", "_ELEMENT_SIZE", "_OPS", "sys", "__builtins__"};
   return *names;
 }
+// Python thread states of the interpreter (threads that run or are about
+// to run Python code).
+int ThreadCount() {
+  int n = 0;
+  PyThreadState* self = PyThreadState_Get();
+  for (PyThreadState* t = PyInterpreterState_ThreadHead(self->interp);
+       t != nullptr; t = PyThreadState_Next(t)) {
+    ++n;
+  }
+  return n;
+}
+
+// Interval timers and the signal each delivers.
+constexpr std::pair<int, int> kTimers[] = {{ITIMER_REAL, SIGALRM},
+                                           {ITIMER_VIRTUAL, SIGVTALRM},
+                                           {ITIMER_PROF, SIGPROF}};
+
+bool Armed(const itimerval& t) {
+  return t.it_value.tv_sec != 0 || t.it_value.tv_usec != 0;
+}
+
+// Whether Python code installed a handler for `signum` (a callable, not
+// SIG_DFL/SIG_IGN). `getsignal` is _signal.getsignal, a builtin: reading
+// its table makes no system call.
+bool HasPythonHandler(PyObject* getsignal, int signum) {
+  PyRef h(PyObject_CallFunction(getsignal, "i", signum));
+  const bool callable = h && PyCallable_Check(h.get());
+  PyErr_Clear();
+  return callable;
+}
+
+// Armed timers whose signal runs a Python handler: the only timers that
+// can run anything (with SIG_DFL the process dies, with SIG_IGN nothing
+// happens). getitimer() only for those, so that a load that installed no
+// handler adds no system call to its trace.
+std::vector<int> PendingTimers(PyObject* getsignal) {
+  std::vector<int> out;
+  for (const auto& [which, signum] : kTimers) {
+    if (!HasPythonHandler(getsignal, signum)) continue;
+    itimerval t{};
+    if (getitimer(which, &t) == 0 && Armed(t)) out.push_back(which);
+  }
+  return out;
+}
+
+// Brings the timers `which` that would fire more than `within_ms` from now
+// forward to fire in a millisecond (their interval is kept).
+void BringTimersForward(const std::vector<int>& timers, double within_ms) {
+  for (int which : timers) {
+    itimerval t{};
+    if (getitimer(which, &t) != 0 || !Armed(t)) continue;
+    const double ms =
+        static_cast<double>(t.it_value.tv_sec) * 1000.0 +
+        static_cast<double>(t.it_value.tv_usec) / 1000.0;
+    if (ms <= within_ms) continue;
+    t.it_value.tv_sec = 0;
+    t.it_value.tv_usec = 1000;
+    setitimer(which, &t, nullptr);
+  }
+}
+
+// Sleeps `ms` with the GIL released (other Python threads run).
+void SleepWithoutGil(double ms) {
+  timespec ts{0, static_cast<long>(ms * 1e6)};
+  Py_BEGIN_ALLOW_THREADS;
+  nanosleep(&ts, nullptr);
+  Py_END_ALLOW_THREADS;
+}
+
+// Runs the Python handlers of signals that arrived; an exception a handler
+// raises is dropped (at exit nobody would catch it either).
+void RunSignalHandlers() {
+  if (PyErr_CheckSignals() != 0) PyErr_Clear();
+}
+
+// A LOG event (same shape as an INTEGRITY finding).
+proto::Event LogEvent(
+    std::string_view name,
+    std::initializer_list<std::pair<std::string_view, std::string>> args) {
+  proto::Event e = hooks::IntegrityFinding(name, args);
+  e.set_kind(proto::Event::LOG);
+  return e;
+}
+
 }  // namespace
 
 Loader::Loader() = default;
@@ -447,6 +553,24 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   if (!loader.prepare_ || !loader.result_) {
     return absl::InternalError(
         "Loader::Create: loader code defines no prepare()/result()");
+  }
+  PyRef atexit(PyImport_ImportModule("atexit"));
+  if (atexit) {
+    loader.atexit_count_ =
+        PyRef(PyObject_GetAttrString(atexit.get(), "_ncallbacks"));
+    loader.atexit_run_ =
+        PyRef(PyObject_GetAttrString(atexit.get(), "_run_exitfuncs"));
+  }
+  if (!loader.atexit_count_ || !loader.atexit_run_) {
+    return StatusFromPyErr("Loader::Create: atexit");
+  }
+  PyRef signal(PyImport_ImportModule("_signal"));
+  if (signal) {
+    loader.signal_getsignal_ =
+        PyRef(PyObject_GetAttrString(signal.get(), "getsignal"));
+  }
+  if (!loader.signal_getsignal_) {
+    return StatusFromPyErr("Loader::Create: _signal.getsignal");
   }
   loader.seal_ = std::make_unique<Seal>();
   loader.seal_->AddRoot(loader.module_.get(), "dynahug_loader",
@@ -586,6 +710,86 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
   out.load_ms = std::chrono::duration<double, std::milli>(
                     std::chrono::steady_clock::now() - start)
                     .count();
+  return out;
+}
+
+DeferredWork Loader::CaptureDeferred() const {
+  DeferredWork w;
+  w.threads = ThreadCount();
+  if (atexit_count_) {
+    PyRef n(PyObject_CallNoArgs(atexit_count_.get()));
+    w.atexit_callbacks = n ? static_cast<int>(PyLong_AsLong(n.get())) : 0;
+    PyErr_Clear();
+  }
+  return w;
+}
+
+absl::StatusOr<ShutdownResult> Loader::RunShutdown(
+    const DeferredWork& before, const ShutdownOptions& options,
+    hooks::EventSink& sink) {
+  if (!atexit_run_) {
+    return absl::FailedPreconditionError("Loader::RunShutdown: moved-from");
+  }
+  ShutdownResult out;
+  const DeferredWork now = CaptureDeferred();
+  out.atexit_added = std::max(0, now.atexit_callbacks - before.atexit_callbacks);
+  out.threads_added = std::max(0, now.threads - before.threads);
+  out.timers_armed =
+      static_cast<int>(PendingTimers(signal_getsignal_.get()).size());
+  if (out.atexit_added == 0 && out.threads_added == 0 &&
+      out.timers_armed == 0) {
+    return out;  // the common case: costs the three counts above
+  }
+  out.ran = true;
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed_ms = [&start] {
+    return std::chrono::duration<double, std::milli>(
+               std::chrono::steady_clock::now() - start)
+        .count();
+  };
+  hooks::EventRecorder recorder(&sink, options.recorder_limits);
+  recorder.Emit(LogEvent("shutdown.begin",
+                         {{"atexit", absl::StrCat(out.atexit_added)},
+                          {"threads", absl::StrCat(out.threads_added)},
+                          {"timers", absl::StrCat(out.timers_armed)}}));
+  hooks::CallProfiler profiler(options.profiler_limits, kLoaderFilename,
+                               {{pickle_file_, {"_Unpickler.", "_Unframer."}}});
+  {
+    LoadPhase phase(&recorder, options.paths, options.audit_limits);
+    if (options.profile_calls) {
+      if (absl::Status s = profiler.Start(); !s.ok()) return s;
+    }
+    hooks::AuditHook& audit = hooks::AuditHook::Instance();
+    audit.SetRecording(true);
+    RunSignalHandlers();
+    if (options.grace_ms > 0) {
+      BringTimersForward(PendingTimers(signal_getsignal_.get()),
+                         options.grace_ms);
+      constexpr double kPollMs = 2;
+      while (elapsed_ms() < options.grace_ms &&
+             (ThreadCount() > before.threads ||
+              !PendingTimers(signal_getsignal_.get()).empty())) {
+        SleepWithoutGil(kPollMs);
+        RunSignalHandlers();
+      }
+    }
+    // atexit handlers run whatever the loads registered (the count may
+    // also have dropped: atexit.unregister, atexit._clear).
+    if (now.atexit_callbacks > 0) {
+      PyRef r(PyObject_CallNoArgs(atexit_run_.get()));
+      PyErr_Clear();  // handlers' exceptions are printed to stderr, not raised
+    }
+    RunSignalHandlers();
+    audit.SetRecording(false);
+    if (options.profile_calls) profiler.Stop();
+  }
+  out.threads_left = std::max(0, ThreadCount() - before.threads);
+  out.shutdown_ms = elapsed_ms();
+  if (options.profile_calls) profiler.EmitTo(recorder);
+  recorder.Emit(LogEvent("shutdown.end",
+                         {{"threads_left", absl::StrCat(out.threads_left)},
+                          {"ms", absl::StrCat(out.shutdown_ms)}}));
+  recorder.Flush();
   return out;
 }
 

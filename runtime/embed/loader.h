@@ -98,6 +98,36 @@ struct LoadOptions {
   const hooks::IntegritySnapshot* integrity_baseline = nullptr;
 };
 
+// What a process that loaded files still runs before it exits, counted
+// before the loads (Loader::CaptureDeferred) so that RunShutdown can tell
+// what the loads added.
+struct DeferredWork {
+  int atexit_callbacks = 0;  // atexit._ncallbacks()
+  int threads = 0;           // Python thread states of the interpreter
+};
+
+struct ShutdownOptions {
+  // Longest time given to threads and armed interval timers (alarm,
+  // setitimer) to finish or fire, milliseconds. Only spent while one is
+  // still pending; 0 skips the wait (atexit handlers still run).
+  double grace_ms = 300;
+  bool profile_calls = true;
+  hooks::PathContext paths;
+  hooks::AuditLimits audit_limits;
+  hooks::RecorderLimits recorder_limits;
+  hooks::ProfilerLimits profiler_limits;
+};
+
+struct ShutdownResult {
+  // Something was pending: the shutdown phase ran (and was recorded).
+  bool ran = false;
+  int atexit_added = 0;    // handlers the loads registered
+  int threads_added = 0;   // threads alive after the loads
+  int timers_armed = 0;    // armed timers with a Python signal handler
+  int threads_left = 0;    // threads still alive when the grace ended
+  double shutdown_ms = 0;  // wall time of the phase
+};
+
 struct LoadResult {
   // The loader that ran ("torch.load", ...).
   std::string loader;
@@ -133,6 +163,38 @@ class Loader {
                                   const LoadOptions& options,
                                   hooks::EventSink& sink);
 
+  // Counts the deferred work that exists now (call before the loads).
+  DeferredWork CaptureDeferred() const;
+
+  // The interpreter's normal shutdown, bounded, for the work the loads left
+  // behind (compared with `before`): atexit handlers the loads registered,
+  // threads they started (daemon or not, threading.Timer), interval timers
+  // armed (signal.alarm, signal.setitimer) whose signal has a Python
+  // handler. When none is pending it returns at once (ran == false), emits
+  // nothing and makes no system call (the trace's syscall counts are
+  // features). Otherwise, with the
+  // audit hook recording and the call profiler running as in Load:
+  //   1. LOG "shutdown.begin" {atexit, threads, timers} (what is pending);
+  //   2. armed timers that would fire after the grace period are brought
+  //      forward to fire now (a long-lived victim process would see them);
+  //   3. up to grace_ms, while a thread is alive or a timer armed: the GIL
+  //      is released in short sleeps and Python signal handlers run;
+  //   4. atexit._run_exitfuncs(): every registered handler, last registered
+  //      first, as at interpreter exit (those of the libraries imported
+  //      before the loads too);
+  //   5. PYTHON_CALL edges of the phase, "profiler.yielded" events, then
+  //      LOG "shutdown.end" {threads_left, ms}.
+  // Events between shutdown.begin and shutdown.end belong to the shutdown
+  // phase; those before, to the loads. Threads still running after it are
+  // left to die with the process (as daemon threads do at exit). Errors are
+  // for a broken interpreter only.
+  //
+  // SAFETY: runs the loaded code's deferred work: sandboxed child only (or
+  // tests on benign inputs).
+  absl::StatusOr<ShutdownResult> RunShutdown(const DeferredWork& before,
+                                             const ShutdownOptions& options,
+                                             hooks::EventSink& sink);
+
  private:
   class Seal;
   Loader();
@@ -141,6 +203,11 @@ class Loader {
   hooks::PyRef result_;
   hooks::PyRef bridge_;
   std::string pickle_file_;     // pickle.py, whose unpickler is transparent
+  // atexit._ncallbacks, atexit._run_exitfuncs and _signal.getsignal as
+  // they were at Create (before any loaded code could rebind them).
+  hooks::PyRef atexit_count_;
+  hooks::PyRef atexit_run_;
+  hooks::PyRef signal_getsignal_;  // _signal.getsignal
   std::unique_ptr<Seal> seal_;  // identity snapshot of the namespace
 };
 

@@ -273,6 +273,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       return 3;
     }
     bool all_loaded = true;
+    const DeferredWork deferred = loader.CaptureDeferred();
     for (size_t i = 0; i < targets.size(); ++i) {
       const LoadTarget& target = targets[i];
       std::string load_path = absolute_path;
@@ -311,6 +312,19 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       }
       all_loaded = all_loaded && result->loaded;
     }
+    // What the process would still run before exiting (atexit, threads,
+    // timers), recorded as the shutdown phase.
+    ShutdownOptions shutdown;
+    shutdown.profile_calls = options.load.profile_calls;
+    shutdown.paths = options.load.paths;
+    shutdown.paths.model_path = absolute_path;
+    shutdown.paths.scratch_dir = ctx.scratch_dir();
+    shutdown.paths.home_dir = ctx.scratch_dir();
+    shutdown.audit_limits = options.load.audit_limits;
+    shutdown.recorder_limits = options.load.recorder_limits;
+    shutdown.profiler_limits = options.load.profiler_limits;
+    sink.set_member("");
+    if (!loader.RunShutdown(deferred, shutdown, sink).ok()) return 3;
     return all_loaded ? 0 : 1;
   };
 

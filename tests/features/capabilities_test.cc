@@ -67,6 +67,42 @@ TEST(CapabilitiesTest, LibraryNoiseOutsideThePayloadIsNot) {
   EXPECT_THAT(FindCapabilities(t), IsEmpty());
 }
 
+// What runs in the child's shutdown phase (atexit handlers, timers,
+// threads) is attributed to the payload's registration of deferred work;
+// without one, it is the libraries' (e.g. their own atexit handlers).
+TEST(CapabilitiesTest, ShutdownPhaseIsAttributedToThePayloadsRegistration) {
+  auto shutdown = [](proto::Trace& t) {
+    AddEvent(t, proto::Event::LOG, "shutdown.begin", {{"atexit", "1"}});
+    AddEvent(t, proto::Event::AUDIT, "os.system",
+             {{"executable", "/bin/true"}});
+    AddEvent(t, proto::Event::BLOCKED, "clone")->set_blocked(true);
+    AddEvent(t, proto::Event::LOG, "shutdown.end", {{"threads_left", "0"}});
+  };
+  proto::Trace registered;
+  AddEvent(registered, proto::Event::PICKLE_CALL, "atexit.register",
+           {{"op", "REDUCE"}, {"0", "posix.system"}}, 40);
+  shutdown(registered);
+  const std::vector<CapabilityFinding> found = FindCapabilities(registered);
+  ASSERT_THAT(Names(found), ElementsAre("process", "deferred"));
+  EXPECT_THAT(found[0].evidence,
+              HasSubstr("atexit.register called by REDUCE at offset 40: "
+                        "audit os.system"));
+  EXPECT_EQ(found[0].events, (std::vector<int>{2, 3}));
+
+  // No registration by the payload: the same shutdown events are not its.
+  proto::Trace library;
+  AddEvent(library, proto::Event::PICKLE_CALL, "collections.OrderedDict",
+           {{"op", "REDUCE"}}, 40);
+  shutdown(library);
+  EXPECT_THAT(FindCapabilities(library), IsEmpty());
+
+  // Events after shutdown.end are not the phase's.
+  proto::Trace after = registered;
+  after.mutable_events()->SwapElements(2, 4);  // os.system after the end
+  after.mutable_events()->SwapElements(3, 4);  // clone after it
+  EXPECT_THAT(Names(FindCapabilities(after)), ElementsAre("deferred"));
+}
+
 TEST(CapabilitiesTest, ExecOfPickleSourceIsExecSourceButImportMachineryIsNot) {
   proto::Trace lib;
   AddEvent(lib, proto::Event::AUDIT, "pickle.find_class",

@@ -186,5 +186,64 @@ TEST(ObserverCallProfilerThreadsTest, ThreadsStartedWhileProfilingAreProfiled) {
   EXPECT_EQ(prof.total_calls(), total);
 }
 
+// Code that runs under its own profiler (profile.run, cProfile.run) runs
+// as in a process without dynahug's: in CPython 3.11 profile.Profile aborts
+// with AssertionError('Bad return') when another profile function was
+// active as it installed its own. The profiler gives way, records the
+// hand-over, and leaves the thread able to profile again afterwards.
+TEST(ObserverCallProfilerTest, GivesWayToTheCodesOwnProfiler) {
+  runtime::Interpreter& py = SharedInterpreter();
+  struct Case {
+    const char* source;
+    const char* ran;
+    const char* to;
+  } cases[] = {
+      {"import profile\nprofile.Profile().run('dh_prof_ran = 1')\n",
+       "dh_prof_ran", "sys.setprofile"},
+      {"import cProfile\ncProfile.Profile().run('dh_cprof_ran = 2')\n",
+       "dh_cprof_ran", "cProfile.Profile.enable"},
+  };
+  for (const Case& c : cases) {
+    CallProfiler prof;
+    ASSERT_TRUE(prof.Start().ok());
+    const absl::Status ran = py.Exec(c.source);
+    // Displaced by the code's own profiler: reported as such.
+    EXPECT_FALSE(prof.Stop());
+    ASSERT_TRUE(ran.ok()) << c.source << ": " << ran;
+    absl::StatusOr<std::string> value = py.Eval(c.ran);
+    ASSERT_TRUE(value.ok()) << value.status();
+    EXPECT_NE(*value, "");
+    EXPECT_EQ(prof.yields(), 1u);
+    MemoryEventSink sink;
+    prof.EmitTo(sink);
+    const proto::Event* yielded = nullptr;
+    for (const proto::Event& e : sink.events()) {
+      if (e.kind() == proto::Event::LOG && e.name() == "profiler.yielded") {
+        yielded = &e;
+      }
+    }
+    ASSERT_NE(yielded, nullptr) << c.source;
+    EXPECT_EQ(yielded->args(0).key(), "to");
+    EXPECT_EQ(yielded->args(0).value(), c.to);
+    EXPECT_EQ(yielded->args(1).key(), "caller");
+    EXPECT_FALSE(yielded->args(1).value().empty());
+    PyEval_SetProfile(nullptr, nullptr);
+    PyErr_Clear();
+  }
+  // The thread's profile events flow again: a new profiler counts calls.
+  ASSERT_TRUE(py.Exec("import sys\n"
+                      "m = type(sys)('dhprof_after')\n"
+                      "exec('def f():\\n    return len([1])\\n', m.__dict__)\n"
+                      "sys.modules['dhprof_after'] = m\n")
+                  .ok());
+  CallProfiler after;
+  ASSERT_TRUE(after.Start().ok());
+  ASSERT_TRUE(py.Exec("import dhprof_after\ndhprof_after.f()\n").ok());
+  EXPECT_TRUE(after.Stop());
+  MemoryEventSink sink;
+  after.EmitTo(sink);
+  EXPECT_EQ((Edges(sink)[{"dhprof_after.f", "builtins.len"}]), 1u);
+}
+
 }  // namespace
 }  // namespace dynahug::hooks

@@ -250,4 +250,23 @@ std::string DescribeEvents(const proto::Trace& trace, size_t max_events) {
   return out;
 }
 
+std::string PickleUnicode(std::string_view text) {
+  std::string out = "V";
+  for (char c : text) {
+    if (c == '\\') {
+      out += "\\u005c";
+    } else if (c == '\n') {
+      out += "\\u000a";
+    } else {
+      out += c;
+    }
+  }
+  out += '\n';
+  return out;
+}
+
+std::string ExecPickle(std::string_view source) {
+  return absl::StrCat("cbuiltins\nexec\n(", PickleUnicode(source), "(dtR.");
+}
+
 }  // namespace dynahug::integration

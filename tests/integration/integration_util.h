@@ -81,6 +81,13 @@ std::string DescribeEvent(const proto::Event& event);
 // then the exit status, for failure messages (at most `max_events`).
 std::string DescribeEvents(const proto::Trace& trace, size_t max_events = 60);
 
+// Payload pickles (protocol 0) for tests that write their own inputs.
+// The argument of a V (UNICODE) opcode: `text` raw-unicode-escaped (\\ and
+// newlines escaped) up to the newline that ends it, "V" included.
+std::string PickleUnicode(std::string_view text);
+// A pickle calling builtins.exec(source, {}).
+std::string ExecPickle(std::string_view source);
+
 }  // namespace dynahug::integration
 
 #endif  // DYNAHUG_TESTS_INTEGRATION_INTEGRATION_UTIL_H_

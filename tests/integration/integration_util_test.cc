@@ -151,5 +151,11 @@ TEST(EventHelpersTest, ArgsAndLoadResult) {
   EXPECT_EQ(LoadResultEvent(trace, "member.pt"), nullptr);
 }
 
+TEST(PayloadPickleTest, UnicodeArgumentIsEscapedToOneLine) {
+  EXPECT_EQ(PickleUnicode("a\\b\nc"), "Va\\u005cb\\u000ac\n");
+  EXPECT_EQ(ExecPickle("x = 1\n"),
+            "cbuiltins\nexec\n(Vx = 1\\u000a\n(dtR.");
+}
+
 }  // namespace
 }  // namespace dynahug::integration

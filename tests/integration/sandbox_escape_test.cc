@@ -36,22 +36,6 @@
 namespace dynahug::integration {
 namespace {
 
-// A protocol-0 pickle calling builtins.exec(source, {}). The V opcode's
-// argument is raw-unicode-escape up to the newline.
-std::string ExecPickle(const std::string& source) {
-  std::string escaped;
-  for (char c : source) {
-    if (c == '\\') {
-      escaped += "\\u005c";
-    } else if (c == '\n') {
-      escaped += "\\u000a";
-    } else {
-      escaped += c;
-    }
-  }
-  return absl::StrCat("cbuiltins\nexec\n(V", escaped, "\n(dtR.");
-}
-
 class SandboxEscapeTest : public ::testing::Test {
  protected:
   void SetUp() override {

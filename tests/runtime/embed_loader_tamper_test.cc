@@ -258,6 +258,41 @@ TEST_F(TamperTest, DisablingProfilerOrTraceIsAFinding) {
   }
 }
 
+// A load that imports threading for the first time (a zygote that only
+// warmed pickle may not have it) gets the fresh module's hooks (None): no
+// hook was disabled. Setting one after that first import still is.
+TEST_F(TamperTest, FirstImportOfThreadingIsNoFinding) {
+  struct Case {
+    const char* source;
+    bool profile_finding;
+  } cases[] = {
+      {"import threading\n", false},
+      {"import threading\nthreading.setprofile(lambda *a: None)\n", true},
+  };
+  for (const Case& c : cases) {
+    ASSERT_TRUE(SharedInterpreter()
+                    .Exec("import sys\n"
+                          "sys._dh_threading = sys.modules.pop('threading',"
+                          " None)\n")
+                    .ok());
+    std::vector<Event> events = LoadPayload(c.source, "pickle.load");
+    ASSERT_TRUE(SharedInterpreter()
+                    .Exec("import sys\n"
+                          "if sys._dh_threading is not None:\n"
+                          "    sys.modules['threading'] = sys._dh_threading\n"
+                          "del sys._dh_threading\n")
+                    .ok());
+    EXPECT_EQ(Has(events, Event::INTEGRITY, "loader.hook.disabled", "hook",
+                  "threading.setprofile"),
+              c.profile_finding)
+        << c.source << Integrity(events);
+    EXPECT_FALSE(Has(events, Event::INTEGRITY, "loader.hook.disabled", "hook",
+                     "threading.settrace"))
+        << c.source << Integrity(events);
+    EXPECT_TRUE(Has(events, Event::GLOBAL, "builtins.len")) << c.source;
+  }
+}
+
 // Negative control: the same loads without tampering report nothing.
 TEST_F(TamperTest, HarmlessPayloadIsNoFinding) {
   for (const char* loader : {"pickle.load", "torch.load"}) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -579,6 +580,198 @@ TEST(EmbedLoaderForkTest, LoadInForkedChildStreamsEventsThroughTheChannel) {
       EXPECT_EQ(GlobalNames(got), GlobalNames(direct.events()));
     }
   }
+}
+
+// A pickle in a fresh temporary file (removed by the destructor).
+class TempPickle {
+ public:
+  explicit TempPickle(const std::string& bytes) {
+    char tmpl[] = "/tmp/dynahug-embed-XXXXXX";
+    const int fd = mkstemp(tmpl);
+    EXPECT_GE(fd, 0);
+    path_ = tmpl;
+    EXPECT_EQ(write(fd, bytes.data(), bytes.size()),
+              static_cast<ssize_t>(bytes.size()));
+    close(fd);
+  }
+  ~TempPickle() { unlink(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Stubs stand in for third-party modules only. A standard-library module
+// the platform lacks (nt: Windows) fails as in a plain load (checked
+// against /usr/bin/python3), and the split-out stdlib packages resolve for
+// real. Harmless callees only.
+TEST(EmbedLoaderStubPolicyTest, OnlyMissingThirdPartyModulesAreStubbed) {
+  const std::string nt_pickle = "cnt\ngetcwd\n)R.";
+  std::string plain;
+  const int rc = dynahug::testing::RunCommand(
+      "/usr/bin/python3 -c \"import pickle\n"
+      "try:\n    pickle.loads(b'cnt\\\\ngetcwd\\\\n)R.')\n"
+      "except Exception as e:\n    print(type(e).__name__, e.name)\" 2>&1",
+      &plain);
+  ASSERT_EQ(rc, 0) << plain;
+  EXPECT_EQ(plain, "ModuleNotFoundError nt\n");
+  for (const char* loader : {"pickle.load", "torch.load"}) {
+    TempPickle nt(nt_pickle);
+    hooks::MemoryEventSink sink;
+    LoadOptions o;
+    o.loader = loader;
+    absl::StatusOr<LoadResult> r = SharedLoader().Load(nt.path(), o, sink);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_FALSE(r->loaded) << loader << ": " << r->loaded_type;
+    EXPECT_EQ(r->error_type, "builtins.ModuleNotFoundError") << loader;
+    for (const Event& e : sink.events()) {
+      EXPECT_NE(Arg(e, "resolved"), "stub") << loader << " " << e.name();
+    }
+  }
+
+  // A third-party module that is not installed: a stub, and its call is
+  // recorded with its arguments.
+  TempPickle absent("cdynahug_absent_pkg.tools\nrun\n(V--flag\nI42\ntR.");
+  hooks::MemoryEventSink sink;
+  LoadResult r = [&] {
+    LoadOptions o;
+    o.loader = "pickle.load";
+    absl::StatusOr<LoadResult> got = SharedLoader().Load(absent.path(), o, sink);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : LoadResult{};
+  }();
+  EXPECT_TRUE(r.loaded) << r.error_type << " " << r.error_message;
+  EXPECT_TRUE(r.loaded_type_is_stub);
+  const Event* g = Find(sink, Event::GLOBAL, "dynahug_absent_pkg.tools.run");
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(Arg(*g, "resolved"), "stub");
+  const Event* call =
+      Find(sink, Event::PICKLE_CALL, "dynahug_absent_pkg.tools.run");
+  ASSERT_NE(call, nullptr);
+  EXPECT_EQ(Arg(*call, "stub"), "true");
+  EXPECT_NE(Arg(*call, "0").find("--flag"), std::string::npos)
+      << Arg(*call, "0");
+  EXPECT_NE(Arg(*call, "1").find("42"), std::string::npos) << Arg(*call, "1");
+
+  // Standard-library modules Debian ships in separate packages are present.
+  for (const char* global :
+       {"cidlelib.run\nExecutive\n.", "clib2to3.main\nmain\n.",
+        "cdistutils.spawn\nspawn\n.", "censurepip\nbootstrap\n.",
+        "cvenv\nEnvBuilder\n.", "ctkinter\nTk\n.", "cdbm.gnu\nopen\n."}) {
+    TempPickle p(global);
+    hooks::MemoryEventSink s2;
+    LoadOptions o;
+    o.loader = "pickle.load";
+    absl::StatusOr<LoadResult> got = SharedLoader().Load(p.path(), o, s2);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(got->loaded) << global << ": " << got->error_type << " "
+                             << got->error_message;
+    EXPECT_FALSE(got->loaded_type_is_stub) << global;
+    for (const Event* e : OfKind(s2, Event::GLOBAL)) {
+      EXPECT_EQ(Arg(*e, "resolved"), "real") << e->name();
+    }
+  }
+}
+
+// The shutdown phase costs nothing and records nothing when the load left
+// nothing to run.
+TEST(EmbedLoaderShutdownTest, NothingPendingRunsNothing) {
+  Loader& loader = SharedLoader();
+  const DeferredWork before = loader.CaptureDeferred();
+  hooks::MemoryEventSink load_sink;
+  MustLoad("plain_p2.pkl", "pickle.load", load_sink);
+  hooks::MemoryEventSink sink;
+  absl::StatusOr<ShutdownResult> r =
+      loader.RunShutdown(before, ShutdownOptions{}, sink);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->ran);
+  EXPECT_TRUE(sink.events().empty());
+}
+
+// What a load left behind (an atexit handler, a daemon thread that acts
+// after 50 ms, a SIGALRM handler with an alarm 30 s away) runs in the
+// shutdown phase, recorded between shutdown.begin and shutdown.end; the
+// alarm is brought forward. Harmless probes: compile() of constants.
+TEST(EmbedLoaderShutdownTest, RunsWhatTheLoadLeftBehindAndRecordsIt) {
+  Loader& loader = SharedLoader();
+  runtime::Interpreter& py = SharedInterpreter();
+  const DeferredWork before = loader.CaptureDeferred();
+  ASSERT_TRUE(py.Exec("import atexit, signal, threading, time\n"
+                      "def _dh_exit():\n"
+                      "    compile('1', '<dh-atexit>', 'eval')\n"
+                      "atexit.register(_dh_exit)\n"
+                      "def _dh_thread():\n"
+                      "    time.sleep(0.05)\n"
+                      "    compile('2', '<dh-thread>', 'eval')\n"
+                      "threading.Thread(target=_dh_thread, daemon=True)"
+                      ".start()\n"
+                      "def _dh_alarm(*a):\n"
+                      "    compile('3', '<dh-alarm>', 'eval')\n"
+                      "signal.signal(signal.SIGALRM, _dh_alarm)\n"
+                      "signal.alarm(30)\n")
+                  .ok());
+  hooks::MemoryEventSink sink;
+  ShutdownOptions options;
+  options.grace_ms = 2000;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<ShutdownResult> r = loader.RunShutdown(before, options, sink);
+  const double ms = std::chrono::duration<double, std::milli>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ran);
+  EXPECT_EQ(r->atexit_added, 1);
+  EXPECT_EQ(r->threads_added, 1);
+  EXPECT_EQ(r->timers_armed, 1);
+  EXPECT_EQ(r->threads_left, 0);
+  // Done when nothing is pending any more, well before the grace period.
+  EXPECT_LT(ms, 1000);
+  const std::vector<Event>& events = sink.events();
+  ASSERT_GE(events.size(), 5u);
+  EXPECT_EQ(events.front().kind(), Event::LOG);
+  EXPECT_EQ(events.front().name(), "shutdown.begin");
+  EXPECT_EQ(Arg(events.front(), "atexit"), "1");
+  EXPECT_EQ(events.back().name(), "shutdown.end");
+  std::set<std::string> ran;
+  for (const Event& e : events) {
+    if (e.kind() == Event::AUDIT && e.name() == "compile") {
+      ran.insert(Arg(e, "filename"));
+    }
+  }
+  EXPECT_EQ(ran, (std::set<std::string>{"<dh-atexit>", "<dh-thread>",
+                                        "<dh-alarm>"}));
+  ASSERT_TRUE(py.Exec("import signal\n"
+                      "signal.signal(signal.SIGALRM, signal.SIG_DFL)\n")
+                  .ok());
+}
+
+// The grace period bounds the wait for a thread that does not finish.
+TEST(EmbedLoaderShutdownTest, GracePeriodBoundsTheWait) {
+  Loader& loader = SharedLoader();
+  runtime::Interpreter& py = SharedInterpreter();
+  const DeferredWork before = loader.CaptureDeferred();
+  ASSERT_TRUE(py.Exec("import threading\n"
+                      "_dh_stop = threading.Event()\n"
+                      "threading.Thread(target=_dh_stop.wait, args=(30,),"
+                      " daemon=True).start()\n"
+                      "import sys\nsys._dh_stop = _dh_stop\n")
+                  .ok());
+  hooks::MemoryEventSink sink;
+  ShutdownOptions options;
+  options.grace_ms = 100;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<ShutdownResult> r = loader.RunShutdown(before, options, sink);
+  const double ms = std::chrono::duration<double, std::milli>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+  ASSERT_TRUE(py.Exec("import sys\nsys._dh_stop.set()\n").ok());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ran);
+  EXPECT_EQ(r->threads_left, 1);
+  EXPECT_GE(ms, 100);
+  EXPECT_LT(ms, 1000);
+  ASSERT_FALSE(sink.events().empty());
+  EXPECT_EQ(Arg(sink.events().back(), "threads_left"), "1");
 }
 
 }  // namespace

@@ -525,6 +525,15 @@ TEST_F(SandboxTest, EnvironmentIsScrubbedAndPlausible) {
       char cwd[4096] = {};
       Send(ctx, "cwd", getcwd(cwd, sizeof cwd) ? cwd : "?");
       Send(ctx, "home", getenv("HOME") ? getenv("HOME") : "");
+      // The desktop programs a browser/editor lookup finds.
+      std::string programs;
+      for (const char* name : {"xdg-open", "www-browser", "sensible-editor"}) {
+        const std::string path = absl::StrCat("/home/user/.local/bin/", name);
+        programs += absl::StrCat(name, access(path.c_str(), X_OK) == 0
+                                           ? " executable\n"
+                                           : " missing\n");
+      }
+      Send(ctx, "programs", programs);
       return 0;
     });
     SCOPED_TRACE(mode == FsIsolation::kAuto ? "landlock" : "mount namespace");
@@ -538,7 +547,17 @@ TEST_F(SandboxTest, EnvironmentIsScrubbedAndPlausible) {
     EXPECT_EQ(Value(r, "comm"), "python3\n");
     const std::string env = Value(r, "environ");
     EXPECT_NE(env.find("USER=user"), std::string::npos) << env;
-    EXPECT_NE(env.find("PATH=/usr/local/bin:/usr/bin:/bin"), std::string::npos);
+    EXPECT_NE(env.find("PATH=/home/user/.local/bin:/usr/local/bin:/usr/bin:/bin"),
+              std::string::npos)
+        << env;
+    // A desktop session: a display, and a browser, editor and pager to run.
+    for (const char* kv : {"DISPLAY=:0", "BROWSER=xdg-open", "EDITOR=editor",
+                           "VISUAL=editor", "PAGER=pager"}) {
+      EXPECT_NE(env.find(kv), std::string::npos) << kv << "\n" << env;
+    }
+    EXPECT_EQ(Value(r, "programs"),
+              "xdg-open executable\nwww-browser executable\n"
+              "sensible-editor executable\n");
     EXPECT_NE(env.find("HOSTNAME=workstation"), std::string::npos);
     EXPECT_EQ(Value(r, "hostname"), "workstation");
     // An ordinary home directory, no tell-tale TMPDIR.
