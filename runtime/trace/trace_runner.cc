@@ -223,8 +223,12 @@ absl::Status TraceRunner::Warm(const AnalyzedFile& file,
     baseline_.reset();  // new modules: the snapshot must include them
   }
   if (load.integrity_diff && !baseline_) {
+    // The libraries this zygote may import are the ones whose classes and
+    // functions are watched.
+    hooks::IntegrityOptions integrity = load.integrity;
+    integrity.library_packages = allowlist_;
     absl::StatusOr<hooks::IntegritySnapshot> snapshot =
-        hooks::IntegritySnapshot::Take(load.integrity);
+        hooks::IntegritySnapshot::Take(integrity);
     if (!snapshot.ok()) return snapshot.status();
     baseline_.emplace(std::move(*snapshot));
   }
