@@ -122,6 +122,24 @@ bool LibraryFunction(PyObject* obj, const std::vector<std::string>& pkgs) {
                     pkgs);
 }
 
+// `now` is a function defined in a library module (by its __globals__, which
+// functools.wraps does not copy, unlike __module__) whose __wrapped__ is
+// `old`: a library decorating a method of its own (torch.optim.Optimizer
+// wraps its subclass's step with a profiling hook whenever an optimizer is
+// created).
+bool WrapsOld(PyObject* now, PyObject* old,
+              const std::vector<std::string>& pkgs) {
+  if (!PyFunction_Check(now)) return false;
+  PyObject* globals = reinterpret_cast<PyFunctionObject*>(now)->func_globals;
+  if (globals == nullptr || !PyDict_Check(globals) ||
+      !InPackages(PyDict_GetItemString(globals, "__name__"), pkgs)) {
+    return false;
+  }
+  PyObject* dict = reinterpret_cast<PyFunctionObject*>(now)->func_dict;
+  return dict != nullptr && PyDict_Check(dict) &&
+         PyDict_GetItemString(dict, "__wrapped__") == old;
+}
+
 uint64_t DictVersion(PyObject* dict) {
   return reinterpret_cast<PyDictObject*>(dict)->ma_version_tag;
 }
@@ -323,7 +341,10 @@ void IntegritySnapshot::EmitLibraryChanges(Emitter& out) const {
                                            {"attr", PyUtf8(key, "?")},
                                            {"old", Describe(value)}});
       } else if (cur != value) {
-        out.Finding("class.attr.rebound", {{"class", ClassName(t)},
+        out.Finding(WrapsOld(cur, value, options_.library_packages)
+                        ? "class.attr.wrapped"
+                        : "class.attr.rebound",
+                    {{"class", ClassName(t)},
                                            {"attr", PyUtf8(key, "?")},
                                            {"old", Describe(value)},
                                            {"new", Describe(cur)}});

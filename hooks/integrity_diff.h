@@ -6,6 +6,11 @@
 //     (watched modules only; "added" skips submodules bound by import and
 //      new dunder names such as __warningregistry__)
 //   class.attr.rebound / .removed / .added      {class, attr, old, new}
+//   class.attr.wrapped                          {class, attr, old, new}
+//     (a rebinding to a function of a library module, by its __globals__,
+//      whose __wrapped__ is the old
+//      value: a library decorating its own method, e.g. the profiling hook
+//      torch.optim.Optimizer puts on its subclass's step)
 //   class.bases.changed                         {class, before, after}
 //     (classes of library packages: heap types defined in a module of a
 //      library package and bound as an attribute of one, with the library

@@ -447,11 +447,11 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   loader.prepare_ = PyRef::Borrow(PyDict_GetItemString(globals, "prepare"));
   loader.result_ = PyRef::Borrow(PyDict_GetItemString(globals, "result"));
   loader.digest_ =
-      PyRef::Borrow(PyDict_GetItemString(globals, "value_digest"));
+      PyRef::Borrow(PyDict_GetItemString(globals, "digest"));
   if (!loader.prepare_ || !loader.result_ || !loader.digest_) {
     return absl::InternalError(
         "Loader::Create: loader code defines no "
-        "prepare()/result()/value_digest()");
+        "prepare()/result()/digest()");
   }
   loader.seal_ = std::make_unique<Seal>();
   loader.seal_->AddRoot(loader.module_.get(), "dynahug_loader",

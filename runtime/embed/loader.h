@@ -150,7 +150,7 @@ class Loader {
  private:
   class Seal;
   Loader();
-  // value_digest(value, lazy_threshold) as a str ("error: <type>" when it
+  // digest(value, lazy_threshold) of loader.py as a str ("error: <type>" when it
   // raised); any pending Python error is kept.
   hooks::PyRef Digest(PyObject* value, int64_t lazy_threshold);
   hooks::PyRef module_;   // the loader namespace

@@ -23,6 +23,9 @@
 #     "meta", which differs from a plain load's bytes;
 #   - numpy arrays and scalars: dtype, shape and contents (object arrays
 #     element by element);
+#   - numpy .npz files (NpzFile): the dict of their members' values, read
+#     from the open file, or given as `npz_members` (the sandbox's numpy
+#     driver reads every member during the load and closes the file);
 #   - classes, functions and modules: their qualified names;
 #   - other objects: qualified type name, then what pickling them would save
 #     (__reduce_ex__(4): arguments, state, items) when every method pickling
@@ -124,7 +127,8 @@ def _vd_reducible(t):
 
 
 class _VdWalker:
-    def __init__(self, lazy_threshold):
+    def __init__(self, lazy_threshold, npz_members=None):
+        self.npz_members = npz_members
         self.h = _vd_hashlib.sha256()
         self.lazy = lazy_threshold
         self.nodes = 0
@@ -219,6 +223,14 @@ class _VdWalker:
                                        torch.UntypedStorage):
             self.token(b'storage', _vd_type_name(t))
             self.storage(v if t is torch.UntypedStorage else v.untyped())
+            return
+        npyio = _vd_sys.modules.get('numpy.lib.npyio')
+        if npyio is not None and t is npyio.NpzFile:
+            self.token(b'npz', _vd_type_name(t))
+            members = self.npz_members
+            if members is None or depth != 0:
+                members = {k: v[k] for k in v.files}
+            self.walk(members, depth + 1)
             return
         if numpy is not None:
             if issubclass(t, numpy.ndarray):
@@ -391,9 +403,9 @@ class _VdWalker:
         self.slots(v, t, depth)
 
 
-def value_digest(value, lazy_threshold=-1):
+def value_digest(value, lazy_threshold=-1, npz_members=None):
     """Digest of `value` (see the file comment)."""
-    w = _VdWalker(lazy_threshold)
+    w = _VdWalker(lazy_threshold, npz_members)
     w.walk(value, 0)
     out = 'sha256:%s nodes=%d bytes=%d' % (w.h.hexdigest(), w.nodes, w.bytes)
     return out + ' truncated' if w.truncated else out

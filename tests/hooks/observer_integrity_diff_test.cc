@@ -141,6 +141,11 @@ def _make():
     def closure_fn(): return hidden
     return closure_fn
 closure_fn = _make()
+def wrap(f):
+    import functools
+    @functools.wraps(f)
+    def wrapper(*a, **k): return f(*a, **k)
+    return wrapper
 del _HiddenBase
 ''', m.__dict__)
 sys.modules['dh_lib'] = m
@@ -161,8 +166,8 @@ TEST(ObserverIntegrityDiffTest, WatchesLibraryClassesAndFunctions) {
   // Model, _HiddenBase (through the MRO), Other.
   EXPECT_EQ(snap->library_classes(), 3u);
   // forward, helper, build, size's getter, base_method, scale, keyword,
-  // _make, closure_fn.
-  EXPECT_EQ(snap->library_functions(), 9u);
+  // _make, closure_fn, wrap.
+  EXPECT_EQ(snap->library_functions(), 10u);
   EXPECT_TRUE(Diff(*snap).empty());
   ASSERT_TRUE(py.Exec("import sys\ndel sys.modules['dh_lib']").ok());
 }
@@ -196,6 +201,12 @@ TEST(ObserverIntegrityDiffTest, DetectsLibraryTampering) {
        "__defaults__"},
       {"m.keyword.__kwdefaults__ = {'factor': 3}", "function.attr.rebound",
        "dh_lib.keyword", "__kwdefaults__"},
+      // The library wrapping its own method, and anyone else doing so.
+      {"m.Model.forward = m.wrap(m.Model.forward)", "class.attr.wrapped",
+       "dh_lib.Model", "forward"},
+      {"import functools\n"
+       "m.Model.forward = functools.wraps(m.Model.forward)(lambda *a: 0)",
+       "class.attr.rebound", "dh_lib.Model", "forward"},
       {"m.closure_fn.__closure__[0].cell_contents = 11",
        "function.attr.rebound", "dh_lib._make.<locals>.closure_fn",
        "__closure__[0]"},
