@@ -1,5 +1,6 @@
 #include "hooks/integrity_diff.h"
 
+#include <algorithm>
 #include <functional>
 
 #include "absl/container/flat_hash_set.h"
@@ -237,6 +238,7 @@ absl::StatusOr<IntegritySnapshot> IntegritySnapshot::Take(
   snap.gc_callbacks_ = CallCount("gc", "callbacks", true);
   PyErr_Clear();
   snap.WatchLibraries();
+  snap.SortByAddress();
   PyErr_Clear();
   return snap;
 }
@@ -249,7 +251,6 @@ void IntegritySnapshot::WatchLibraries() {
   auto add_function = [&](PyObject* obj) {
     if (!LibraryFunction(obj, pkgs) || !seen.insert(obj).second) return;
     auto* f = reinterpret_cast<PyFunctionObject*>(obj);
-    const auto index = static_cast<uint32_t>(functions_.size());
     functions_.push_back(
         {PyRef::Borrow(obj), PyRef::Borrow(f->func_code),
          PyRef::Borrow(f->func_defaults), PyRef::Borrow(f->func_kwdefaults),
@@ -258,7 +259,7 @@ void IntegritySnapshot::WatchLibraries() {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(f->func_closure); ++i) {
       PyObject* cell = PyTuple_GET_ITEM(f->func_closure, i);
       if (!PyCell_Check(cell)) continue;
-      cells_.push_back({cell, PyRef::Borrow(PyCell_GET(cell)), index,
+      cells_.push_back({cell, obj, PyRef::Borrow(PyCell_GET(cell)),
                         static_cast<uint32_t>(i)});
     }
   };
@@ -317,6 +318,23 @@ void IntegritySnapshot::WatchLibraries() {
       PyErr_Clear();
     }
   }
+}
+
+void IntegritySnapshot::SortByAddress() {
+  // The diff reads every watched object once: in address order, memory is
+  // walked forward (measured: bench/integrity_bench).
+  std::sort(classes_.begin(), classes_.end(),
+            [](const WatchedClass& a, const WatchedClass& b) {
+              return std::less<PyObject*>()(a.type.get(), b.type.get());
+            });
+  std::sort(functions_.begin(), functions_.end(),
+            [](const WatchedFunction& a, const WatchedFunction& b) {
+              return std::less<PyObject*>()(a.function.get(), b.function.get());
+            });
+  std::sort(cells_.begin(), cells_.end(),
+            [](const WatchedCell& a, const WatchedCell& b) {
+              return std::less<PyObject*>()(a.cell, b.cell);
+            });
 }
 
 void IntegritySnapshot::EmitLibraryChanges(Emitter& out) const {
@@ -393,8 +411,7 @@ void IntegritySnapshot::EmitLibraryChanges(Emitter& out) const {
     PyObject* now = PyCell_GET(c.cell);
     if (now == c.contents.get()) continue;
     out.Finding("function.attr.rebound",
-                {{"function",
-                  FunctionName(functions_[c.function].function.get())},
+                {{"function", FunctionName(c.function)},
                  {"attr", absl::StrCat("__closure__[", c.index, "]")},
                  {"old", Describe(c.contents.get())},
                  {"new", Describe(now)}});

@@ -144,13 +144,14 @@ class IntegritySnapshot {
   };
   // A closure cell of a watched function and its contents at Take().
   struct WatchedCell {
-    PyObject* cell;  // kept alive by its function's closure
+    PyObject* cell;      // kept alive by its function's closure
+    PyObject* function;  // kept alive by functions_
     PyRef contents;
-    uint32_t function;  // index into functions_
-    uint32_t index;     // position in the closure
+    uint32_t index;  // position in the closure
   };
   class Emitter;
   void WatchLibraries();
+  void SortByAddress();
   void EmitLibraryChanges(Emitter& out) const;
 
   IntegrityOptions options_;

@@ -47,7 +47,7 @@ import sys as _vd_sys
 
 VALUE_DIGEST_MAX_NODES = 200000
 VALUE_DIGEST_MAX_DEPTH = 100
-VALUE_DIGEST_MAX_BYTES = 256 << 20
+VALUE_DIGEST_MAX_BYTES = 64 << 20
 VALUE_DIGEST_LIBRARIES = frozenset((
     'builtins', 'collections', 'copyreg', 'datetime', 'decimal', 'fractions',
     'enum', 'functools', 'pathlib', 'uuid', 're', 'abc', 'typing', 'numpy',
