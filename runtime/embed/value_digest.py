@@ -28,7 +28,9 @@
 #     driver reads every member during the load and closes the file);
 #   - classes, functions and modules: their qualified names;
 #   - other objects: qualified type name, then what pickling them would save
-#     (__reduce_ex__(4): arguments, state, items) when every method pickling
+#     (__reduce_ex__(4): arguments, state, items; attribute dicts by sorted
+#     name, since attribute order may follow hash-randomised set order)
+#     when every method pickling
 #     would call is built in or comes from a library package (LIBRARIES),
 #     else their instance __dict__ and __slots__ values only (no code of the
 #     file runs here: a class the file defined cannot run a method of its
@@ -62,6 +64,7 @@ _VD_NAMED = (type(len), type(_vd_sys), type(lambda: 0), type(str.join),
 _vd_type_dict = type.__dict__['__dict__'].__get__
 _vd_type_mro = type.__dict__['__mro__'].__get__
 _vd_type_qualname = type.__dict__['__qualname__'].__get__
+_vd_type_module = type.__dict__['__module__'].__get__
 _VD_PRIMITIVES = (type(None), bool, int, float, complex, str, bytes,
                   bytearray)
 
@@ -87,7 +90,7 @@ def _vd_qualname(obj):
 
 def _vd_type_name(t):
     """'module.QualName' of a class, read without running code of it."""
-    module = _vd_type_dict(t).get('__module__', 'builtins')
+    module = _vd_type_module(t)
     return '%s.%s' % (module if type(module) is str else '?',
                       _vd_type_qualname(t))
 
@@ -109,7 +112,7 @@ def _vd_trusted_method(t, name):
             f = f.__func__
         if type(f) is type(_vd_library):
             return _vd_library(f.__module__)
-        kind = _vd_type_dict(type(f)).get('__module__')
+        kind = _vd_type_module(type(f))
         if type(kind) is str and kind.startswith('_cython_'):
             # A compiled library's method (cython_function_or_method).
             return _vd_library(getattr(f, '__module__', None))
@@ -120,8 +123,7 @@ def _vd_trusted_method(t, name):
 def _vd_reducible(t):
     """Whether pickling an instance of `t` runs library code only."""
     meta = type(t)
-    if meta is not type and not _vd_library(_vd_type_dict(meta).get(
-            '__module__')):
+    if meta is not type and not _vd_library(_vd_type_module(meta)):
         return False
     return all(_vd_trusted_method(t, m) for m in _VD_PICKLE_METHODS)
 
@@ -237,7 +239,7 @@ class _VdWalker:
                 self.array(v, t, depth)
                 return
             if issubclass(t, numpy.generic) and _vd_library(
-                    _vd_type_dict(t).get('__module__')):
+                    _vd_type_module(t)):
                 self.token(b'npscalar', '%s %s' % (_vd_type_name(t),
                                                    v.dtype.str))
                 if v.dtype.hasobject:
@@ -246,7 +248,7 @@ class _VdWalker:
                     self.contents(b'bytes', v.tobytes(), v.nbytes)
                 return
             if issubclass(t, numpy.dtype) and _vd_library(
-                    _vd_type_dict(t).get('__module__')):
+                    _vd_type_module(t)):
                 self.token(b'dtype', '%s %s' % (v.str, v.descr))
                 return
         self.obj(v, t, depth)
@@ -268,6 +270,21 @@ class _VdWalker:
             self.token(b'str', str.encode(v, 'utf-8', 'surrogatepass'))
         else:
             self.token(b'bytes', bytes(v))
+
+    def state(self, s, depth):
+        """Pickled state: an attribute dict, or (dict, slots dict)."""
+        if type(s) is dict:
+            self.attrs(s, depth)
+        elif type(s) is tuple and len(s) == 2 and \
+                all(x is None or type(x) is dict for x in s):
+            self.token(b'state2')
+            for x in s:
+                if x is None:
+                    self.token(b'None')
+                else:
+                    self.attrs(x, depth)
+        else:
+            self.walk(s, depth)
 
     def unordered(self, items, depth):
         hashes = []
@@ -292,7 +309,20 @@ class _VdWalker:
             return
         if type(d) is dict and d:
             self.token(b'__dict__')
-            self.walk(d, depth + 1)
+            self.attrs(d, depth + 1)
+
+    def attrs(self, d, depth):
+        """An attribute dict: by sorted name, since the order attributes
+        were set in may follow set iteration (hash-randomised per process;
+        pandas sets its metadata so)."""
+        if not all(type(k) is str for k in dict.keys(d)):
+            self.walk(d, depth)
+            return
+        self.nodes += 1
+        self.token(b'attrs', str(dict.__len__(d)))
+        for k in sorted(dict.keys(d)):
+            self.token(b'str', str.encode(k, 'utf-8', 'surrogatepass'))
+            self.walk(dict.__getitem__(d, k), depth + 1)
 
     def slots(self, v, t, depth):
         values = []
@@ -367,7 +397,9 @@ class _VdWalker:
                 self.walk(item, depth + 1)
         else:
             c = self.numpy.ascontiguousarray(plain)
-            self.contents(b'array', c.data if c.nbytes else b'', c.nbytes)
+            # As bytes: some dtypes (datetime64) export no buffer.
+            raw = A.view(A.reshape(c, -1), self.numpy.uint8)
+            self.contents(b'array', raw.data if c.nbytes else b'', c.nbytes)
         if t is not A:
             self.instance_dict(v, depth)
 
@@ -387,7 +419,7 @@ class _VdWalker:
                 self.walk(rv[0], depth + 1)
                 self.walk(rv[1], depth + 1)
                 if len(rv) > 2:
-                    self.walk(rv[2], depth + 1)
+                    self.state(rv[2], depth + 1)
                 for it in rv[3:5]:
                     items = []
                     if it is not None:
