@@ -20,7 +20,10 @@
 //     attr = __code__, __defaults__, __kwdefaults__, __closure__ or
 //     __closure__[i] (a cell's contents): functions of library packages
 //     bound in those modules or classes (plain functions, staticmethod /
-//     classmethod functions, property accessors)
+//     classmethod functions, property accessors). Only what was imported
+//     at Take() is watched: a library module first imported during the load
+//     (e.g. sklearn.linear_model, which the zygote does not import) has no
+//     baseline, and changes to its classes are not seen.
 //   sys.gettrace / sys.getprofile changed, a C-level trace/profile function
 //     installed on this thread            {before, after}
 //   sys.meta_path / sys.path_hooks / sys.path changed  {before, after}
