@@ -16,8 +16,9 @@
 #           library is torch, sklearn, joblib or numpy, archives excluded
 #           (tools/corpus/generate.py --small --only benign)
 #   mixed   200 tiny files, a quarter each torch / npy / raw pickle / joblib
-#           (bench/gen_tiny_models.py --mixed): plain FIFO vs routing by
-#           needed packages vs prewarmed zygotes (no baseline)
+#           (bench/gen_tiny_models.py --mixed): prewarmed zygotes (the
+#           default) vs lazy imports, FIFO or routed by needed packages
+#           (no baseline)
 # dynahug rows: bench/trace_throughput (see its header for what is timed).
 # Baseline rows: per file, wall time of the whole process; torch formats use
 # torch.load exactly as DynaHug did, the others the loader their format needs
@@ -136,8 +137,8 @@ for set in tiny corpus mixed; do
   dynahug "$set" --mode pool --workers 2
   case $set in
     tiny) dynahug "$set" --mode pool --workers 2 --no-compact ;;
-    mixed) dynahug "$set" --mode pool --workers 2 --affinity
-           dynahug "$set" --mode pool --workers 2 --prewarm
+    mixed) dynahug "$set" --mode pool --workers 2 --affinity --no-prewarm
+           dynahug "$set" --mode pool --workers 2 --no-prewarm
            continue ;;
   esac
   for mode in plain strace; do
@@ -161,7 +162,7 @@ def name(r):
         n = "dynahug trace --jobs %d" % r["workers"]
         if "--no-compact" in o: n += ", 4K pages"
         if "--affinity" in o: n += ", routed"
-        if "--prewarm" in o: n += ", prewarmed"
+        if "--no-prewarm" in o: n += ", lazy imports"
         return n
     return {"baseline-plain": "python -c torch.load (fresh)",
             "baseline-strace": "strace -f python -c torch.load"}[r["mode"]]

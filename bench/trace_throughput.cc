@@ -6,8 +6,9 @@
 //
 // pool:   a WorkerPool of N zygote processes (sandbox/worker_pool.h), as
 //         `dynahug trace --jobs N` uses it (--affinity: route files by the
-//         packages they need, TraceNeeds, instead of plain FIFO; --prewarm:
-//         TraceWorkerOptions::prewarm; --no-compact: zygotes keep 4 KiB
+//         packages they need, TraceNeeds, instead of plain FIFO; --no-prewarm:
+//         lazy imports instead of TraceWorkerOptions::prewarm (the default;
+//         --prewarm is still accepted); --no-compact: zygotes keep 4 KiB
 //         pages, see TraceWorkerOptions::compact_every). Latency of a file =
 //         from handing it to a worker to its reply in the parent (static
 //         analysis, fork, sandbox, load, hooks, event transfer, trace assembly,
@@ -144,7 +145,7 @@ std::string Stat(const char* name, const std::vector<double>& v) {
 
 int Usage() {
   std::cerr << "usage: trace_throughput --mode pool|inproc [--workers N] "
-               "[--rounds R] [--affinity] [--prewarm] "
+               "[--rounds R] [--affinity] [--no-prewarm] "
                "[--no-compact | --compact-every N] FILE... | @LIST\n";
   return 2;
 }
@@ -164,8 +165,8 @@ int main(int argc, char** argv) {
       affinity = true;
       continue;
     }
-    if (arg == "--prewarm") {
-      worker_options.prewarm = true;
+    if (arg == "--prewarm" || arg == "--no-prewarm") {
+      worker_options.prewarm = arg == "--prewarm";
       continue;
     }
     if (arg == "--no-compact") {

@@ -263,7 +263,10 @@ bool ChildOfImported(std::string_view module, const Names& imported) {
 // registers), and threading's profile/trace hooks, which a fresh import of
 // threading creates (None where the loader saw no module).
 bool IsTamperFinding(const proto::Event& e, const Names& imported) {
-  if (IsDeferredFinding(e) || e.name() == "integrity.truncated") return false;
+  if (IsDeferredFinding(e) || e.name() == "integrity.truncated" ||
+      e.name() == "class.attr.wrapped") {
+    return false;
+  }
   if (e.name() == "loader.hook.disabled") {
     const std::string_view hook = ArgValue(e, "hook");
     return !(hook.starts_with("threading.") && In(imported, "threading"));

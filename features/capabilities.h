@@ -39,8 +39,12 @@
 //   - INTEGRITY findings are computed after the load and carry no offset.
 //     They are judged by what they say: a module added to sys.modules by an
 //     import, or a spec-less submodule of a package imported during the load
-//     (pyexpat registers pyexpat.errors), is not tampering;
-//     `integrity.truncated` only counts findings that were not emitted.
+//     (pyexpat registers pyexpat.errors), is not tampering, nor is
+//     `class.attr.wrapped` (a library wrapping its own method with a
+//     function of its own, hooks/integrity_diff.h); `integrity.truncated`
+//     only counts findings that were not emitted. Library class and function
+//     findings (class.attr.*, class.bases.changed, function.attr.rebound)
+//     are tampering.
 //
 // The rules were checked against the benign corpus (no firing; see
 // features/README.md) and every effect of the malicious corpus
@@ -87,7 +91,8 @@ enum class Capability : uint8_t {
   kNativeAnonExec = 4,
   // "namespace-tamper": modules, builtins, the loader or the event channel
   // were changed: an INTEGRITY finding that is not an import (sys.modules
-  // changes, patched attributes, loader.*, sandbox.channel.*), a payload
+  // changes, patched module attributes, library classes and functions,
+  // loader.*, sandbox.channel.*), a payload
   // BUILD on a module or type, a mutator call (setattr, operator.i*), or an
   // environment change (os.putenv).
   kNamespaceTamper = 5,

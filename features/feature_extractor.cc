@@ -313,7 +313,11 @@ void IntegrityFeatures(const proto::Event& e, Accumulator& acc) {
   const double n = Occurrences(e);
   const std::string& name = e.name();
   acc.CountHierarchy(kF, "", name, n);
+  // The subject: a module, or a library class or function
+  // (hooks/integrity_diff.h).
   std::string_view module = ArgValue(e, "module");
+  if (module.empty()) module = ArgValue(e, "class");
+  if (module.empty()) module = ArgValue(e, "function");
   std::string_view attr = ArgValue(e, "attr");
   if (!module.empty() && !attr.empty()) {
     acc.Count(kF, Cat(name, ":", module, ".", NormalizeText(attr)), n);
@@ -321,7 +325,10 @@ void IntegrityFeatures(const proto::Event& e, Accumulator& acc) {
     acc.CountHierarchy(kF, Cat(name, ":module="), module, n);
   }
   for (const proto::Argument& a : e.args()) {
-    if (a.key() == "module" || a.key() == "attr" || a.key() == "old") continue;
+    if (a.key() == "module" || a.key() == "class" || a.key() == "function" ||
+        a.key() == "attr" || a.key() == "old") {
+      continue;
+    }
     std::string v = NormalizeArgValue(name, a.key(), a.value());
     if (!v.empty()) acc.Count(kF, Cat(name, ":", a.key(), "=", v), n);
   }

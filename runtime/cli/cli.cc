@@ -47,7 +47,7 @@ commands:
                  container member, statically (nothing is unpickled).
 
   trace FILE... [--opcodes] [--format text|json] [--loader L]
-               [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]
+               [--timeout SECONDS] [--memory MIB] [--jobs N] [--no-prewarm]
                  Load each file for real inside the sandbox (seccomp, no
                  network, writes confined to a scratch directory, limits)
                  and show what the load did: globals, calls, audit events,
@@ -55,9 +55,11 @@ commands:
                  --opcodes executes the pickle one opcode at a time and
                  interleaves each opcode with the events it caused.
                  --jobs N traces with N worker zygotes in parallel (output
-                 stays in input order); --prewarm makes every worker import
-                 all allowlisted ML libraries first, so a trace does not
-                 depend on what the worker traced before.
+                 stays in input order). Every worker imports all
+                 allowlisted ML libraries first (as for scan, train and
+                 eval), so a trace does not depend on what the worker traced
+                 before; --no-prewarm imports lazily (faster start-up for
+                 one file, but the trace then depends on that history).
                  Needs root (namespaces, seccomp supervision).
 
 options:

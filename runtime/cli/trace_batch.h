@@ -27,22 +27,14 @@
 
 namespace dynahug::runtime {
 
-// Workers are prewarmed (TraceWorkerOptions::prewarm): every allowlisted ML
-// library is imported in each zygote before its first file, so a file's
-// trace does not depend on which files its worker traced before (without
-// it, a library imported for an earlier file shows no import events for a
-// later one), and training and scanning see the same conditions. Measured:
-// the 151 files of the small benign corpus in 15.4 s instead of 23.5 s
-// (`dynahug trace --jobs 2 [--prewarm]`, load ~5).
-inline TraceWorkerOptions PrewarmedWorkers() {
-  TraceWorkerOptions options;
-  options.prewarm = true;
-  return options;
-}
-
 struct BatchOptions {
   TraceOptions trace;
-  TraceWorkerOptions worker = PrewarmedWorkers();
+  // Prewarmed by default (TraceWorkerOptions::prewarm): every allowlisted ML
+  // library is imported in each zygote before its first file, so a file's
+  // trace does not depend on which files its worker traced before (without
+  // it, a library imported for an earlier file shows no import events for a
+  // later one), and trace, scan, train and eval see the same conditions.
+  TraceWorkerOptions worker;
   // Worker zygotes (capped at the number of files).
   uint64_t jobs = 1;
   // Called once the workers are up, before the first file is handed out

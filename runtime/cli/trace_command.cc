@@ -37,7 +37,8 @@ std::string Usage() {
   return "usage: dynahug trace FILE... [--opcodes] [--format text|json] "
          "[--loader " +
          loaders +
-         "] [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]\n";
+         "] [--timeout SECONDS] [--memory MIB] [--jobs N] "
+         "[--no-prewarm]\n";
 }
 
 bool ParseOptions(const std::vector<std::string>& args,
@@ -61,7 +62,9 @@ bool ParseOptions(const std::vector<std::string>& args,
     if (arg == "--opcodes") {
       options.trace.load.opcodes = true;
     } else if (arg == "--prewarm") {
-      options.worker.prewarm = true;
+      options.worker.prewarm = true;  // the default; kept for scripts
+    } else if (arg == "--no-prewarm") {
+      options.worker.prewarm = false;
     } else if (arg == "--format") {
       if (!value(v)) return false;
       if (v != "text" && v != "json") {

@@ -1,5 +1,5 @@
 // `dynahug trace FILE... [--opcodes] [--format text|json] [--loader L]
-//  [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]`: loads each
+//  [--timeout SECONDS] [--memory MIB] [--jobs N] [--no-prewarm]`: loads each
 // file for real inside the sandbox and shows what the load did. Without
 // --opcodes the trace is grouped (imports, globals, calls, audit events,
 // blocked actions, integrity
@@ -8,10 +8,12 @@
 // interleaved with the events it caused. --format json prints the
 // proto::Trace messages as JSON. Files are traced by a worker pool of
 // --jobs N zygote processes (runtime/trace/trace_worker.h; default 1, at most
-// one per file); the output is in input order whatever N is. --prewarm imports
-// every allowlisted library in each zygote first, so that a file's trace does
-// not depend on which files its worker traced before
-// (TraceWorkerOptions::prewarm).
+// one per file); the output is in input order whatever N is. Every zygote
+// imports every allowlisted library first, like scan, train and eval
+// (TraceWorkerOptions::prewarm), so that a file's trace does not depend on
+// which files its worker traced before; --no-prewarm imports lazily instead
+// (seconds less start-up for a single file; the trace then depends on the
+// worker's history). --prewarm, the default, is still accepted.
 //
 // SIGINT, SIGTERM and SIGHUP during a run stop it cleanly: no file is
 // started after the signal, every worker is SIGKILLed (their sandboxed

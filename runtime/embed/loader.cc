@@ -17,6 +17,7 @@
 namespace dynahug::runtime {
 namespace internal {
 extern const std::string_view kLoaderSource;
+extern const std::string_view kValueDigestSource;
 }  // namespace internal
 namespace {
 
@@ -519,6 +520,7 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   // One piece of code in one namespace: the instrumented unpickler, then the
   // drivers that use it.
   const std::string source = std::string(hooks::kUnpicklerSource) +
+                             std::string(internal::kValueDigestSource) +
                              std::string(internal::kLoaderSource);
   PyRef code(Py_CompileString(source.c_str(), kLoaderFilename, Py_file_input));
   if (!code) return StatusFromPyErr("Loader::Create: compile loader");
@@ -550,9 +552,12 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
   loader.pickle_file_ = hooks::PyUtf8(file.get(), "");
   loader.prepare_ = PyRef::Borrow(PyDict_GetItemString(globals, "prepare"));
   loader.result_ = PyRef::Borrow(PyDict_GetItemString(globals, "result"));
-  if (!loader.prepare_ || !loader.result_) {
+  loader.digest_ =
+      PyRef::Borrow(PyDict_GetItemString(globals, "digest"));
+  if (!loader.prepare_ || !loader.result_ || !loader.digest_) {
     return absl::InternalError(
-        "Loader::Create: loader code defines no prepare()/result()");
+        "Loader::Create: loader code defines no "
+        "prepare()/result()/digest()");
   }
   PyRef atexit(PyImport_ImportModule("atexit"));
   if (atexit) {
@@ -577,6 +582,29 @@ absl::StatusOr<Loader> Loader::Create(const Interpreter& interpreter) {
                         MutableGlobals());
   loader.seal_->AddRoot(loader.bridge_.get(), "_dynahug_bridge");
   return loader;
+}
+
+hooks::PyRef Loader::Digest(PyObject* value, int64_t lazy_threshold) {
+  // A pending error (result() failed) must not reach the digest call.
+  PyObject *type = nullptr, *exc = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &exc, &tb);
+  PyRef digest(PyObject_CallFunction(digest_.get(), "OL", value,
+                                     static_cast<long long>(lazy_threshold)));
+  if (!digest || !PyUnicode_Check(digest.get())) {
+    PyObject *dtype = nullptr, *dexc = nullptr, *dtb = nullptr;
+    PyErr_Fetch(&dtype, &dexc, &dtb);
+    const std::string name =
+        dtype != nullptr && PyType_Check(dtype)
+            ? PyTypeName(reinterpret_cast<PyTypeObject*>(dtype))
+            : "not a str";
+    Py_XDECREF(dtype);
+    Py_XDECREF(dexc);
+    Py_XDECREF(dtb);
+    digest = PyRef(PyUnicode_FromString(("error: " + name).c_str()));
+    PyErr_Clear();
+  }
+  PyErr_Restore(type, exc, tb);
+  return digest;
 }
 
 absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
@@ -640,6 +668,7 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
                                {{pickle_file_, {"_Unpickler.", "_Unframer."}}});
   std::vector<proto::Event> findings;
   PyRef result;
+  PyRef digest;
   {
     LoadPhase phase(&recorder, std::move(paths), options.audit_limits);
     if (options.profile_calls) {
@@ -663,7 +692,6 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
     // type name may run its code.
     result = PyRef(PyObject_CallFunction(result_.get(), "OO",
                                          ok ? Py_True : Py_False, value.get()));
-    value = PyRef();
     if (!audit.recording()) {
       Finding(findings, "loader.hook.disabled", {{"hook", "audit.recording"}});
     }
@@ -673,6 +701,12 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
     if (options.profile_calls && !profiler.Stop()) {
       Finding(findings, "loader.hook.disabled", {{"hook", "profiler"}});
     }
+    if (ok && options.value_digest) {
+      digest = Digest(value.get(), out.loader == "torch.load"
+                                       ? options.lazy_storage_bytes
+                                       : -1);
+    }
+    value = PyRef();
   }
   if (!result) return StatusFromPyErr("Loader::Load: loader result");
   if (!PyTuple_Check(result.get()) || PyTuple_GET_SIZE(result.get()) != 5) {
@@ -684,8 +718,10 @@ absl::StatusOr<LoadResult> Loader::Load(const std::string& path,
       PyObject_IsTrue(PyTuple_GET_ITEM(result.get(), 2)) == 1;
   out.error_type = hooks::PyUtf8(PyTuple_GET_ITEM(result.get(), 3), "");
   out.error_message = hooks::PyUtf8(PyTuple_GET_ITEM(result.get(), 4), "");
+  if (digest) out.loaded_digest = hooks::PyUtf8(digest.get(), "");
   PyErr_Clear();
   result = PyRef();
+  digest = PyRef();
 
   if (!hooks::AuditHook::Instance().VerifyActive().ok()) {
     Finding(findings, "loader.hook.disabled", {{"hook", "audit.hook"}});

@@ -9,7 +9,9 @@
 //
 // Events of one load, in order: GLOBAL / PICKLE_CALL / OPCODE events and
 // AUDIT events as they happen (interleaved), then PYTHON_CALL events from
-// the call profiler, then INTEGRITY findings. All go through an
+// the call profiler, then INTEGRITY findings. The loaded value's digest
+// (LoadResult::loaded_digest) is computed between the two, outside the
+// recording window. All go through an
 // hooks::EventRecorder (sequence numbers, timestamps, folding, limits).
 //
 // Tamper checks. The loaded code can reach the loader's Python half (any of
@@ -82,6 +84,12 @@ struct LoadOptions {
   int64_t lazy_storage_bytes = int64_t{16} << 20;
   bool profile_calls = true;
   bool integrity_diff = true;
+  // Digest of the loaded value (LoadResult::loaded_digest), computed after
+  // the recording window (audit recording off, profiler stopped, so the
+  // trace's events are those of the load alone) and before the tamper
+  // checks and the integrity diff, which therefore also cover any code the
+  // digest runs.
+  bool value_digest = true;
   // Paths used to classify audit-event arguments (model_path is filled in
   // from the path passed to Load when empty).
   hooks::PathContext paths;
@@ -137,6 +145,12 @@ struct LoadResult {
   std::string loaded_type;
   // The loaded object is an inert stub of a class from a missing module.
   bool loaded_type_is_stub = false;
+  // value_digest(loaded object) (runtime/embed/value_digest.py):
+  // "sha256:<hex> nodes=N bytes=B[ truncated]", with the torch loader's
+  // lazy_storage_bytes as threshold (-1 for the other loaders). Empty when
+  // nothing loaded or LoadOptions::value_digest is off; "error: <type>"
+  // when the digest raised.
+  std::string loaded_digest;
   // When !loaded: exception type ("builtins.RuntimeError") and message.
   std::string error_type;
   std::string error_message;
@@ -198,9 +212,13 @@ class Loader {
  private:
   class Seal;
   Loader();
+  // digest(value, lazy_threshold) of loader.py as a str ("error: <type>" when it
+  // raised); any pending Python error is kept.
+  hooks::PyRef Digest(PyObject* value, int64_t lazy_threshold);
   hooks::PyRef module_;   // the loader namespace
   hooks::PyRef prepare_;  // its prepare() and result() functions
   hooks::PyRef result_;
+  hooks::PyRef digest_;  // value_digest()
   hooks::PyRef bridge_;
   std::string pickle_file_;     // pickle.py, whose unpickler is transparent
   // atexit._ncallbacks, atexit._run_exitfuncs and _signal.getsignal as

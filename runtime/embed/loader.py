@@ -56,11 +56,14 @@ def _numpy_load(path):
         obj = numpy.load(path, allow_pickle=True)
         if isinstance(obj, npyio.NpzFile):
             # numpy.load is lazy for .npz: read every member as a user would.
+            members = {}
             with obj:
                 for k in obj.files:
                     _STATE.member = k if k in obj.zip.namelist() else k + '.npy'
-                    obj[k]
+                    members[k] = obj[k]
             _STATE.member = ''
+            # The NpzFile is closed now; its digest covers these values.
+            _STATE.npz_members = members
         return obj
     finally:
         fmt.pickle, npyio.pickle = saved
@@ -103,6 +106,7 @@ def prepare(path, loader, opcodes, lazy_threshold, fast=False, member=''):
     _STATE.fast = bool(fast)
     _STATE.lazy_threshold = lazy_threshold if fn is _torch_load else -1
     _STATE.member = member
+    _STATE.npz_members = None
     new_class = None
     if fn is _joblib_load and _joblib_unpickler is None:
         new_class = _joblib_class()
@@ -113,6 +117,14 @@ def prepare(path, loader, opcodes, lazy_threshold, fast=False, member=''):
     if tempfile is not None:
         tempfile.tempdir = None
     return fn, new_class
+
+
+def digest(value, lazy_threshold):
+    """value_digest() of what the driver returned (C++ calls it after the
+    recording window); an NpzFile, closed by _numpy_load, is digested by the
+    members _numpy_load read."""
+    members, _STATE.npz_members = getattr(_STATE, 'npz_members', None), None
+    return value_digest(value, lazy_threshold, members)
 
 
 def result(ok, value):

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
 #include "runtime/embed/loader_table.h"
@@ -223,8 +224,12 @@ absl::Status TraceRunner::Warm(const AnalyzedFile& file,
     baseline_.reset();  // new modules: the snapshot must include them
   }
   if (load.integrity_diff && !baseline_) {
+    // The libraries this zygote may import are the ones whose classes and
+    // functions are watched.
+    hooks::IntegrityOptions integrity = load.integrity;
+    integrity.library_packages = allowlist_;
     absl::StatusOr<hooks::IntegritySnapshot> snapshot =
-        hooks::IntegritySnapshot::Take(load.integrity);
+        hooks::IntegritySnapshot::Take(integrity);
     if (!snapshot.ok()) return snapshot.status();
     baseline_.emplace(std::move(*snapshot));
   }
@@ -302,6 +307,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       AddArg(done, "loaded", result->loaded ? "true" : "false");
       AddArg(done, "type", result->loaded_type);
       AddArg(done, "stub", result->loaded_type_is_stub ? "true" : "false");
+      AddArg(done, "digest", result->loaded_digest);
       AddArg(done, "error_type", result->error_type);
       AddArg(done, "error", result->error_message);
       AddArg(done, "load_ms", absl::StrCat(result->load_ms));
@@ -338,11 +344,13 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
   Interpreter::AfterForkParent();
   if (!child.ok()) return child.status();
 
-  std::vector<std::string> types;
+  std::vector<std::string> types, digests;
   for (proto::Event& event : child->events) {
     if (event.kind() == proto::Event::LOG && event.name() == kLoadResultEvent) {
       const std::string type = ArgValue(event, "type");
       if (!type.empty()) types.push_back(type);
+      const std::string digest = ArgValue(event, "digest");
+      if (!digest.empty()) digests.push_back(digest);
       const std::string status = ArgValue(event, "status");
       if (!status.empty()) {
         trace.mutable_exit()->set_reason("loader error: " + status);
@@ -365,6 +373,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
     loaded_type += loaded_type.empty() ? t : "," + t;
   }
   trace.set_loaded_type(loaded_type);
+  trace.set_loaded_digest(absl::StrJoin(digests, ","));
   for (const sandbox::SyscallCount& count : child->syscalls) {
     *trace.add_syscalls() = sandbox::ToProto(count);
   }

@@ -33,9 +33,10 @@ struct TraceWorkerOptions {
   // are imported lazily and a child's trace depends on the zygote's import
   // history (e.g. a .npy load in a fresh zygote records ~2x the
   // PYTHON_CALL events it records in one that imported torch), which with
-  // several workers depends on scheduling. Costs start-up time (seconds per
-  // worker) and memory.
-  bool prewarm = false;
+  // several workers depends on scheduling. On by default (trace, scan, train
+  // and eval alike); costs start-up time (seconds per worker) and memory,
+  // measured in bench/README.md.
+  bool prewarm = true;
 };
 
 // Handler that traces files: the request is a path, the reply a serialized

@@ -328,7 +328,20 @@ INSTANTIATE_TEST_SUITE_P(
         FindingCase{"sys.modules.added",
                     {{"module", "webbrowser"}, {"origin", "import"}},
                     {"sys.modules.added:module=webbrowser",
-                     "sys.modules.added:origin=import"}}));
+                     "sys.modules.added:origin=import"}},
+        FindingCase{"class.attr.rebound",
+                    {{"class", "torch.nn.modules.linear.Linear"},
+                     {"attr", "forward"},
+                     {"old", "a"}},
+                    {"class", "class.attr.rebound",
+                     "class.attr.rebound:torch.nn.modules.linear.Linear."
+                     "forward"}},
+        FindingCase{"function.attr.rebound",
+                    {{"function", "sklearn.utils.validation.check_array"},
+                     {"attr", "__code__"}},
+                    {"function.attr.rebound",
+                     "function.attr.rebound:sklearn.utils.validation."
+                     "check_array.__code__"}}));
 
 TEST(FeatureExtractorTest, NativeEventsCarryProvenanceAndTarget) {
   proto::Trace t;

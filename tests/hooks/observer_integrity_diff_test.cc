@@ -116,6 +116,142 @@ TEST(ObserverIntegrityDiffTest, DetectsSelfInflictedChanges) {
   }
 }
 
+// A fresh package "dh_lib" standing in for an allowlisted library: a class
+// with a method, a staticmethod, a property and a helper, a base class that is
+// reachable only through the MRO, functions with defaults, keyword defaults
+// and a closure.
+constexpr char kLibrary[] = R"py(
+import sys, types, copyreg
+m = types.ModuleType('dh_lib')
+exec('''
+class _HiddenBase:
+    def base_method(self): return 0
+class Model(_HiddenBase):
+    def forward(self, x): return x
+    def helper(self): return 1
+    @staticmethod
+    def build(): return 2
+    @property
+    def size(self): return 3
+class Other: pass
+def scale(x, factor=2): return x * factor
+def keyword(x, *, factor=2): return x * factor
+def _make():
+    hidden = 10
+    def closure_fn(): return hidden
+    return closure_fn
+closure_fn = _make()
+def wrap(f):
+    import functools
+    @functools.wraps(f)
+    def wrapper(*a, **k): return f(*a, **k)
+    return wrapper
+del _HiddenBase
+''', m.__dict__)
+sys.modules['dh_lib'] = m
+)py";
+
+IntegrityOptions LibraryOptions() {
+  IntegrityOptions options;
+  options.library_packages = {"dh_lib"};
+  return options;
+}
+
+TEST(ObserverIntegrityDiffTest, WatchesLibraryClassesAndFunctions) {
+  runtime::Interpreter& py = SharedInterpreter();
+  ASSERT_TRUE(py.Exec(kLibrary).ok());
+  absl::StatusOr<IntegritySnapshot> snap =
+      IntegritySnapshot::Take(LibraryOptions());
+  ASSERT_TRUE(snap.ok());
+  // Model, _HiddenBase (through the MRO), Other.
+  EXPECT_EQ(snap->library_classes(), 3u);
+  // forward, helper, build, size's getter, base_method, scale, keyword,
+  // _make, closure_fn, wrap.
+  EXPECT_EQ(snap->library_functions(), 10u);
+  EXPECT_TRUE(Diff(*snap).empty());
+  ASSERT_TRUE(py.Exec("import sys\ndel sys.modules['dh_lib']").ok());
+}
+
+// Each case builds a fresh dh_lib, snapshots it, changes it and expects the
+// finding, naming the class or function and the attribute.
+TEST(ObserverIntegrityDiffTest, DetectsLibraryTampering) {
+  runtime::Interpreter& py = SharedInterpreter();
+  struct Case {
+    const char* change;
+    const char* finding;
+    const char* subject;  // class or function
+    const char* attr;
+  } cases[] = {
+      {"m.Model.forward = lambda self, x: None", "class.attr.rebound",
+       "dh_lib.Model", "forward"},
+      {"m.Model.__reduce__ = lambda self: None", "class.attr.added",
+       "dh_lib.Model", "__reduce__"},
+      {"del m.Model.helper", "class.attr.removed", "dh_lib.Model", "helper"},
+      {"m.Model.__mro__[1].base_method = print", "class.attr.rebound",
+       "dh_lib._HiddenBase", "base_method"},
+      {"m.Model.__bases__ = (m.Other,)", "class.bases.changed", "dh_lib.Model",
+       ""},
+      {"m.Model.forward.__code__ = (lambda self, x: 0).__code__",
+       "function.attr.rebound", "dh_lib.Model.forward", "__code__"},
+      {"m.Model.__dict__['build'].__func__.__code__ = (lambda: 0).__code__",
+       "function.attr.rebound", "dh_lib.Model.build", "__code__"},
+      {"m.Model.size.fget.__code__ = (lambda self: 0).__code__",
+       "function.attr.rebound", "dh_lib.Model.size", "__code__"},
+      {"m.scale.__defaults__ = (3,)", "function.attr.rebound", "dh_lib.scale",
+       "__defaults__"},
+      {"m.keyword.__kwdefaults__ = {'factor': 3}", "function.attr.rebound",
+       "dh_lib.keyword", "__kwdefaults__"},
+      // The library wrapping its own method, and anyone else doing so.
+      {"m.Model.forward = m.wrap(m.Model.forward)", "class.attr.wrapped",
+       "dh_lib.Model", "forward"},
+      {"import functools\n"
+       "m.Model.forward = functools.wraps(m.Model.forward)(lambda *a: 0)",
+       "class.attr.rebound", "dh_lib.Model", "forward"},
+      {"m.closure_fn.__closure__[0].cell_contents = 11",
+       "function.attr.rebound", "dh_lib._make.<locals>.closure_fn",
+       "__closure__[0]"},
+  };
+  for (const Case& c : cases) {
+    ASSERT_TRUE(py.Exec(kLibrary).ok());
+    absl::StatusOr<IntegritySnapshot> snap =
+        IntegritySnapshot::Take(LibraryOptions());
+    ASSERT_TRUE(snap.ok());
+    absl::Status changed = py.Exec(
+        std::string("import sys\nm = sys.modules['dh_lib']\n") + c.change);
+    ASSERT_TRUE(changed.ok()) << c.change << ": " << changed;
+    bool found = false;
+    for (const proto::Event& e : Diff(*snap)) {
+      if (e.name() != c.finding) continue;
+      std::string subject, attr;
+      for (const proto::Argument& a : e.args()) {
+        if (a.key() == "class" || a.key() == "function") subject = a.value();
+        if (a.key() == "attr") attr = a.value();
+      }
+      found = found || (subject == c.subject && attr == c.attr);
+    }
+    EXPECT_TRUE(found) << c.change;
+  }
+  ASSERT_TRUE(py.Exec("import sys\ndel sys.modules['dh_lib']").ok());
+}
+
+// Changes that leave every binding as it was are not findings: a class
+// attribute set back to the same object (the dict's version tag moves), and
+// the __slotnames__ cache copyreg adds when an instance is pickled.
+TEST(ObserverIntegrityDiffTest, BenignLibraryDictChangesAreNotFindings) {
+  runtime::Interpreter& py = SharedInterpreter();
+  ASSERT_TRUE(py.Exec(kLibrary).ok());
+  absl::StatusOr<IntegritySnapshot> snap =
+      IntegritySnapshot::Take(LibraryOptions());
+  ASSERT_TRUE(snap.ok());
+  ASSERT_TRUE(py.Exec("import sys, copyreg\nm = sys.modules['dh_lib']\n"
+                      "m.Model.forward = m.Model.__dict__['forward']\n"
+                      "copyreg._slotnames(m.Model)\n"
+                      "assert '__slotnames__' in m.Model.__dict__\n")
+                  .ok());
+  for (const proto::Event& e : Diff(*snap)) ADD_FAILURE() << e.DebugString();
+  ASSERT_TRUE(py.Exec("import sys\ndel sys.modules['dh_lib']").ok());
+}
+
 TEST(ObserverIntegrityDiffTest, FindingsAreBounded) {
   runtime::Interpreter& py = SharedInterpreter();
   ASSERT_TRUE(py.Preimport({"types"}).ok());

@@ -1,8 +1,14 @@
 // Acceptance test on the benign corpus: every file of the small benign
 // corpus (fixture `integ_benign`) is traced in ONE `dynahug trace`
 // invocation; each load must complete (exit OK) and return the same
-// qualified type as a plain load with the real library loader, computed by
-// the fixture outside any sandbox (benign files only).
+// qualified type and the same value as a plain load with the real library
+// loader, computed by the fixture outside any sandbox (benign files only).
+// "The same value" is a differential test of the sandbox: the digest of the
+// loaded object (Trace.loaded_digest) must equal the digest of the plain
+// load's object, both computed by the one source runtime/embed/value_digest.py
+// (tensor storages, array contents, estimator state, containers; torch
+// storages above the lazy threshold by size only), so any change the sandbox
+// makes to what a benign file loads to fails here.
 //
 // The one planned difference: files that reference modules that are not
 // installed (params.missing_modules, e.g. transformers' TrainingArguments)
@@ -13,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "tests/integration/integration_util.h"
@@ -26,6 +33,7 @@ std::string CorpusDir() {
 
 struct PlainLoad {
   std::string type;
+  std::string digest;
   std::string error_type;
   std::string error;
 };
@@ -54,12 +62,29 @@ std::vector<Entry> LoadEntries(const google::protobuf::Struct& manifest,
     if (p != plain.fields().end()) {
       const auto& pf = p->second.struct_value().fields();
       e.plain = {pf.at("type").string_value(),
+                 pf.at("digest").string_value(),
                  pf.at("error_type").string_value(),
                  pf.at("error").string_value()};
     }
     out.push_back(std::move(e));
   }
   return out;
+}
+
+// Sum of the "<key><number>" fields of a (comma-joined) digest string.
+uint64_t DigestCount(std::string_view digest, std::string_view key) {
+  uint64_t sum = 0;
+  for (size_t at = digest.find(key); at != std::string_view::npos;
+       at = digest.find(key, at + 1)) {
+    uint64_t n = 0;
+    for (size_t i = at + key.size(); i < digest.size() && digest[i] >= '0' &&
+                                     digest[i] <= '9';
+         ++i) {
+      n = n * 10 + static_cast<uint64_t>(digest[i] - '0');
+    }
+    sum += n;
+  }
+  return sum;
 }
 
 TEST(BenignCorpusTest, LoadsCompleteAndMatchAPlainLoad) {
@@ -94,7 +119,8 @@ TEST(BenignCorpusTest, LoadsCompleteAndMatchAPlainLoad) {
   std::map<std::string, const proto::Trace*> by_path;
   for (const auto& t : *traces) by_path[t.file().path()] = &t;
 
-  int matched = 0, stubbed = 0;
+  int matched = 0, stubbed = 0, same_value = 0, truncated = 0;
+  uint64_t total_nodes = 0, total_bytes = 0;
   std::map<std::string, int> per_loader;
   for (const Entry& e : entries) {
     SCOPED_TRACE(e.path);
@@ -137,6 +163,14 @@ TEST(BenignCorpusTest, LoadsCompleteAndMatchAPlainLoad) {
     EXPECT_EQ(trace.loaded_type(), e.plain.type)
         << "loader " << trace.loader() << " (manifest: " << e.loader << ")";
     if (trace.loaded_type() == e.plain.type) ++matched;
+    EXPECT_NE(e.plain.digest, "");
+    EXPECT_EQ(trace.loaded_digest(), e.plain.digest)
+        << "the sandboxed load returned a different value than a plain load "
+        << "(loader " << trace.loader() << ")";
+    if (trace.loaded_digest() == e.plain.digest) ++same_value;
+    if (absl::StrContains(e.plain.digest, "truncated")) ++truncated;
+    total_nodes += DigestCount(e.plain.digest, "nodes=");
+    total_bytes += DigestCount(e.plain.digest, "bytes=");
     ++per_loader[e.loader];
   }
   EXPECT_GT(stubbed, 0) << "the corpus has no missing-module file any more";
@@ -144,6 +178,11 @@ TEST(BenignCorpusTest, LoadsCompleteAndMatchAPlainLoad) {
       "[ INFO ] %d loaded types equal a plain load, %d stub loads "
       "where the plain load fails\n",
       matched, stubbed);
+  std::printf(
+      "[ INFO ] %d loaded values equal a plain load's (value digest over "
+      "%llu objects, %llu bytes of array/tensor contents; %d truncated)\n",
+      same_value, static_cast<unsigned long long>(total_nodes),
+      static_cast<unsigned long long>(total_bytes), truncated);
   for (const auto& [loader, n] : per_loader) {
     std::printf("[ INFO ]   %-20s %d files\n", loader.c_str(), n);
   }

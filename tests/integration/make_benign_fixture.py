@@ -7,11 +7,18 @@ Generates the small benign corpus into OUT_DIR (tools/corpus/generate.py
 sandbox, and writes OUT_DIR/plain_loads.json:
 
   {"<manifest path>": {"type": "<module>.<qualname>" or "",
+                       "digest": "sha256:<hex> nodes=N bytes=B" or "",
                        "error_type": "<module>.<qualname>" or "",
                        "error": "<message>"}, ...}
 
-For archives the type is the comma-joined types of params.members, loaded
-from the unpacked members in manifest order.
+For archives the type and digest are the comma-joined types and digests of
+params.members, loaded from the unpacked members in manifest order.
+
+The digest is value_digest() of runtime/embed/value_digest.py, the very
+source the dynahug binary runs on the object its sandboxed load returns
+(Trace.loaded_digest), with the same lazy-storage threshold: a torch.load
+storage above LAZY_STORAGE_BYTES (LoadOptions::lazy_storage_bytes) is
+covered by its size only.
 
 SAFETY: only entries labelled benign are ever loaded, and the corpus is
 generated with --only benign; the script refuses to load anything else.
@@ -25,6 +32,23 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+
+
+# LoadOptions::lazy_storage_bytes (runtime/embed/loader.h), dynahug's default.
+LAZY_STORAGE_BYTES = 16 << 20
+
+
+def load_value_digest(source):
+    """value_digest() of runtime/embed/value_digest.py under `source`."""
+    path = os.path.join(source, 'runtime', 'embed', 'value_digest.py')
+    with open(path) as f:
+        code = compile(f.read(), path, 'exec')
+    namespace = {'__name__': 'dynahug_value_digest'}
+    exec(code, namespace)
+    return namespace['value_digest']
+
+
+value_digest = None  # set by main()
 
 
 def tname(t):
@@ -71,12 +95,15 @@ def unpack(path, wrapper, dest):
         raise ValueError('unknown archive wrapper %r' % wrapper)
 
 
-def describe(fn):
+def describe(fn, loader):
     try:
         obj = fn()
     except BaseException as e:  # record every failure, e.g. missing modules
-        return {'type': '', 'error_type': tname(type(e)), 'error': str(e)[:300]}
-    return {'type': tname(type(obj)), 'error_type': '', 'error': ''}
+        return {'type': '', 'digest': '', 'error_type': tname(type(e)),
+                'error': str(e)[:300]}
+    threshold = LAZY_STORAGE_BYTES if loader == 'torch.load' else -1
+    return {'type': tname(type(obj)), 'digest': value_digest(obj, threshold),
+            'error_type': '', 'error': ''}
 
 
 def main(argv):
@@ -84,6 +111,8 @@ def main(argv):
         sys.stderr.write(__doc__)
         return 2
     source, out = argv[1], argv[2]
+    global value_digest
+    value_digest = load_value_digest(source)
     env = dict(os.environ)
     subprocess.run([sys.executable, os.path.join(source, 'tools', 'corpus',
                                                  'generate.py'),
@@ -100,15 +129,16 @@ def main(argv):
         params = entry['params']
         if params['loader'] != 'archive':
             results[entry['path']] = describe(
-                lambda: plain_load(path, params['loader']))
+                lambda: plain_load(path, params['loader']), params['loader'])
             continue
         with tempfile.TemporaryDirectory(prefix='dynahug_integ_') as tmp:
             unpack(path, params['wrapper'], tmp)
             parts = [describe(lambda m=m: plain_load(
-                os.path.join(tmp, m['name']), m['loader']))
+                os.path.join(tmp, m['name']), m['loader']), m['loader'])
                 for m in params['members']]
         results[entry['path']] = {
             'type': ','.join(p['type'] for p in parts),
+            'digest': ','.join(p['digest'] for p in parts if p['digest']),
             'error_type': ','.join(p['error_type'] for p in parts
                                    if p['error_type']),
             'error': '; '.join(p['error'] for p in parts if p['error']),

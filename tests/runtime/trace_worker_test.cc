@@ -61,7 +61,11 @@ class TraceWorkerTest : public ::testing::Test {
       WorkerPoolStats* stats = nullptr) {
     WorkerPoolOptions options;
     options.workers = workers;
-    auto pool = WorkerPool::Create(TraceWorkerFactory({}), options);
+    // Lazily warmed: these tests are about per-file imports (TraceNeeds).
+    TraceWorkerOptions worker_options;
+    worker_options.prewarm = false;
+    auto pool = WorkerPool::Create(TraceWorkerFactory({}, {}, worker_options),
+                                   options);
     EXPECT_TRUE(pool.ok()) << pool.status();
     std::vector<absl::StatusOr<proto::Trace>> out;
     if (!pool.ok()) return out;
@@ -191,6 +195,7 @@ TEST_F(TraceWorkerTest, ZygoteMemoryIsCompactedForCheaperForks) {
     WorkerPoolOptions options;
     options.workers = 1;
     TraceWorkerOptions worker_options;
+    worker_options.prewarm = false;  // compaction after a lazy import
     worker_options.compact_every = every;
     auto pool =
         WorkerPool::Create(TraceWorkerFactory({}, {}, worker_options), options);
@@ -264,6 +269,10 @@ TEST_F(TraceWorkerTest, PrewarmedZygotesTraceAlikeWhateverCameBefore) {
   EXPECT_NE(Shape(cold), Shape(after_torch));
   EXPECT_EQ(Shape(warm_cold), Shape(warm_after_torch));
   EXPECT_EQ(warm_cold.loaded_type(), cold.loaded_type());
+}
+
+TEST(TraceWorkerOptionsTest, WorkersArePrewarmedByDefault) {
+  EXPECT_TRUE(TraceWorkerOptions{}.prewarm);
 }
 
 }  // namespace
