@@ -89,6 +89,11 @@ struct AnalyzeOptions {
   Limits limits;
   // Passed to every DecodePickle call (keep_ops for disasm).
   hooks::DecodeOptions decode;
+  // A top-level file of no known format is returned with root().format ==
+  // Format::kData instead of an "unknown format" error: for callers that
+  // will hand it to a loader chosen by other means (its name, a user's
+  // hint), which then decides whether it is loadable.
+  bool accept_unknown = false;
 };
 
 // Reads `path` (once, mapped read-only) and analyses it.

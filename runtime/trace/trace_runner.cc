@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
@@ -23,13 +25,17 @@ using hooks::PyRef;
 // At most this many archive members are loaded dynamically per file.
 constexpr size_t kMaxLoadTargets = 16;
 
-// Something the child loads: the file itself, or a loadable member of a
-// generic archive (written to the child's scratch directory first, the way a
-// user would unpack it).
+// Something the child loads: the file itself with one of its loaders, or a
+// loadable member of a generic archive (written to the child's scratch
+// directory first, the way a user would unpack it).
 struct LoadTarget {
   std::string member;  // "" for the file itself
   std::string format;
+  std::string loader;  // a loader of the table (never "auto")
   std::span<const uint8_t> bytes;  // member content (members only)
+  // The file itself is loaded by more than one loader: events are marked
+  // with the loader's name.
+  bool mark_loader = false;
 };
 
 bool IsLoadable(const Member& m) {
@@ -57,7 +63,8 @@ void CollectTargets(const Member& m, const std::string& path,
     const std::string child_path =
         path.empty() ? child.name : path + "/" + child.name;
     if (IsLoadable(child) && !child.bytes.empty()) {
-      out.push_back({child_path, std::string(FormatName(child.format)),
+      const std::string format(FormatName(child.format));
+      out.push_back({child_path, format, DefaultLoaderFor(format).value_or(""),
                      child.bytes});
     } else {
       CollectTargets(child, child_path, out);
@@ -65,11 +72,22 @@ void CollectTargets(const Member& m, const std::string& path,
   }
 }
 
-std::vector<LoadTarget> LoadTargets(const AnalyzedFile& file) {
+// (sniffed format, extension loader) pairs for which the extension's loader
+// runs after the content's loader (FileLoaders in trace_runner.h says why).
+constexpr std::pair<std::string_view, std::string_view> kExtraLoaders[] = {
+    {"raw-pickle", "torch.load"},
+    {"joblib", "pickle.load"},
+};
+
+std::vector<LoadTarget> LoadTargets(const AnalyzedFile& file,
+                                    const TraceOptions& options) {
   std::vector<LoadTarget> targets;
-  if (IsLoadable(file.root())) {
-    targets.push_back({"", std::string(FormatName(file.root().format)), {}});
-  } else {
+  const std::string format(FormatName(file.root().format));
+  const std::vector<std::string> loaders = FileLoaders(file, options);
+  for (const std::string& loader : loaders) {
+    targets.push_back({"", format, loader, {}, loaders.size() > 1});
+  }
+  if (options.load.loader == "auto" && !IsLoadable(file.root())) {
     CollectTargets(file.root(), "", targets);
   }
   return targets;
@@ -81,14 +99,18 @@ class ChannelSink final : public hooks::EventSink {
  public:
   explicit ChannelSink(sandbox::EventWriter& writer) : writer_(writer) {}
   void set_member(std::string member) { member_ = std::move(member); }
+  // "" = events are not marked with a loader.
+  void set_loader(std::string loader) { loader_ = std::move(loader); }
   void Emit(proto::Event event) override {
     if (event.member().empty() && !member_.empty()) event.set_member(member_);
+    if (!loader_.empty()) event.set_loader(loader_);
     writer_.Write(std::move(event));
   }
 
  private:
   sandbox::EventWriter& writer_;
   std::string member_;
+  std::string loader_;
 };
 
 void AddArg(proto::Event& event, std::string key, std::string value) {
@@ -166,12 +188,43 @@ void CollectPackages(const Member& m, std::set<std::string>& out) {
 
 }  // namespace
 
-std::string ResolveLoader(const AnalyzedFile& file, const LoadOptions& load) {
-  if (load.loader != "auto") return load.loader;
-  if (!IsLoadable(file.root())) return "archive";
-  absl::StatusOr<std::string> loader =
-      DefaultLoaderFor(FormatName(file.root().format));
-  return loader.ok() ? *loader : "archive";
+std::vector<std::string> FileLoaders(const AnalyzedFile& file,
+                                     const TraceOptions& options) {
+  if (options.load.loader != "auto") return {options.load.loader};
+  const std::string format(FormatName(file.root().format));
+  const absl::StatusOr<std::string> by_name = LoaderForName(
+      options.as_name.empty() ? file.path() : options.as_name);
+  if (!IsLoadable(file.root())) {
+    if (by_name.ok()) return {*by_name};
+    return {};
+  }
+  std::vector<std::string> loaders = {*DefaultLoaderFor(format)};
+  if (by_name.ok() && *by_name != loaders[0]) {
+    for (const auto& [f, extra] : kExtraLoaders) {
+      if (f == format && extra == *by_name) loaders.push_back(*by_name);
+    }
+  }
+  return loaders;
+}
+
+absl::StatusOr<AnalyzedFile> AnalyzeForTrace(const std::string& path,
+                                             const TraceOptions& options) {
+  AnalyzeOptions analyze = options.analyze;
+  analyze.accept_unknown =
+      analyze.accept_unknown || options.load.loader != "auto" ||
+      LoaderForName(options.as_name.empty() ? path : options.as_name).ok();
+  return AnalyzeFile(path, analyze);
+}
+
+std::string ResolveLoader(const AnalyzedFile& file,
+                          const TraceOptions& options) {
+  const std::vector<std::string> loaders = FileLoaders(file, options);
+  if (loaders.empty()) return "archive";
+  std::string out;
+  for (const std::string& loader : loaders) {
+    out += out.empty() ? loader : "," + loader;
+  }
+  return out;
 }
 
 absl::StatusOr<TraceRunner> TraceRunner::Create(
@@ -192,21 +245,19 @@ void LoaderPackages(std::string_view loader, std::set<std::string>& out) {
 }
 
 std::set<std::string> PackagesNeeded(const AnalyzedFile& file,
-                                     const LoadOptions& load) {
+                                     const TraceOptions& options) {
   std::set<std::string> wanted;
-  for (const LoadTarget& target : LoadTargets(file)) {
-    LoaderPackages(load.loader == "auto"
-                       ? DefaultLoaderFor(target.format).value_or("")
-                       : load.loader,
-                   wanted);
+  for (const LoadTarget& target : LoadTargets(file, options)) {
+    LoaderPackages(target.loader, wanted);
   }
   CollectPackages(file.root(), wanted);
   return wanted;
 }
 
 absl::Status TraceRunner::Warm(const AnalyzedFile& file,
-                               const LoadOptions& load) {
-  const std::set<std::string> wanted = PackagesNeeded(file, load);
+                               const TraceOptions& options) {
+  const LoadOptions& load = options.load;
+  const std::set<std::string> wanted = PackagesNeeded(file, options);
   std::vector<std::string> to_import;
   for (const std::string& package : wanted) {
     if (imported_.count(package)) continue;
@@ -233,7 +284,7 @@ absl::Status TraceRunner::Warm(const AnalyzedFile& file,
 
 absl::StatusOr<proto::Trace> TraceRunner::Trace(const std::string& path,
                                                 const TraceOptions& options) {
-  absl::StatusOr<AnalyzedFile> file = AnalyzeFile(path, options.analyze);
+  absl::StatusOr<AnalyzedFile> file = AnalyzeForTrace(path, options);
   if (!file.ok()) return file.status();
   return Trace(*file, options);
 }
@@ -241,19 +292,19 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const std::string& path,
 absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
                                                 const TraceOptions& options) {
   proto::Trace trace = StaticTrace(file);
-  const std::vector<LoadTarget> targets = LoadTargets(file);
+  const std::vector<LoadTarget> targets = LoadTargets(file, options);
   if (targets.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         file.path(), ": nothing loadable (",
         std::string(FormatName(file.root().format)),
-        " with no model members)"));
+        " with no model members, and no loader for its name)"));
   }
-  if (absl::Status warm = Warm(file, options.load); !warm.ok()) {
+  if (absl::Status warm = Warm(file, options); !warm.ok()) {
     return absl::InternalError(absl::StrCat(
         "zygote: importing the libraries for ", file.path(),
         " failed: ", std::string(warm.message())));
   }
-  trace.set_loader(ResolveLoader(file, options.load));
+  trace.set_loader(ResolveLoader(file, options));
 
   // The child's cwd is its home directory.
   std::error_code ec;
@@ -272,7 +323,9 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       PyErr_Clear();
       return 3;
     }
-    bool all_loaded = true;
+    // The file itself counts as loaded when any of its loaders loaded it
+    // (some victim gets the object); each archive member must load.
+    bool file_loaded = false, file_tried = false, members_loaded = true;
     for (size_t i = 0; i < targets.size(); ++i) {
       const LoadTarget& target = targets[i];
       std::string load_path = absolute_path;
@@ -282,11 +335,13 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       }
       LoadOptions load = options.load;
       load.format = target.format;
+      load.loader = target.loader;
       load.paths.model_path = load_path;
       load.paths.scratch_dir = ctx.scratch_dir();
       load.paths.home_dir = ctx.scratch_dir();
       load.integrity_baseline = baseline_ ? &*baseline_ : nullptr;
       sink.set_member(target.member);
+      sink.set_loader(target.mark_loader ? target.loader : "");
       absl::StatusOr<LoadResult> result = loader.Load(load_path, load, sink);
       proto::Event done;
       done.set_kind(proto::Event::LOG);
@@ -309,9 +364,14 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       if (result->error_type == "builtins.MemoryError") {
         ctx.ReportOutOfMemory();
       }
-      all_loaded = all_loaded && result->loaded;
+      if (target.member.empty()) {
+        file_tried = true;
+        file_loaded = file_loaded || result->loaded;
+      } else {
+        members_loaded = members_loaded && result->loaded;
+      }
     }
-    return all_loaded ? 0 : 1;
+    return (!file_tried || file_loaded) && members_loaded ? 0 : 1;
   };
 
   // The model stays visible at its own path in the child, also when it
@@ -325,8 +385,31 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
   if (!child.ok()) return child.status();
 
   std::vector<std::string> types;
+  // Stacked pickle streams: the driver's marks become Event.stream.
+  std::optional<uint32_t> stream;
+  int load_start = 0;  // index in trace.events() of the current load's first
   for (proto::Event& event : child->events) {
+    if (event.kind() == proto::Event::LOG &&
+        event.name() == kPickleStreamEvent) {
+      if (!stream) {
+        // A second stream starts: the events so far were the first's.
+        for (int j = load_start; j < trace.events_size(); ++j) {
+          trace.mutable_events(j)->set_stream(0);
+        }
+      }
+      uint32_t index = 0;
+      if (!absl::SimpleAtoi(ArgValue(event, "index"), &index)) index = 0;
+      stream = index;
+      continue;
+    }
+    if (event.kind() == proto::Event::LOG &&
+        event.name() == kPickleStreamsEvent) {
+      stream.reset();
+    }
+    if (stream) event.set_stream(*stream);
     if (event.kind() == proto::Event::LOG && event.name() == kLoadResultEvent) {
+      stream.reset();
+      load_start = trace.events_size() + 1;
       const std::string type = ArgValue(event, "type");
       if (!type.empty()) types.push_back(type);
       const std::string status = ArgValue(event, "status");
@@ -356,7 +439,8 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
   }
   const std::string loader_reason = trace.exit().reason();
   *trace.mutable_exit() = sandbox::ToProto(*child);
-  if (!loader_reason.empty()) {
+  if (!loader_reason.empty() &&
+      trace.exit().status() != proto::ChildExit::OK) {
     // A plain non-zero exit ("exit code 1") is explained by the loader's
     // error; limits, signals and timeouts keep the sandbox's reason.
     const std::string& reason = trace.exit().reason();
