@@ -385,6 +385,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
   if (!child.ok()) return child.status();
 
   std::vector<std::string> types;
+  bool file_typed = false;
   // Stacked pickle streams: the driver's marks become Event.stream.
   std::optional<uint32_t> stream;
   int load_start = 0;  // index in trace.events() of the current load's first
@@ -411,7 +412,12 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       stream.reset();
       load_start = trace.events_size() + 1;
       const std::string type = ArgValue(event, "type");
-      if (!type.empty()) types.push_back(type);
+      // The file's type is its first loader's that loaded it (loaders run
+      // on the same bytes); each member adds its own.
+      if (!type.empty() && (!event.member().empty() || !file_typed)) {
+        types.push_back(type);
+        file_typed = file_typed || event.member().empty();
+      }
       const std::string status = ArgValue(event, "status");
       if (!status.empty()) {
         trace.mutable_exit()->set_reason("loader error: " + status);
@@ -424,6 +430,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
         trace.mutable_exit()->set_reason(absl::StrCat(
             "load failed",
             event.member().empty() ? "" : absl::StrCat(" [", event.member(), "]"),
+            event.loader().empty() ? "" : absl::StrCat(" <", event.loader(), ">"),
             ": ", error_type, error.empty() ? "" : ": ", error));
       }
     }

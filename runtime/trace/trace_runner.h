@@ -4,7 +4,8 @@
 //
 //   1. reading and analysing it statically in this process (no unpickling),
 //   2. forking a sandboxed child (sandbox::RunSandboxed) that runs the real
-//      library loader with every hook on and streams events back,
+//      library loaders a victim would call (FileLoaders; archive members
+//      one by one) with every hook on and streams events back,
 //   3. assembling the proto::Trace: static part + events + syscall counts +
 //      how the child ended.
 //
