@@ -146,7 +146,11 @@ TEST(LoadFidelityTest, TrailingGarbageEndsTheLoopWithItsError) {
   bool found = false;
   for (const auto& e : trace.events()) {
     if (e.kind() == proto::Event::LOG && e.name() == "dynahug.pickle_streams") {
-      EXPECT_NE(ArgValue(e, "stop").find("UnpicklingError"), std::string::npos)
+      // The pure-Python unpickler the sandbox instruments raises KeyError
+      // for an unknown opcode where the C one raises UnpicklingError.
+      const std::string stop = ArgValue(e, "stop");
+      EXPECT_TRUE(stop.find("UnpicklingError") != std::string::npos ||
+                  stop.find("KeyError") != std::string::npos)
           << DescribeEvent(e);
       found = true;
     }

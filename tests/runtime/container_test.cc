@@ -276,11 +276,15 @@ TEST(ContainerTest, PickleShapeCriterionRejectsNonPickles) {
     EXPECT_FALSE(file.ok()) << "taken as " << FormatName(file->root().format)
                             << ": " << text;
   }
-  // Random bytes: the sniffer claims none as a pickle (fixed seed; a
-  // linear congruential generator so the bytes are the same everywhere).
+  // Random bytes: the broken-stream rules (global + call, identifier
+  // global, 8 opcodes) claim none; what is claimed at all is claimed by a
+  // 2-byte PROTO header or a complete stream ("N."), about 1 in 10^4 (fixed
+  // seed; a linear congruential generator so the bytes are the same
+  // everywhere).
   uint64_t state = 0x9e3779b97f4a7c15ull;
   size_t claimed = 0;
-  for (int n = 0; n < 20000; ++n) {
+  constexpr int kBuffers = 20000;
+  for (int n = 0; n < kBuffers; ++n) {
     std::string buf(64 + n % 448, '\0');
     for (char& c : buf) {
       state = state * 6364136223846793005ull + 1442695040888963407ull;
@@ -288,9 +292,17 @@ TEST(ContainerTest, PickleShapeCriterionRejectsNonPickles) {
     }
     auto file = AnalyzeBytes(
         {reinterpret_cast<const uint8_t*>(buf.data()), buf.size()}, "r");
-    if (file.ok() && file->root().format == Format::kRawPickle) ++claimed;
+    if (!file.ok() || file->root().format != Format::kRawPickle) continue;
+    ++claimed;
+    const auto& first = file->root().pickles[0];
+    const bool proto = static_cast<uint8_t>(buf[0]) == 0x80 &&
+                       static_cast<uint8_t>(buf[1]) <= 5;
+    EXPECT_TRUE(proto || first.complete)
+        << "buffer " << n << " claimed by a broken-stream rule: "
+        << first.stats.opcode_count << " opcodes, " << first.globals.size()
+        << " globals";
   }
-  EXPECT_EQ(claimed, 0u);
+  EXPECT_LE(claimed, kBuffers / 1000u);
 }
 
 TEST(ContainerTest, AcceptUnknownReturnsADataRoot) {
