@@ -79,6 +79,17 @@ constexpr std::pair<std::string_view, std::string_view> kExtraLoaders[] = {
     {"joblib", "pickle.load"},
 };
 
+// (generic container, extension loader) pairs for which the extension's
+// loader runs on a file whose content has no model format: torch.load opens
+// zips (finding data.pkl where dynahug's reader did not) and tars (its
+// legacy tar format, unpickling "storages" first); numpy.load opens zips
+// as npz.
+constexpr std::pair<Format, std::string_view> kArchiveLoaders[] = {
+    {Format::kZip, "torch.load"},
+    {Format::kTar, "torch.load"},
+    {Format::kZip, "numpy.load"},
+};
+
 std::vector<LoadTarget> LoadTargets(const AnalyzedFile& file,
                                     const TraceOptions& options) {
   std::vector<LoadTarget> targets;
@@ -195,7 +206,13 @@ std::vector<std::string> FileLoaders(const AnalyzedFile& file,
   const absl::StatusOr<std::string> by_name = LoaderForName(
       options.as_name.empty() ? file.path() : options.as_name);
   if (!IsLoadable(file.root())) {
-    if (by_name.ok()) return {*by_name};
+    // Where dynahug's readers found no model format, only a loader that
+    // opens the container itself may still find one; a pickle-reading
+    // loader fails on the first byte (else the sniff had found a pickle).
+    if (!by_name.ok()) return {};
+    for (const auto& [f, loader] : kArchiveLoaders) {
+      if (f == file.root().format && loader == *by_name) return {*by_name};
+    }
     return {};
   }
   std::vector<std::string> loaders = {*DefaultLoaderFor(format)};
@@ -211,8 +228,7 @@ absl::StatusOr<AnalyzedFile> AnalyzeForTrace(const std::string& path,
                                              const TraceOptions& options) {
   AnalyzeOptions analyze = options.analyze;
   analyze.accept_unknown =
-      analyze.accept_unknown || options.load.loader != "auto" ||
-      LoaderForName(options.as_name.empty() ? path : options.as_name).ok();
+      analyze.accept_unknown || options.load.loader != "auto";
   return AnalyzeFile(path, analyze);
 }
 

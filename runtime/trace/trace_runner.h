@@ -74,15 +74,19 @@ struct TraceOptions {
 //     content loader runs) and is not run: e.g. a torch zip named .pkl
 //     (pickle.load stops at "PK"), a raw pickle named .joblib or .npy
 //     (joblib.load and numpy.load unpickle its first stream only).
-//   - a generic archive (zip, 7z, tar) or a file of unknown format: the
-//     extension's loader, if any (besides the archive's loadable members,
-//     which TraceRunner loads as a user who unpacks it would).
+//   - a generic archive (zip, 7z, tar) or a file of unknown format: only a
+//     loader that opens such a container itself, when the extension names
+//     it: torch.load for a zip (it finds data.pkl where dynahug's reader
+//     may not) or a tar (its legacy tar format), numpy.load for a zip (as
+//     npz). A pickle-reading loader fails on the first byte of bytes the
+//     sniff found no pickle in, so it is not run. Loadable members of a
+//     generic archive are loaded besides, as a user who unpacks it would.
 std::vector<std::string> FileLoaders(const AnalyzedFile& file,
                                      const TraceOptions& options);
 
-// Analyses `path` for tracing: like AnalyzeFile, but a file of unknown
-// format is accepted (root format kData) when a loader would still be run
-// on it (an explicit loader, or one its name implies).
+// Analyses `path` for tracing: like AnalyzeFile, but with an explicit
+// loader (`--loader`) a file of unknown format is accepted (root format
+// kData) and handed to that loader, which decides.
 absl::StatusOr<AnalyzedFile> AnalyzeForTrace(const std::string& path,
                                              const TraceOptions& options);
 

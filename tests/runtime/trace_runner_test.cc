@@ -103,31 +103,40 @@ TEST(FileLoadersTest, ExplicitLoaderRunsAlone) {
   EXPECT_EQ(Loaders(TorchZip(), "model.pt", options), V{"joblib.load"});
 }
 
-TEST(FileLoadersTest, UnknownDataRunsOnlyTheLoaderItsNameImplies) {
+// Where the readers find no model format, only a loader that opens the
+// container itself runs, and only when the name calls for it.
+TEST(FileLoadersTest, NoModelFormatRunsOnlyContainerOpeningLoaders) {
   const std::string data = "\x01\x02\x03 not a model";
-  EXPECT_EQ(Loaders(data, "model.pt"), V{"torch.load"});
-  EXPECT_EQ(Loaders(data, "model.dat"), V{});
+  EXPECT_EQ(Loaders(data, "model.pt"), V{});
+  EXPECT_EQ(Loaders(data, "model.pkl"), V{});
+  // A zip whose data.pkl the reader does not see as torch's.
+  std::string zip = TorchZip();
+  const size_t at = zip.rfind("archive/data.pkl");
+  zip.replace(at, 16, "archive/xata.pkl");
+  EXPECT_EQ(Loaders(zip, "model.pt"), V{"torch.load"});
+  EXPECT_EQ(Loaders(zip, "arrays.npz"), V{"numpy.load"});
+  EXPECT_EQ(Loaders(zip, "model.pkl"), V{});
+  EXPECT_EQ(Loaders(zip, "model.zip"), V{});
+  TraceOptions explicit_loader;
+  explicit_loader.load.loader = "pickle.load";
+  EXPECT_EQ(Loaders(data, "model.dat", explicit_loader), V{"pickle.load"});
 }
 
-TEST(FileLoadersTest, AnalyzeForTraceAcceptsUnknownDataOnlyWithALoader) {
-  const std::string dir = ::testing::TempDir();
-  const std::string pt = dir + "/unknown.pt", dat = dir + "/unknown.dat";
-  for (const std::string& path : {pt, dat}) {
-    FILE* f = fopen(path.c_str(), "wb");
-    ASSERT_NE(f, nullptr);
-    fputs("\x01\x02\x03 not a model", f);
-    fclose(f);
-  }
+TEST(FileLoadersTest, AnalyzeForTraceAcceptsUnknownDataOnlyForAnExplicitLoader) {
+  const std::string path = ::testing::TempDir() + "/unknown.pt";
+  FILE* f = fopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  fputs("\x01\x02\x03 not a model", f);
+  fclose(f);
   TraceOptions options;
-  absl::StatusOr<AnalyzedFile> by_name = AnalyzeForTrace(pt, options);
-  ASSERT_TRUE(by_name.ok()) << by_name.status();
-  EXPECT_EQ(by_name->root().format, Format::kData);
-  absl::StatusOr<AnalyzedFile> none = AnalyzeForTrace(dat, options);
+  absl::StatusOr<AnalyzedFile> none = AnalyzeForTrace(path, options);
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("unknown format"), std::string::npos);
-  options.load.loader = "pickle.load";
-  EXPECT_TRUE(AnalyzeForTrace(dat, options).ok());
-  EXPECT_EQ(ResolveLoader(*by_name, TraceOptions{}), "torch.load");
+  options.load.loader = "torch.load";
+  absl::StatusOr<AnalyzedFile> forced = AnalyzeForTrace(path, options);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(forced->root().format, Format::kData);
+  EXPECT_EQ(ResolveLoader(*forced, options), "torch.load");
 }
 
 TEST(FileLoadersTest, ResolveLoaderJoinsTheLoaders) {

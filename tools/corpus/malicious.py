@@ -15,7 +15,7 @@ plus in-memory tampering of the loading process (no OS effect).
 
 Each technique is written into several containers: raw pickles with
 misleading extensions, a clean pickle followed by the payload as a second
-stacked stream (full corpus only), injected into the ``data.pkl`` of small clean torch zip
+stacked stream, injected into the ``data.pkl`` of small clean torch zip
 checkpoints (the host members stay byte-identical and, for most techniques,
 the real loader still returns the host object), zip variants (bad CRC,
 renamed top folder, flipped flag bits), legacy torch, joblib (plain and
@@ -1051,6 +1051,8 @@ def plan(small: bool) -> list[Job]:
                 if not (tech.hosted_only and kind in _NEEDS_NO_HOST):
                     break
             want.append((kind, var))
+            if n % 6 == 0:  # appended last: the other jobs keep their index
+                want.append(("raw-stacked", "sklearn"))
         else:
             for ext in RAW_EXTS:
                 want.append(("raw", ext))
@@ -1133,13 +1135,12 @@ def build(job: Job, seed: int) -> tuple[str, bytes, dict]:
     elif job.container == "raw-stacked":
         # A clean pickle, then the stand-alone payload as a second stream:
         # only a loader that reads every stacked stream runs it.
+        # payload_span indexes the payload stream, which starts at
+        # stream_offset in the file.
         host, _ = pickle_host()
         raw, info = _raw_payload(tech, Job(tid, "raw", ".pkl", job.index), seed)
-        info["payload_span"] = [len(host) + info["payload_span"][0],
-                                len(host) + info["payload_span"][1]]
-        if "break_offset" in info:
-            info["break_offset"] += len(host)
-        params.update(info, host="sklearn-logreg", stream=1)
+        params.update(info, stacked_after="sklearn-logreg",
+                      stream_offset=len(host), stream=1)
         data = host + raw
         cluster, library, name = "classic-ml", "sklearn", "model.pkl"
         if tech.library != "pickle":
