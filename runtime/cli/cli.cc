@@ -22,6 +22,7 @@ raw pickles and archives of them).
 commands:
   scan PATH... [--format text|json|sarif] [--model FILE] [--jobs N]
                [--task LABEL] [--strict] [--timeout S] [--memory MIB] [--quiet]
+               [--loader L] [--as NAME]
                  Decide for every file under PATH (directories recursively,
                  Hugging Face cache folders named repo@revision:file) whether
                  it is malicious: sandboxed load, behaviour features, the
@@ -30,6 +31,7 @@ commands:
                  JSON, text) are reported as skipped; --strict turns files
                  dynahug cannot vouch for (unknown data, ONNX, HDF5) into
                  errors. Uses the shipped default model unless --model.
+                 --loader and --as choose the loader as for trace.
 
   train --benign PATH... --out FILE [--task LABEL] [--no-cluster]
         [--families LIST] [--target-fpr F] [--jobs N]
@@ -46,7 +48,7 @@ commands:
                  effect) and the globals of every pickle stream in every
                  container member, statically (nothing is unpickled).
 
-  trace FILE... [--opcodes] [--format text|json] [--loader L]
+  trace FILE... [--opcodes] [--format text|json] [--loader L] [--as NAME]
                [--timeout SECONDS] [--memory MIB] [--jobs N] [--no-prewarm]
                  Load each file for real inside the sandbox (seccomp, no
                  network, writes confined to a scratch directory, limits)
@@ -60,6 +62,14 @@ commands:
                  eval), so a trace does not depend on what the worker traced
                  before; --no-prewarm imports lazily (faster start-up for
                  one file, but the trace then depends on that history).
+                 The loaders a victim would call run on the file: the one
+                 for its content, plus the one its extension implies where
+                 that could run other code (a raw pickle named .pt also
+                 goes through torch.load, a joblib file named .pkl through
+                 pickle.load); stacked pickles all run, each event marked
+                 with its stream. --loader L runs L alone (auto|torch.load|
+                 joblib.load|numpy.load|pickle.load); --as NAME loads as if
+                 the file were named NAME (e.g. --as .pt for a hub blob).
                  Needs root (namespaces, seccomp supervision).
 
 options:

@@ -31,7 +31,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: dynahug scan PATH... [--format text|json|sarif] [--model FILE]\n"
     "                    [--jobs N] [--task LABEL] [--strict] [--timeout S]\n"
-    "                    [--memory MIB] [--quiet]\n";
+    "                    [--memory MIB] [--quiet] [--loader L] [--as NAME]\n";
 
 enum class OutputFormat { kText, kJson, kSarif };
 
@@ -54,6 +54,10 @@ bool ParseOptions(const std::vector<std::string>& args, ScanOptions& options,
                        options.batch.trace, kUsage, err);
     if (batch_flag == FlagResult::kError) return false;
     if (batch_flag == FlagResult::kTaken) continue;
+    const FlagResult loader_flag =
+        ParseLoaderFlag("scan", args, i, options.batch.trace, kUsage, err);
+    if (loader_flag == FlagResult::kError) return false;
+    if (loader_flag == FlagResult::kTaken) continue;
     const std::string& arg = args[i];
     std::string v;
     auto value = [&]() {

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/cli/flags.h"
+#include "runtime/embed/loader_table.h"
 #include "sandbox/unique_fd.h"
 
 namespace dynahug::runtime {
@@ -122,6 +123,44 @@ FlagResult ParseBatchFlag(const char* command,
   } else {
     trace.policy.limits.memory_bytes = n << 20;
   }
+  return FlagResult::kTaken;
+}
+
+std::string LoaderChoices() {
+  std::string out = "auto";
+  for (const LoaderSpec& spec : Loaders()) {
+    absl::StrAppend(&out, "|", std::string(spec.name));
+  }
+  return out;
+}
+
+FlagResult ParseLoaderFlag(const char* command,
+                           const std::vector<std::string>& args, size_t& i,
+                           TraceOptions& trace, std::string_view usage,
+                           std::ostream& err) {
+  const std::string& arg = args[i];
+  if (arg != "--loader" && arg != "--as") return FlagResult::kNotMine;
+  if (i + 1 >= args.size()) {
+    err << "dynahug " << command << ": " << arg << " needs a value\n"
+        << usage;
+    return FlagResult::kError;
+  }
+  const std::string& v = args[++i];
+  if (arg == "--as") {
+    if (v.empty()) {
+      err << "dynahug " << command << ": --as needs a file name or extension\n";
+      return FlagResult::kError;
+    }
+    trace.as_name = v;
+    return FlagResult::kTaken;
+  }
+  if (v != "auto" && FindLoader(v) == nullptr) {
+    err << "dynahug " << command << ": unknown loader '" << v
+        << "' (one of " << LoaderChoices() << ")\n"
+        << usage;
+    return FlagResult::kError;
+  }
+  trace.load.loader = v;
   return FlagResult::kTaken;
 }
 

@@ -75,6 +75,19 @@ FlagResult ParseBatchFlag(const char* command,
                           uint64_t& jobs, TraceOptions& trace,
                           std::string_view usage, std::ostream& err);
 
+// The load-choice options of trace and scan: `--loader auto|<loader of the
+// table>` (that loader alone, on the file itself) and `--as NAME` (load as
+// if named NAME: its extension picks the extension loader;
+// runtime/trace/trace_runner.h FileLoaders). Same contract as
+// ParseBatchFlag; an unknown loader name is an error listing the valid ones.
+FlagResult ParseLoaderFlag(const char* command,
+                           const std::vector<std::string>& args, size_t& i,
+                           TraceOptions& trace, std::string_view usage,
+                           std::ostream& err);
+
+// "auto|torch.load|joblib.load|numpy.load|pickle.load" (from the table).
+std::string LoaderChoices();
+
 // "SIGINT"-style name of a signal number.
 std::string SignalName(int sig);
 

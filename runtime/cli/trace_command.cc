@@ -30,14 +30,10 @@ struct TraceCommandOptions {
 
 // The usage line; the loader names come from the loader table.
 std::string Usage() {
-  std::string loaders = "auto";
-  for (const LoaderSpec& spec : Loaders()) {
-    loaders += "|" + std::string(spec.name);
-  }
   return "usage: dynahug trace FILE... [--opcodes] [--format text|json] "
          "[--loader " +
-         loaders +
-         "] [--timeout SECONDS] [--memory MIB] [--jobs N] "
+         LoaderChoices() +
+         "] [--as NAME] [--timeout SECONDS] [--memory MIB] [--jobs N] "
          "[--no-prewarm]\n";
 }
 
@@ -49,6 +45,10 @@ bool ParseOptions(const std::vector<std::string>& args,
                        Usage(), err);
     if (batch_flag == FlagResult::kError) return false;
     if (batch_flag == FlagResult::kTaken) continue;
+    const FlagResult loader_flag =
+        ParseLoaderFlag("trace", args, i, options.trace, Usage(), err);
+    if (loader_flag == FlagResult::kError) return false;
+    if (loader_flag == FlagResult::kTaken) continue;
     const std::string& arg = args[i];
     auto value = [&](std::string& v) {
       if (i + 1 >= args.size()) {
@@ -72,13 +72,6 @@ bool ParseOptions(const std::vector<std::string>& args,
         return false;
       }
       options.json = v == "json";
-    } else if (arg == "--loader") {
-      if (!value(v)) return false;
-      if (v != "auto" && FindLoader(v) == nullptr) {
-        err << "dynahug trace: unknown loader '" << v << "'\n" << Usage();
-        return false;
-      }
-      options.trace.load.loader = v;
     } else if (arg.size() > 1 && arg[0] == '-') {
       err << "dynahug trace: unknown option '" << arg << "'\n" << Usage();
       return false;
@@ -113,6 +106,8 @@ std::string EventLine(const proto::Event& e) {
   if (!args.empty()) line += "  " + args;
   if (e.has_pickle_offset()) line += "  @" + std::to_string(e.pickle_offset());
   if (!e.member().empty()) line += "  [" + e.member() + "]";
+  if (e.has_stream()) line += "  (stream " + std::to_string(e.stream()) + ")";
+  if (!e.loader().empty()) line += "  <" + e.loader() + ">";
   if (e.count() > 1) line += "  x" + std::to_string(e.count());
   if (e.blocked()) line += "  BLOCKED";
   return line;
@@ -177,7 +172,8 @@ void PrintTraceText(const proto::Trace& trace, bool chronological,
   for (const auto& e : trace.events()) {
     if (e.kind() == proto::Event::LOG && e.name() == kLoadResultEvent) {
       out << "  load result"
-          << (e.member().empty() ? "" : " [" + e.member() + "]") << ": "
+          << (e.member().empty() ? "" : " [" + e.member() + "]")
+          << (e.loader().empty() ? "" : " <" + e.loader() + ">") << ": "
           << ArgsText(e, 400) << "\n";
     }
   }

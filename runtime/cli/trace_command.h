@@ -1,6 +1,10 @@
 // `dynahug trace FILE... [--opcodes] [--format text|json] [--loader L]
-//  [--timeout SECONDS] [--memory MIB] [--jobs N] [--no-prewarm]`: loads each
-// file for real inside the sandbox and shows what the load did. Without
+//  [--as NAME] [--timeout SECONDS] [--memory MIB] [--jobs N] [--no-prewarm]`:
+// loads each file for real inside the sandbox, with the loaders a victim
+// would call (runtime/trace/trace_runner.h FileLoaders; --loader runs one
+// alone, --as NAME lends the file a name for the extension rule), and shows
+// what the load did; events carry their stacked-stream index "(stream N)"
+// and, when several loaders ran, "<loader>". Without
 // --opcodes the trace is grouped (imports, globals, calls, audit events,
 // blocked actions, integrity
 // findings, syscalls, how the child ended); with --opcodes the pickle is

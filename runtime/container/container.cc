@@ -108,6 +108,38 @@ bool ErrorMayBeTruncation(const hooks::DecodeError& error, uint64_t size) {
   return false;
 }
 
+// "a.b_c.D": non-empty identifiers ([A-Za-z_][A-Za-z0-9_]*, ASCII) joined
+// by single dots.
+bool IsDottedIdentifier(std::string_view s) {
+  if (s.empty()) return false;
+  bool at_start = true;
+  for (char c : s) {
+    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    const bool digit = c >= '0' && c <= '9';
+    if (c == '.') {
+      if (at_start) return false;
+      at_start = true;
+    } else if (alpha || (digit && !at_start)) {
+      at_start = false;
+    } else {
+      return false;
+    }
+  }
+  return !at_start;
+}
+
+// Whether `stream` references a global inline (GLOBAL or INST) with an
+// identifier-shaped module and name.
+bool HasIdentifierGlobal(const hooks::PickleStream& stream) {
+  for (const hooks::GlobalReference& g : stream.globals) {
+    if (g.source == hooks::GlobalReference::Source::kInline &&
+        IsDottedIdentifier(g.module) && IsDottedIdentifier(g.name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool IsJoblibGlobal(const hooks::GlobalReference& g) {
   return absl::StrContains(g.module, "joblib") &&
          (g.name == "NumpyArrayWrapper" || g.name == "NDArrayWrapper" ||
@@ -233,6 +265,13 @@ bool ContainerReader::IsPickleCandidate(std::span<const uint8_t> data,
   // far as resolving a global and calling something: the real unpickler has
   // run that call before it fails (a payload before a broken stream).
   if (!first.globals.empty() && first.stats.call_count > 0) return true;
+  // ... or as far as importing something: a GLOBAL/INST naming a module and
+  // a name that are dotted Python identifiers, followed by at least one
+  // more valid opcode ("cbuiltins\nexec\n(" and then a bad length). The
+  // real unpickler runs find_class (an import) before it fails. Text rarely
+  // fits: its first line would have to be "c" + an identifier, its second
+  // an identifier, and the third start with a valid opcode.
+  if (first.stats.opcode_count >= 2 && HasIdentifierGlobal(first)) return true;
   return first.stats.opcode_count >= 8;
 }
 
@@ -911,7 +950,7 @@ absl::StatusOr<AnalyzedFile> ContainerReader::Run(
   file.sha256_ = hooks::Sha256Hex(data);
   ContainerReader reader(options, *storage);
   reader.Analyze(file.root_, data, "", 0);
-  if (file.root_.format == Format::kData) {
+  if (file.root_.format == Format::kData && !options.accept_unknown) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": unknown format (", data.size(),
                      " bytes, first bytes: ", HexPrefix(data), ")"));

@@ -3,6 +3,16 @@
 // recursively within limits, and find every pickle stream in it, decoded
 // statically by hooks::DecodePickle.
 //
+// Pickles have no magic: data that is no other format is a raw pickle when
+// its first stream decodes completely, starts with PROTO 0..5, or its
+// decodable prefix (before a decode error) resolves a global and calls
+// something, resolves a GLOBAL/INST whose module and name are dotted Python
+// identifiers and then decodes at least one more opcode (the real unpickler
+// imports it before failing), or holds at least 8 opcodes. Such a broken
+// stream is kept with its PickleStream::error and its globals.
+// This reader decides only what is shown statically; which loaders run, and
+// whether they load the file, is decided by them (runtime/trace).
+//
 // Tolerance: whatever the real loaders accept is accepted here (torch zips
 // with bad CRCs, odd flag bits, renamed top-level folders, extra files;
 // stacked pickles; trailing data). Anomalies are kept as Member::notes.
@@ -89,6 +99,11 @@ struct AnalyzeOptions {
   Limits limits;
   // Passed to every DecodePickle call (keep_ops for disasm).
   hooks::DecodeOptions decode;
+  // A top-level file of no known format is returned with root().format ==
+  // Format::kData instead of an "unknown format" error: for callers that
+  // will hand it to a loader chosen by other means (its name, a user's
+  // hint), which then decides whether it is loadable.
+  bool accept_unknown = false;
 };
 
 // Reads `path` (once, mapped read-only) and analyses it.

@@ -69,23 +69,69 @@ def _numpy_load(path):
         fmt.pickle, npyio.pickle = saved
 
 
+_KIND_LOG = _dh.LOG  # noqa: F821  (injected)
+
+
 def _pickle_load(path):
+    """pickle.load in a loop on one open file, as callers that read stacked
+    pickles do (`while True: objs.append(pickle.load(f))` until EOFError):
+    every stream runs, in order. Returns the first stream's object (what a
+    single pickle.load returns); an error in stream 0 is the load's error,
+    a later stream's error ends the loop and is reported. Before each stream
+    after the first a LOG "dynahug.pickle_stream" {index, offset} marks where
+    its events start; after a multi-stream load (or one stopped by a later
+    stream's error) a LOG "dynahug.pickle_streams" {streams, stop} sums up.
+    The parent turns the marks into Event.stream (runtime/trace)."""
     with open(path, 'rb') as f:
-        return load(f)
+        first = load(f)
+        index, stop = 1, 'EOF'
+        while True:
+            offset = f.tell()
+            if not f.read(1):
+                break
+            f.seek(offset)
+            _emit(_KIND_LOG, 'dynahug.pickle_stream',
+                  (('index', str(index)), ('offset', str(offset))), -1, 1,
+                  _STATE.member)
+            try:
+                load(f)
+            except EOFError as e:
+                stop = 'EOFError: %s' % (str(e)[:200],)
+                index += 1
+                break
+            except Exception as e:
+                stop = '%s: %s' % (_tname(type(e)), str(e)[:200])
+                index += 1
+                break
+            index += 1
+        if index > 1:
+            _emit(_KIND_LOG, 'dynahug.pickle_streams',
+                  (('streams', str(index)), ('stop', stop)), -1, 1,
+                  _STATE.member)
+        return first
 
 
 def torch_zip_member(path):
-    """Name of the pickle torch.load will read from a torch zip
-    ("<folder>/data.pkl"), or ''. Called by the C++ side before any
-    observer starts."""
+    """Name of the pickle torch.load will read from a torch zip, or ''.
+    Mirrors torch's PyTorchStreamReader: the archive folder is the first
+    entry's folder and records are looked up case-insensitively; only the
+    central directory is read (flag bits, CRCs and local header names do not
+    matter here, as they do not to torch). Called by the C++ side before any
+    observer starts; only labels events, so a zip Python cannot parse gives
+    '' and the load still runs."""
     import zipfile
     try:
         with zipfile.ZipFile(path) as z:
-            for n in z.namelist():
-                if n.endswith('/data.pkl') and n.count('/') == 1:
-                    return n
+            names = z.namelist()
     except Exception:
-        pass
+        return ''
+    if not names:
+        return ''
+    folder = names[0].split('/', 1)[0] if '/' in names[0] else ''
+    want = (folder + '/data.pkl' if folder else 'data.pkl').lower()
+    for n in names:
+        if n.lower() == want:
+            return n
     return ''
 
 

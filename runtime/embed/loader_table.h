@@ -27,6 +27,10 @@ struct LoaderSpec {
   std::span<const std::string_view> formats;
   // Top-level packages the library loader itself imports.
   std::span<const std::string_view> packages;
+  // Lowercase file-name extensions (with the dot) under which users load
+  // files with it: ".pt" for torch.load. Used to run the loader a victim
+  // would call for a file by its name (LoaderForName).
+  std::span<const std::string_view> extensions;
 };
 
 // Every loader, in a fixed order: torch.load, joblib.load, numpy.load,
@@ -41,6 +45,13 @@ const LoaderSpec* FindLoader(std::string_view name);
 // "npz" -> "numpy.load", "raw-pickle" -> "pickle.load", ...).
 // InvalidArgument for a format no loader takes (archives, "data").
 absl::StatusOr<std::string> DefaultLoaderFor(std::string_view format);
+
+// The loader whose extensions include the extension of the file name `name`
+// (the last component of a path, or a bare ".ext"; the extension is
+// compared case-insensitively): "pytorch_model.bin" -> "torch.load", "model.pkl" ->
+// "pickle.load", "x.joblib" -> "joblib.load", "a.npz" -> "numpy.load".
+// NotFound when the name has no extension or one no loader claims.
+absl::StatusOr<std::string> LoaderForName(std::string_view name);
 
 }  // namespace dynahug::runtime
 

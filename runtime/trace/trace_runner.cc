@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "hooks/base/py_ref.h"
@@ -24,13 +26,17 @@ using hooks::PyRef;
 // At most this many archive members are loaded dynamically per file.
 constexpr size_t kMaxLoadTargets = 16;
 
-// Something the child loads: the file itself, or a loadable member of a
-// generic archive (written to the child's scratch directory first, the way a
-// user would unpack it).
+// Something the child loads: the file itself with one of its loaders, or a
+// loadable member of a generic archive (written to the child's scratch
+// directory first, the way a user would unpack it).
 struct LoadTarget {
   std::string member;  // "" for the file itself
   std::string format;
+  std::string loader;  // a loader of the table (never "auto")
   std::span<const uint8_t> bytes;  // member content (members only)
+  // The file itself is loaded by more than one loader: events are marked
+  // with the loader's name.
+  bool mark_loader = false;
 };
 
 bool IsLoadable(const Member& m) {
@@ -58,7 +64,8 @@ void CollectTargets(const Member& m, const std::string& path,
     const std::string child_path =
         path.empty() ? child.name : path + "/" + child.name;
     if (IsLoadable(child) && !child.bytes.empty()) {
-      out.push_back({child_path, std::string(FormatName(child.format)),
+      const std::string format(FormatName(child.format));
+      out.push_back({child_path, format, DefaultLoaderFor(format).value_or(""),
                      child.bytes});
     } else {
       CollectTargets(child, child_path, out);
@@ -66,11 +73,33 @@ void CollectTargets(const Member& m, const std::string& path,
   }
 }
 
-std::vector<LoadTarget> LoadTargets(const AnalyzedFile& file) {
+// (sniffed format, extension loader) pairs for which the extension's loader
+// runs after the content's loader (FileLoaders in trace_runner.h says why).
+constexpr std::pair<std::string_view, std::string_view> kExtraLoaders[] = {
+    {"raw-pickle", "torch.load"},
+    {"joblib", "pickle.load"},
+};
+
+// (generic container, extension loader) pairs for which the extension's
+// loader runs on a file whose content has no model format: torch.load opens
+// zips (finding data.pkl where dynahug's reader did not) and tars (its
+// legacy tar format, unpickling "storages" first); numpy.load opens zips
+// as npz.
+constexpr std::pair<Format, std::string_view> kArchiveLoaders[] = {
+    {Format::kZip, "torch.load"},
+    {Format::kTar, "torch.load"},
+    {Format::kZip, "numpy.load"},
+};
+
+std::vector<LoadTarget> LoadTargets(const AnalyzedFile& file,
+                                    const TraceOptions& options) {
   std::vector<LoadTarget> targets;
-  if (IsLoadable(file.root())) {
-    targets.push_back({"", std::string(FormatName(file.root().format)), {}});
-  } else {
+  const std::string format(FormatName(file.root().format));
+  const std::vector<std::string> loaders = FileLoaders(file, options);
+  for (const std::string& loader : loaders) {
+    targets.push_back({"", format, loader, {}, loaders.size() > 1});
+  }
+  if (options.load.loader == "auto" && !IsLoadable(file.root())) {
     CollectTargets(file.root(), "", targets);
   }
   return targets;
@@ -82,14 +111,18 @@ class ChannelSink final : public hooks::EventSink {
  public:
   explicit ChannelSink(sandbox::EventWriter& writer) : writer_(writer) {}
   void set_member(std::string member) { member_ = std::move(member); }
+  // "" = events are not marked with a loader.
+  void set_loader(std::string loader) { loader_ = std::move(loader); }
   void Emit(proto::Event event) override {
     if (event.member().empty() && !member_.empty()) event.set_member(member_);
+    if (!loader_.empty()) event.set_loader(loader_);
     writer_.Write(std::move(event));
   }
 
  private:
   sandbox::EventWriter& writer_;
   std::string member_;
+  std::string loader_;
 };
 
 void AddArg(proto::Event& event, std::string key, std::string value) {
@@ -167,12 +200,48 @@ void CollectPackages(const Member& m, std::set<std::string>& out) {
 
 }  // namespace
 
-std::string ResolveLoader(const AnalyzedFile& file, const LoadOptions& load) {
-  if (load.loader != "auto") return load.loader;
-  if (!IsLoadable(file.root())) return "archive";
-  absl::StatusOr<std::string> loader =
-      DefaultLoaderFor(FormatName(file.root().format));
-  return loader.ok() ? *loader : "archive";
+std::vector<std::string> FileLoaders(const AnalyzedFile& file,
+                                     const TraceOptions& options) {
+  if (options.load.loader != "auto") return {options.load.loader};
+  const std::string format(FormatName(file.root().format));
+  const absl::StatusOr<std::string> by_name = LoaderForName(
+      options.as_name.empty() ? file.path() : options.as_name);
+  if (!IsLoadable(file.root())) {
+    // Where dynahug's readers found no model format, only a loader that
+    // opens the container itself may still find one; a pickle-reading
+    // loader fails on the first byte (else the sniff had found a pickle).
+    if (!by_name.ok()) return {};
+    for (const auto& [f, loader] : kArchiveLoaders) {
+      if (f == file.root().format && loader == *by_name) return {*by_name};
+    }
+    return {};
+  }
+  std::vector<std::string> loaders = {*DefaultLoaderFor(format)};
+  if (by_name.ok() && *by_name != loaders[0]) {
+    for (const auto& [f, extra] : kExtraLoaders) {
+      if (f == format && extra == *by_name) loaders.push_back(*by_name);
+    }
+  }
+  return loaders;
+}
+
+absl::StatusOr<AnalyzedFile> AnalyzeForTrace(const std::string& path,
+                                             const TraceOptions& options) {
+  AnalyzeOptions analyze = options.analyze;
+  analyze.accept_unknown =
+      analyze.accept_unknown || options.load.loader != "auto";
+  return AnalyzeFile(path, analyze);
+}
+
+std::string ResolveLoader(const AnalyzedFile& file,
+                          const TraceOptions& options) {
+  const std::vector<std::string> loaders = FileLoaders(file, options);
+  if (loaders.empty()) return "archive";
+  std::string out;
+  for (const std::string& loader : loaders) {
+    out += out.empty() ? loader : "," + loader;
+  }
+  return out;
 }
 
 absl::StatusOr<TraceRunner> TraceRunner::Create(
@@ -193,21 +262,19 @@ void LoaderPackages(std::string_view loader, std::set<std::string>& out) {
 }
 
 std::set<std::string> PackagesNeeded(const AnalyzedFile& file,
-                                     const LoadOptions& load) {
+                                     const TraceOptions& options) {
   std::set<std::string> wanted;
-  for (const LoadTarget& target : LoadTargets(file)) {
-    LoaderPackages(load.loader == "auto"
-                       ? DefaultLoaderFor(target.format).value_or("")
-                       : load.loader,
-                   wanted);
+  for (const LoadTarget& target : LoadTargets(file, options)) {
+    LoaderPackages(target.loader, wanted);
   }
   CollectPackages(file.root(), wanted);
   return wanted;
 }
 
 absl::Status TraceRunner::Warm(const AnalyzedFile& file,
-                               const LoadOptions& load) {
-  const std::set<std::string> wanted = PackagesNeeded(file, load);
+                               const TraceOptions& options) {
+  const LoadOptions& load = options.load;
+  const std::set<std::string> wanted = PackagesNeeded(file, options);
   std::vector<std::string> to_import;
   for (const std::string& package : wanted) {
     if (imported_.count(package)) continue;
@@ -238,7 +305,7 @@ absl::Status TraceRunner::Warm(const AnalyzedFile& file,
 
 absl::StatusOr<proto::Trace> TraceRunner::Trace(const std::string& path,
                                                 const TraceOptions& options) {
-  absl::StatusOr<AnalyzedFile> file = AnalyzeFile(path, options.analyze);
+  absl::StatusOr<AnalyzedFile> file = AnalyzeForTrace(path, options);
   if (!file.ok()) return file.status();
   return Trace(*file, options);
 }
@@ -246,19 +313,19 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const std::string& path,
 absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
                                                 const TraceOptions& options) {
   proto::Trace trace = StaticTrace(file);
-  const std::vector<LoadTarget> targets = LoadTargets(file);
+  const std::vector<LoadTarget> targets = LoadTargets(file, options);
   if (targets.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         file.path(), ": nothing loadable (",
         std::string(FormatName(file.root().format)),
-        " with no model members)"));
+        " with no model members, and no loader for its name)"));
   }
-  if (absl::Status warm = Warm(file, options.load); !warm.ok()) {
+  if (absl::Status warm = Warm(file, options); !warm.ok()) {
     return absl::InternalError(absl::StrCat(
         "zygote: importing the libraries for ", file.path(),
         " failed: ", std::string(warm.message())));
   }
-  trace.set_loader(ResolveLoader(file, options.load));
+  trace.set_loader(ResolveLoader(file, options));
 
   // The child's cwd is its home directory.
   std::error_code ec;
@@ -277,7 +344,9 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       PyErr_Clear();
       return 3;
     }
-    bool all_loaded = true;
+    // The file itself counts as loaded when any of its loaders loaded it
+    // (some victim gets the object); each archive member must load.
+    bool file_loaded = false, file_tried = false, members_loaded = true;
     const DeferredWork deferred = loader.CaptureDeferred();
     for (size_t i = 0; i < targets.size(); ++i) {
       const LoadTarget& target = targets[i];
@@ -288,11 +357,13 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       }
       LoadOptions load = options.load;
       load.format = target.format;
+      load.loader = target.loader;
       load.paths.model_path = load_path;
       load.paths.scratch_dir = ctx.scratch_dir();
       load.paths.home_dir = ctx.scratch_dir();
       load.integrity_baseline = baseline_ ? &*baseline_ : nullptr;
       sink.set_member(target.member);
+      sink.set_loader(target.mark_loader ? target.loader : "");
       absl::StatusOr<LoadResult> result = loader.Load(load_path, load, sink);
       proto::Event done;
       done.set_kind(proto::Event::LOG);
@@ -316,7 +387,12 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       if (result->error_type == "builtins.MemoryError") {
         ctx.ReportOutOfMemory();
       }
-      all_loaded = all_loaded && result->loaded;
+      if (target.member.empty()) {
+        file_tried = true;
+        file_loaded = file_loaded || result->loaded;
+      } else {
+        members_loaded = members_loaded && result->loaded;
+      }
     }
     // What the process would still run before exiting (atexit, threads,
     // timers), recorded as the shutdown phase.
@@ -330,8 +406,9 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
     shutdown.recorder_limits = options.load.recorder_limits;
     shutdown.profiler_limits = options.load.profiler_limits;
     sink.set_member("");
+    sink.set_loader("");
     if (!loader.RunShutdown(deferred, shutdown, sink).ok()) return 3;
-    return all_loaded ? 0 : 1;
+    return (!file_tried || file_loaded) && members_loaded ? 0 : 1;
   };
 
   // The model stays visible at its own path in the child, also when it
@@ -345,12 +422,41 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
   if (!child.ok()) return child.status();
 
   std::vector<std::string> types, digests;
+  bool file_typed = false;
+  // Stacked pickle streams: the driver's marks become Event.stream.
+  std::optional<uint32_t> stream;
+  int load_start = 0;  // index in trace.events() of the current load's first
   for (proto::Event& event : child->events) {
+    if (event.kind() == proto::Event::LOG &&
+        event.name() == kPickleStreamEvent) {
+      if (!stream) {
+        // A second stream starts: the events so far were the first's.
+        for (int j = load_start; j < trace.events_size(); ++j) {
+          trace.mutable_events(j)->set_stream(0);
+        }
+      }
+      uint32_t index = 0;
+      if (!absl::SimpleAtoi(ArgValue(event, "index"), &index)) index = 0;
+      stream = index;
+      continue;
+    }
+    if (event.kind() == proto::Event::LOG &&
+        event.name() == kPickleStreamsEvent) {
+      stream.reset();
+    }
+    if (stream) event.set_stream(*stream);
     if (event.kind() == proto::Event::LOG && event.name() == kLoadResultEvent) {
+      stream.reset();
+      load_start = trace.events_size() + 1;
       const std::string type = ArgValue(event, "type");
-      if (!type.empty()) types.push_back(type);
-      const std::string digest = ArgValue(event, "digest");
-      if (!digest.empty()) digests.push_back(digest);
+      // The file's type and value digest are its first loader's that loaded
+      // it (loaders run on the same bytes); each member adds its own.
+      if (!type.empty() && (!event.member().empty() || !file_typed)) {
+        types.push_back(type);
+        const std::string digest = ArgValue(event, "digest");
+        if (!digest.empty()) digests.push_back(digest);
+        file_typed = file_typed || event.member().empty();
+      }
       const std::string status = ArgValue(event, "status");
       if (!status.empty()) {
         trace.mutable_exit()->set_reason("loader error: " + status);
@@ -363,6 +469,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
         trace.mutable_exit()->set_reason(absl::StrCat(
             "load failed",
             event.member().empty() ? "" : absl::StrCat(" [", event.member(), "]"),
+            event.loader().empty() ? "" : absl::StrCat(" <", event.loader(), ">"),
             ": ", error_type, error.empty() ? "" : ": ", error));
       }
     }
@@ -379,7 +486,8 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
   }
   const std::string loader_reason = trace.exit().reason();
   *trace.mutable_exit() = sandbox::ToProto(*child);
-  if (!loader_reason.empty()) {
+  if (!loader_reason.empty() &&
+      trace.exit().status() != proto::ChildExit::OK) {
     // A plain non-zero exit ("exit code 1") is explained by the loader's
     // error; limits, signals and timeouts keep the sandbox's reason.
     const std::string& reason = trace.exit().reason();

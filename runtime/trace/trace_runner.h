@@ -4,7 +4,8 @@
 //
 //   1. reading and analysing it statically in this process (no unpickling),
 //   2. forking a sandboxed child (sandbox::RunSandboxed) that runs the real
-//      library loader with every hook on and streams events back,
+//      library loaders a victim would call (FileLoaders; archive members
+//      one by one) with every hook on and streams events back,
 //   3. assembling the proto::Trace: static part + events + syscall counts +
 //      how the child ended.
 //
@@ -43,11 +44,51 @@ struct TraceRunnerOptions {
 
 struct TraceOptions {
   // Loader choice and hook switches (LoadOptions::format is filled in from
-  // the static analysis).
+  // the static analysis). load.loader other than "auto" (`--loader`) is the
+  // only loader run, on the file itself; see FileLoaders for "auto".
   LoadOptions load;
   sandbox::Policy policy;
   AnalyzeOptions analyze;
+  // The name a victim would load the file under (`--as`): its extension
+  // picks the extension loader (LoaderForName) instead of the path's own
+  // name. A bare extension (".pt") is enough. "" = the path's name.
+  std::string as_name;
 };
+
+// Which loaders run on the file itself (not on the members of a generic
+// archive), in order; empty when none does. The sandbox runs the loader a
+// victim would call, on the raw file, and that loader decides what is
+// loadable:
+//   - options.load.loader other than "auto": that loader alone.
+//   - else the loader for the sniffed format (DefaultLoaderFor), and the
+//     loader the file's extension implies (LoaderForName of options.as_name
+//     or of the path) when it differs and could run code the first one does
+//     not:
+//       raw pickle named .pt/.pth/.bin/.ckpt: pickle.load (every stacked
+//         stream) and then torch.load (its legacy path unpickles the fourth
+//         stream with a persistent_load, where a pickle.load loop stops);
+//       joblib file named .pkl/.pickle: joblib.load and then pickle.load
+//         (which reads joblib's inline array bytes as opcodes).
+//     Every other disagreement adds nothing (the extension's loader would
+//     fail before running any pickle code, or run a prefix of what the
+//     content loader runs) and is not run: e.g. a torch zip named .pkl
+//     (pickle.load stops at "PK"), a raw pickle named .joblib or .npy
+//     (joblib.load and numpy.load unpickle its first stream only).
+//   - a generic archive (zip, 7z, tar) or a file of unknown format: only a
+//     loader that opens such a container itself, when the extension names
+//     it: torch.load for a zip (it finds data.pkl where dynahug's reader
+//     may not) or a tar (its legacy tar format), numpy.load for a zip (as
+//     npz). A pickle-reading loader fails on the first byte of bytes the
+//     sniff found no pickle in, so it is not run. Loadable members of a
+//     generic archive are loaded besides, as a user who unpacks it would.
+std::vector<std::string> FileLoaders(const AnalyzedFile& file,
+                                     const TraceOptions& options);
+
+// Analyses `path` for tracing: like AnalyzeFile, but with an explicit
+// loader (`--loader`) a file of unknown format is accepted (root format
+// kData) and handed to that loader, which decides.
+absl::StatusOr<AnalyzedFile> AnalyzeForTrace(const std::string& path,
+                                             const TraceOptions& options);
 
 // Name of the LOG event the child sends last with the loader's result; the
 // parent folds it into Trace.loader / Trace.loaded_type and drops it.
@@ -63,9 +104,9 @@ class TraceRunner {
   TraceRunner& operator=(TraceRunner&&) = default;
 
   // Imports the allowlisted packages that loading `file` will need: those of
-  // its loader (torch for torch formats, joblib + numpy for joblib, numpy for
+  // its loaders (torch for torch formats, joblib + numpy for joblib, numpy for
   // npy/npz) and the top-level packages of its static globals. Idempotent.
-  absl::Status Warm(const AnalyzedFile& file, const LoadOptions& load);
+  absl::Status Warm(const AnalyzedFile& file, const TraceOptions& options);
 
   // Traces one file (steps 1-3 above). Errors are for files that cannot be
   // analysed at all (unreadable, unknown format) and for sandbox set-up
@@ -102,14 +143,23 @@ class TraceRunner {
 // joblib.load, numpy for numpy.load) and the top-level packages of its static
 // globals. Not filtered by any allowlist. Pure.
 std::set<std::string> PackagesNeeded(const AnalyzedFile& file,
-                                     const LoadOptions& load);
+                                     const TraceOptions& options);
 
 // Packages the loader `loader` ("torch.load", ...) itself imports
 // (LoaderSpec::packages; none for a name not in the table).
 void LoaderPackages(std::string_view loader, std::set<std::string>& out);
 
-// The loader `load` resolves to for `file` ("torch.load", ...).
-std::string ResolveLoader(const AnalyzedFile& file, const LoadOptions& load);
+// What Trace.loader says for `file`: FileLoaders joined by ",", or
+// "archive" when only the members of a generic archive are loaded.
+std::string ResolveLoader(const AnalyzedFile& file,
+                          const TraceOptions& options);
+
+// Names of the LOG events by which the pickle.load driver marks stacked
+// streams (runtime/embed/loader.py): one before each stream after the first
+// ({index, offset}; the parent turns it into Event.stream and drops it), and
+// a summary after a multi-stream load ({streams, stop}; kept).
+inline constexpr char kPickleStreamEvent[] = "dynahug.pickle_stream";
+inline constexpr char kPickleStreamsEvent[] = "dynahug.pickle_streams";
 
 }  // namespace dynahug::runtime
 

@@ -76,12 +76,12 @@ class TraceHandler final : public sandbox::WorkerHandler {
 
   absl::StatusOr<std::string> Handle(std::string_view request) override {
     absl::StatusOr<AnalyzedFile> file =
-        AnalyzeFile(std::string(request), options_.analyze);
+        AnalyzeForTrace(std::string(request), options_);
     if (!file.ok()) return file.status();
     // Import what the file needs first (Trace would do it too), so that the
     // zygote can be compacted before the fork when something new came in.
     const size_t imported = runner_.imported().size();
-    (void)runner_.Warm(*file, options_.load);  // Trace reports failures
+    (void)runner_.Warm(*file, options_);  // Trace reports failures
     if (worker_options_.compact_every > 0) {
       ++files_since_compact_;
       if (!compacted_ || runner_.imported().size() != imported ||
@@ -124,9 +124,9 @@ absl::Status Prewarm(TraceRunner& runner,
       {reinterpret_cast<const uint8_t*>(pickle.data()), pickle.size()},
       "dynahug-prewarm");
   if (!file.ok()) return file.status();
-  LoadOptions load;
-  load.loader = "pickle.load";
-  absl::Status status = runner.Warm(*file, load);
+  TraceOptions options;
+  options.load.loader = "pickle.load";
+  absl::Status status = runner.Warm(*file, options);
   if (!status.ok()) {
     return absl::InternalError(
         absl::StrCat("zygote: pre-importing ", absl::StrJoin(packages, ", "),
@@ -163,9 +163,9 @@ std::vector<std::string> TraceNeeds(const std::string& path,
   std::set<std::string> needs;
   const std::string& loader = options.load.loader;
   if (static_cast<uint64_t>(st.st_size) <= max_analyze_bytes) {
-    absl::StatusOr<AnalyzedFile> file = AnalyzeFile(path, options.analyze);
+    absl::StatusOr<AnalyzedFile> file = AnalyzeForTrace(path, options);
     if (!file.ok()) return {};
-    needs = PackagesNeeded(*file, options.load);
+    needs = PackagesNeeded(*file, options);
   } else if (loader != "auto") {
     LoaderPackages(loader, needs);
   } else {
@@ -186,6 +186,11 @@ std::vector<std::string> TraceNeeds(const std::string& path,
     } else if (format == Format::kZip || format == Format::kTar ||
                format == Format::kSevenZip) {
       LoaderPackages("torch.load", needs);
+    }
+    if (absl::StatusOr<std::string> by_name = LoaderForName(
+            options.as_name.empty() ? path : options.as_name);
+        by_name.ok()) {
+      LoaderPackages(*by_name, needs);
     }
   }
   std::vector<std::string> out;

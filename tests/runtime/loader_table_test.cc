@@ -76,5 +76,44 @@ TEST(LoaderTableTest, FindLoaderByName) {
   EXPECT_TRUE(FindLoader("pickle.load")->packages.empty());
 }
 
+// The loader a victim calls for a file by its name.
+TEST(LoaderTableTest, LoaderForNameByExtension) {
+  const std::pair<const char*, const char*> kCases[] = {
+      {"model.pt", "torch.load"},
+      {"/hub/snapshots/abc/pytorch_model.bin", "torch.load"},
+      {"W.PTH", "torch.load"},
+      {"last.ckpt", "torch.load"},
+      {".pt", "torch.load"},
+      {"model.joblib", "joblib.load"},
+      {"m.jbl", "joblib.load"},
+      {"a.npy", "numpy.load"},
+      {"a.npz", "numpy.load"},
+      {"model.pkl", "pickle.load"},
+      {"x.pickle", "pickle.load"},
+  };
+  for (const auto& [name, loader] : kCases) {
+    absl::StatusOr<std::string> got = LoaderForName(name);
+    ASSERT_TRUE(got.ok()) << name << ": " << got.status();
+    EXPECT_EQ(*got, loader) << name;
+  }
+  for (const char* name : {"model", "model.safetensors", "dir.pt/model",
+                           "x.zip", ""}) {
+    EXPECT_EQ(LoaderForName(name).status().code(), absl::StatusCode::kNotFound)
+        << name;
+  }
+}
+
+// No extension is claimed by two loaders.
+TEST(LoaderTableTest, ExtensionsAreUnique) {
+  std::set<std::string> seen;
+  for (const LoaderSpec& spec : Loaders()) {
+    EXPECT_FALSE(spec.extensions.empty()) << spec.name;
+    for (std::string_view ext : spec.extensions) {
+      EXPECT_EQ(ext.substr(0, 1), ".") << ext;
+      EXPECT_TRUE(seen.insert(std::string(ext)).second) << ext;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dynahug::runtime

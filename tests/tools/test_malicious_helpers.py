@@ -159,6 +159,8 @@ def payload_stream(entry: dict, out_dir: pathlib.Path) -> tuple[bytes, str]:
         return raw_member(data, params["pickle_member"]), "raw"
     if container in ("raw", "raw-host", "7z-raw"):
         return data, "raw"
+    if container == "raw-stacked":  # the payload is the second stream
+        return data[params["stream_offset"]:], "raw"
     if container in ("torch-legacy", "torch-legacy-magic"):
         return data, "legacy"
     if container == "npy":

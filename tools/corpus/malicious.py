@@ -14,7 +14,8 @@ loaded.  The only effects any payload attempts are the harmless probes:
 plus in-memory tampering of the loading process (no OS effect).
 
 Each technique is written into several containers: raw pickles with
-misleading extensions, injected into the ``data.pkl`` of small clean torch zip
+misleading extensions, a clean pickle followed by the payload as a second
+stacked stream, injected into the ``data.pkl`` of small clean torch zip
 checkpoints (the host members stay byte-identical and, for most techniques,
 the real loader still returns the host object), zip variants (bad CRC,
 renamed top folder, flipped flag bits), legacy torch, joblib (plain and
@@ -1019,7 +1020,7 @@ JOBLIB_FORMAT = {"zlib": "zlib", "gzip": "gzip", "bz2": "bzip2", "xz": "xz",
 @dataclasses.dataclass(frozen=True)
 class Job:
     technique: str
-    container: str   # raw | raw-host | torch-zip | torch-zip-variant |
+    container: str   # raw | raw-host | raw-stacked | torch-zip | torch-zip-variant |
     #                  torch-legacy | joblib | npy | npz | zip | 7z-torch | 7z-raw
     variant: str     # ext / host / compression / zip variant
     index: int       # variant index (protocol choice etc.)
@@ -1050,10 +1051,13 @@ def plan(small: bool) -> list[Job]:
                 if not (tech.hosted_only and kind in _NEEDS_NO_HOST):
                     break
             want.append((kind, var))
+            if n % 6 == 0:  # appended last: the other jobs keep their index
+                want.append(("raw-stacked", "sklearn"))
         else:
             for ext in RAW_EXTS:
                 want.append(("raw", ext))
             want.append(("raw-host", "sklearn"))
+            want.append(("raw-stacked", "sklearn"))
             for k in range(2):
                 want.append(("torch-zip", TORCH_HOSTS[(n + k) % len(TORCH_HOSTS)]))
             for v in ZIP_VARIANTS:
@@ -1125,6 +1129,19 @@ def build(job: Job, seed: int) -> tuple[str, bytes, dict]:
         host, path = pickle_host()
         data, info = inject(host, tech, seed, path)
         params.update(info, host="sklearn-logreg")
+        cluster, library, name = "classic-ml", "sklearn", "model.pkl"
+        if tech.library != "pickle":
+            library = tech.library
+    elif job.container == "raw-stacked":
+        # A clean pickle, then the stand-alone payload as a second stream:
+        # only a loader that reads every stacked stream runs it.
+        # payload_span indexes the payload stream, which starts at
+        # stream_offset in the file.
+        host, _ = pickle_host()
+        raw, info = _raw_payload(tech, Job(tid, "raw", ".pkl", job.index), seed)
+        params.update(info, stacked_after="sklearn-logreg",
+                      stream_offset=len(host), stream=1)
+        data = host + raw
         cluster, library, name = "classic-ml", "sklearn", "model.pkl"
         if tech.library != "pickle":
             library = tech.library
