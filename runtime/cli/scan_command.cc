@@ -31,7 +31,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: dynahug scan PATH... [--format text|json|sarif] [--model FILE]\n"
     "                    [--jobs N] [--task LABEL] [--strict] [--timeout S]\n"
-    "                    [--memory MIB] [--quiet]\n";
+    "                    [--memory MIB] [--full-hash] [--quiet]\n";
 
 enum class OutputFormat { kText, kJson, kSarif };
 
@@ -269,6 +269,7 @@ void PrintJson(const proto::ScanReport& report, std::ostream& out) {
     if (!v.error().empty()) w.Field("error", v.error());
     if (!v.skip_reason().empty()) w.Field("skip_reason", v.skip_reason());
     w.Field("elapsed_ms", r.elapsed_ms());
+    if (!r.content_key().empty()) w.Field("content_key", r.content_key());
     w.EndObject();
     w.Flush(out);
   }
@@ -412,6 +413,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
   std::vector<proto::ContainerFormat> formats(inputs.blobs.size(),
                                               proto::FORMAT_UNSPECIFIED);
   std::vector<double> elapsed(inputs.blobs.size(), 0);
+  std::vector<std::string> content_keys(inputs.blobs.size());
   std::vector<std::string> to_trace;
   std::vector<size_t> traced_blob;
   for (size_t b = 0; b < inputs.blobs.size(); ++b) {
@@ -449,6 +451,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
           const auto t0 = std::chrono::steady_clock::now();
           verdicts[b] = detector->Classify(*trace, classify);
           formats[b] = trace->root().format();
+          content_keys[b] = trace->file().content_key();
           elapsed[b] = trace->exit().wall_ms() +
                        std::chrono::duration<double, std::milli>(
                            std::chrono::steady_clock::now() - t0)
@@ -492,6 +495,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
           features::Detector::ErrorVerdict("not analysed"));
       r.set_format(formats[*in.blob]);
       r.set_elapsed_ms(elapsed[*in.blob]);
+      r.set_content_key(content_keys[*in.blob]);
     }
     summary.set_files(summary.files() + 1);
     switch (r.verdict().label()) {

@@ -37,7 +37,8 @@ std::string Usage() {
   return "usage: dynahug trace FILE... [--opcodes] [--format text|json] "
          "[--loader " +
          loaders +
-         "] [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]\n";
+         "] [--timeout SECONDS] [--memory MIB] [--jobs N] [--prewarm]\n"
+         "       [--full-hash]\n";
 }
 
 bool ParseOptions(const std::vector<std::string>& args,
@@ -141,8 +142,15 @@ void PrintTraceText(const proto::Trace& trace, bool chronological,
                     std::ostream& out) {
   out << trace.file().path() << ": "
       << proto::ContainerFormat_Name(trace.root().format()) << ", "
-      << trace.file().size() << " bytes, sha256 " << trace.file().sha256()
-      << "\n";
+      << trace.file().size() << " bytes, "
+      << (trace.file().sha256().empty() ? "content key " : "sha256 ")
+      << (trace.file().sha256().empty() ? trace.file().content_key()
+                                        : trace.file().sha256());
+  if (trace.file().unread_bytes() > 0) {
+    out << " (" << trace.file().unread_bytes()
+        << " bytes of storages not read)";
+  }
+  out << "\n";
   std::vector<std::string> globals;
   CollectGlobals(trace.root(), globals);
   std::sort(globals.begin(), globals.end());
