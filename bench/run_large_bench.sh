@@ -69,15 +69,9 @@ bench_one() {
   "$BIN" trace --format json --jobs 2 "${files[@]}" 2>/dev/null |
     "$PY" -c '
 import json, sys
-rss, wall = [], []
-for line in sys.stdin:
-    line = line.strip()
-    if not line.startswith("{"):
-        continue
-    t = json.loads(line)
-    x = t.get("exit", {})
-    rss.append(int(x.get("maxRssKib", x.get("max_rss_kib", 0))))
-    wall.append(float(x.get("wallMs", x.get("wall_ms", 0))))
+traces = json.load(sys.stdin).get("traces", [])
+rss = [int(t.get("exit", {}).get("max_rss_kib", 0)) for t in traces]
+wall = [float(t.get("exit", {}).get("wall_ms", 0)) for t in traces]
 if rss:
     print("%-44s %d load(s): child wall max %.0f ms, child peak RSS max %.0f MiB"
           % ("  sandboxed child (from the trace)", len(rss), max(wall),
@@ -86,6 +80,12 @@ if rss:
 }
 
 echo "large checkpoint benchmark: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $WORK"
+# The floor: the same commands on one tiny (4 KiB) checkpoint. scan and
+# trace start interpreters and import the ML libraries (seconds, whatever
+# the file); what a big file adds is the difference.
+"$PY" "$ROOT/bench/gen_tiny_models.py" "$WORK/tiny" 1 >/dev/null
+bench_one "start-up floor: a 4 KiB torch zip" "$WORK/tiny/tiny_000.pt"
+rm -rf "$WORK/tiny"
 for gib in $SIZES; do
   f=$("$PY" "$ROOT/bench/gen_large_checkpoints.py" "$WORK" zip "$gib")
   bench_one "torch zip, ${gib} GiB" "$f"
