@@ -540,7 +540,7 @@ int RunDisasm(const std::vector<std::string>& args, std::ostream& out,
           << (file->sha256().empty() ? "content key " : "sha256 ")
           << (file->sha256().empty() ? file->content_key() : file->sha256());
       if (file->unread_bytes() > 0) {
-        out << " (" << file->unread_bytes() << " bytes of storages not read)";
+        out << " (" << file->unread_bytes() << " bytes of tensor or array data not read)";
       }
       out << "\n";
       std::vector<std::string> member_path;

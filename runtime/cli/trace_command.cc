@@ -148,7 +148,7 @@ void PrintTraceText(const proto::Trace& trace, bool chronological,
                                         : trace.file().sha256());
   if (trace.file().unread_bytes() > 0) {
     out << " (" << trace.file().unread_bytes()
-        << " bytes of storages not read)";
+        << " bytes of tensor or array data not read)";
   }
   out << "\n";
   std::vector<std::string> globals;

@@ -20,7 +20,8 @@
 //     <dir>/a/b.py, <dir>/a/b/__init__.py or an extension <dir>/a/b.*.so,
 //     each intermediate directory has an __init__.py, and the real path
 //     (symlinks resolved) stays inside the package's real directory.
-//  5. At most kMaxPreimportPerFile modules per file.
+//  5. At most kMaxPreimportPerFile modules per file and
+//     kMaxPreimportPerZygote per zygote (TraceRunner counts).
 // Anything else is not imported in the zygote (the child, sandboxed,
 // imports what the load needs, as before).
 //
@@ -39,6 +40,10 @@
 namespace dynahug::runtime {
 
 inline constexpr size_t kMaxPreimportPerFile = 64;
+// At most this many submodules per zygote (TraceRunner), so that a stream
+// of crafted files cannot make it import every module of the allowlisted
+// packages (time and memory that every later fork pays).
+inline constexpr size_t kMaxPreimportPerZygote = 1024;
 
 // Rule 3 for a whole dotted name (the top-level component included).
 bool IsVettedModuleName(std::string_view module);

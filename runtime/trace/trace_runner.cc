@@ -246,6 +246,8 @@ bool TraceRunner::PreimportSubmodules(const AnalyzedFile& file) {
   bool any = false;
   for (const std::string& module : SubmodulesToPreimport(file, package_dirs_)) {
     if (imported_.count(module) || failed_.count(module)) continue;
+    if (preimported_ >= kMaxPreimportPerZygote) break;
+    ++preimported_;
     if (interpreter_.Preimport({module}).ok()) {
       imported_.insert(module);
       any = true;

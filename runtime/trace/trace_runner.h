@@ -112,6 +112,7 @@ class TraceRunner {
   // import failed.
   std::map<std::string, std::string> package_dirs_;
   std::set<std::string> failed_;
+  size_t preimported_ = 0;  // submodule imports tried (kMaxPreimportPerZygote)
   // Integrity snapshot taken once in the zygote (after the last import) and
   // shared copy-on-write by every child, which then only diffs against it:
   // far fewer page faults per child than snapshotting in the child.
