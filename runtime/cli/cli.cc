@@ -22,7 +22,7 @@ raw pickles and archives of them).
 commands:
   scan PATH... [--format text|json|sarif] [--model FILE] [--jobs N]
                [--task LABEL] [--strict] [--timeout S] [--memory MIB] [--quiet]
-               [--loader L] [--as NAME]
+               [--loader L] [--as NAME] [--full-hash]
                  Decide for every file under PATH (directories recursively,
                  Hugging Face cache folders named repo@revision:file) whether
                  it is malicious: sandboxed load, behaviour features, the
@@ -44,12 +44,14 @@ commands:
                  per cluster (first folder under a --benign path).
 
   disasm FILE... [--format text|json] [--max-depth N] [--max-expanded BYTES]
+                 [--full-hash]
                  List every pickle opcode (offset, opcode, argument, memo
                  effect) and the globals of every pickle stream in every
                  container member, statically (nothing is unpickled).
 
   trace FILE... [--opcodes] [--format text|json] [--loader L] [--as NAME]
                [--timeout SECONDS] [--memory MIB] [--jobs N] [--no-prewarm]
+               [--full-hash]
                  Load each file for real inside the sandbox (seccomp, no
                  network, writes confined to a scratch directory, limits)
                  and show what the load did: globals, calls, audit events,
@@ -71,6 +73,11 @@ commands:
                  joblib.load|numpy.load|pickle.load); --as NAME loads as if
                  the file were named NAME (e.g. --as .pt for a hub blob).
                  Needs root (namespaces, seccomp supervision).
+
+Tensor storages are never read: a file is identified by its content key
+(SHA-256 over every byte analysed plus where the skipped storages lie; the
+plain SHA-256 when nothing was skipped). --full-hash also computes the whole
+file's SHA-256 (one more read of every byte).
 
 options:
   -h, --help     show this help

@@ -412,6 +412,8 @@ bool ParseOptions(const std::vector<std::string>& args, DisasmOptions& options,
       } else {
         options.analyze.limits.max_expanded_bytes = n;
       }
+    } else if (arg == "--full-hash") {
+      options.analyze.full_sha256 = true;
     } else if (arg == "--max-opcodes") {
       if (!next_value(value)) return false;
       uint64_t n = 0;
@@ -522,6 +524,8 @@ int RunDisasm(const std::vector<std::string>& args, std::ostream& out,
       json.Field("format", FormatName(root.format));
       json.Field("size", root.size);
       json.Field("sha256", file->sha256());
+      json.Field("content_key", file->content_key());
+      json.Field("unread_bytes", file->unread_bytes());
       json.Key("errors");
       json.BeginArray();
       for (const auto& e : errors) json.String(e);
@@ -532,7 +536,13 @@ int RunDisasm(const std::vector<std::string>& args, std::ostream& out,
       json.Flush(out);
     } else {
       out << path << ": " << FormatName(root.format) << ", " << root.size
-          << " bytes, sha256 " << file->sha256() << "\n";
+          << " bytes, "
+          << (file->sha256().empty() ? "content key " : "sha256 ")
+          << (file->sha256().empty() ? file->content_key() : file->sha256());
+      if (file->unread_bytes() > 0) {
+        out << " (" << file->unread_bytes() << " bytes of tensor or array data not read)";
+      }
+      out << "\n";
       std::vector<std::string> member_path;
       PrintMemberText(root, member_path, out);
       out << "\n";

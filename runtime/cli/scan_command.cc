@@ -31,7 +31,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: dynahug scan PATH... [--format text|json|sarif] [--model FILE]\n"
     "                    [--jobs N] [--task LABEL] [--strict] [--timeout S]\n"
-    "                    [--memory MIB] [--quiet] [--loader L] [--as NAME]\n";
+    "                    [--memory MIB] [--full-hash] [--quiet] [--loader L]\n"
+    "                    [--as NAME]\n";
 
 enum class OutputFormat { kText, kJson, kSarif };
 
@@ -273,6 +274,7 @@ void PrintJson(const proto::ScanReport& report, std::ostream& out) {
     if (!v.error().empty()) w.Field("error", v.error());
     if (!v.skip_reason().empty()) w.Field("skip_reason", v.skip_reason());
     w.Field("elapsed_ms", r.elapsed_ms());
+    if (!r.content_key().empty()) w.Field("content_key", r.content_key());
     w.EndObject();
     w.Flush(out);
   }
@@ -416,6 +418,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
   std::vector<proto::ContainerFormat> formats(inputs.blobs.size(),
                                               proto::FORMAT_UNSPECIFIED);
   std::vector<double> elapsed(inputs.blobs.size(), 0);
+  std::vector<std::string> content_keys(inputs.blobs.size());
   std::vector<std::string> to_trace;
   std::vector<size_t> traced_blob;
   for (size_t b = 0; b < inputs.blobs.size(); ++b) {
@@ -453,6 +456,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
           const auto t0 = std::chrono::steady_clock::now();
           verdicts[b] = detector->Classify(*trace, classify);
           formats[b] = trace->root().format();
+          content_keys[b] = trace->file().content_key();
           elapsed[b] = trace->exit().wall_ms() +
                        std::chrono::duration<double, std::milli>(
                            std::chrono::steady_clock::now() - t0)
@@ -496,6 +500,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
           features::Detector::ErrorVerdict("not analysed"));
       r.set_format(formats[*in.blob]);
       r.set_elapsed_ms(elapsed[*in.blob]);
+      r.set_content_key(content_keys[*in.blob]);
     }
     summary.set_files(summary.files() + 1);
     switch (r.verdict().label()) {

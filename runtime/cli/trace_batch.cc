@@ -92,6 +92,10 @@ FlagResult ParseBatchFlag(const char* command,
                           uint64_t& jobs, TraceOptions& trace,
                           std::string_view usage, std::ostream& err) {
   const std::string& arg = args[i];
+  if (arg == "--full-hash") {
+    trace.analyze.full_sha256 = true;
+    return FlagResult::kTaken;
+  }
   const bool is_jobs = arg == "--jobs" || arg == "-j";
   if (!is_jobs && arg != "--timeout" && arg != "--memory") {
     return FlagResult::kNotMine;

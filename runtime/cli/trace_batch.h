@@ -66,7 +66,9 @@ enum class FlagResult { kNotMine, kTaken, kError };
 
 // The options every tracing command shares: `--jobs N`/`-j N` (1..kMaxJobs),
 // `--timeout SECONDS` (also the CPU limit) and `--memory MIB` (both
-// 1..2^20). When args[i] is one of them, consumes its value (advancing `i`)
+// 1..2^20), and `--full-hash` (also hash the whole file into
+// FileIdentity.sha256 when tensor storages are skipped: one read of every
+// byte). When args[i] is one of them, consumes its value (advancing `i`)
 // into `jobs`/`trace` and returns kTaken, or prints why the value is bad
 // ("dynahug <command>: ...", plus `usage` for a missing value) and returns
 // kError; kNotMine otherwise.

@@ -34,7 +34,8 @@ std::string Usage() {
          "[--loader " +
          LoaderChoices() +
          "] [--as NAME] [--timeout SECONDS] [--memory MIB] [--jobs N] "
-         "[--no-prewarm]\n";
+         "[--no-prewarm]\n"
+         "       [--full-hash]\n";
 }
 
 bool ParseOptions(const std::vector<std::string>& args,
@@ -139,8 +140,15 @@ void PrintTraceText(const proto::Trace& trace, bool chronological,
                     std::ostream& out) {
   out << trace.file().path() << ": "
       << proto::ContainerFormat_Name(trace.root().format()) << ", "
-      << trace.file().size() << " bytes, sha256 " << trace.file().sha256()
-      << "\n";
+      << trace.file().size() << " bytes, "
+      << (trace.file().sha256().empty() ? "content key " : "sha256 ")
+      << (trace.file().sha256().empty() ? trace.file().content_key()
+                                        : trace.file().sha256());
+  if (trace.file().unread_bytes() > 0) {
+    out << " (" << trace.file().unread_bytes()
+        << " bytes of tensor or array data not read)";
+  }
+  out << "\n";
   std::vector<std::string> globals;
   CollectGlobals(trace.root(), globals);
   std::sort(globals.begin(), globals.end());

@@ -71,6 +71,12 @@ std::vector<std::string> AnalyzedFile::Errors() const {
 
 bool AnalyzedFile::HasErrors() const { return !Errors().empty(); }
 
+uint64_t AnalyzedFile::unread_bytes() const {
+  uint64_t total = 0;
+  for (const ByteRange& r : unread_) total += r.length;
+  return total;
+}
+
 namespace {
 
 constexpr size_t kPrefixBytes = 4096;
@@ -185,6 +191,11 @@ using ContentReader =
 
 struct LazyMember {
   ContentReader read;
+  // The member's bytes as they lie in the parent when they are its content
+  // (stored zip entries), else empty: what is not read of it is unread.
+  std::span<const uint8_t> stored_view;
+  // The bytes a full read consumes (stored or compressed), to read ahead.
+  std::span<const uint8_t> source;
   uint64_t declared_size = 0;  // 0: unknown
   uint64_t ratio_base = 0;     // stored bytes the ratio limit applies to
   std::string_view bomb_kind = "zip bomb";
@@ -195,8 +206,12 @@ struct LazyMember {
 class ContainerReader {
  public:
   ContainerReader(const AnalyzeOptions& options,
-                  AnalyzedFile::Storage& storage)
-      : options_(options), storage_(storage) {}
+                  AnalyzedFile::Storage& storage,
+                  std::span<const uint8_t> file)
+      : options_(options), storage_(storage), file_(file) {}
+
+  // Byte ranges of the top-level file left unread (not normalized).
+  std::vector<ByteRange>& unread() { return unread_; }
 
   void Analyze(Member& m, std::span<const uint8_t> data,
                const std::string& path, int depth,
@@ -241,11 +256,21 @@ class ContainerReader {
                          PickleLayout layout);
   hooks::PickleStream Decode(std::span<const uint8_t> data, uint64_t offset);
   bool CheckDepth(Member& m, int depth);
+  // Records `bytes` as never read when they are a view into the top-level
+  // file (bytes of decompressed buffers have no place in it).
+  void MarkUnread(std::span<const uint8_t> bytes);
+  // Starts reading `bytes` from disk when they are a view into the mapped
+  // file and about to be read in full (the mapping does no read-around).
+  void WillNeed(std::span<const uint8_t> bytes) {
+    storage_.mapping.WillNeed(bytes);
+  }
   static bool IsPickleCandidate(std::span<const uint8_t> data,
                                 const hooks::PickleStream& first);
 
   const AnalyzeOptions& options_;
   AnalyzedFile::Storage& storage_;
+  std::span<const uint8_t> file_;
+  std::vector<ByteRange> unread_;
   uint64_t expanded_ = 0;
   uint64_t entries_ = 0;
 };
@@ -275,6 +300,20 @@ bool ContainerReader::IsPickleCandidate(std::span<const uint8_t> data,
   return first.stats.opcode_count >= 8;
 }
 
+void ContainerReader::MarkUnread(std::span<const uint8_t> bytes) {
+  if (bytes.empty() || file_.empty()) return;
+  const uint8_t* begin = file_.data();
+  const uint8_t* end = begin + file_.size();
+  // Compared as addresses: the view may belong to another buffer.
+  const auto at = reinterpret_cast<uintptr_t>(bytes.data());
+  if (at < reinterpret_cast<uintptr_t>(begin) ||
+      at + bytes.size() > reinterpret_cast<uintptr_t>(end)) {
+    return;
+  }
+  unread_.push_back({static_cast<uint64_t>(at - reinterpret_cast<uintptr_t>(begin)),
+                     bytes.size()});
+}
+
 bool ContainerReader::CheckDepth(Member& m, int depth) {
   if (depth < options_.limits.max_depth) return true;
   m.error = absl::StrCat("archive nesting deeper than ",
@@ -299,6 +338,14 @@ void ContainerReader::Analyze(Member& m, std::span<const uint8_t> data,
     return;
   }
   Sniffed sniffed = SniffMagic(data);
+  if (sniffed.format != Format::kZip && sniffed.format != Format::kNumpyNpy) {
+    // Archives, compressed streams and pickles are read from the start;
+    // a legacy torch file only up to its storages.
+    constexpr size_t kLegacyHead = size_t{1} << 20;
+    WillNeed(IsTorchLegacyMagic(data.first(std::min<size_t>(data.size(), 64)))
+                 ? data.first(std::min(data.size(), kLegacyHead))
+                 : data);
+  }
   switch (sniffed.format) {
     case Format::kZip:
       AnalyzeZip(m, data, path, depth);
@@ -364,6 +411,7 @@ std::optional<std::span<const uint8_t>> ContainerReader::Expand(
     bomb();
     return std::nullopt;
   }
+  WillNeed(lazy.source);
   auto content = lazy.read(cap, false);
   if (!content.ok()) {
     if (content.status().code() == absl::StatusCode::kResourceExhausted) {
@@ -412,6 +460,9 @@ void ContainerReader::AnalyzeLazy(Member& m, const LazyMember& lazy,
         m.notes.push_back(absl::StrCat("dtype ", header->descr, ", shape (",
                                        absl::StrJoin(header->shape, ", "),
                                        ")"));
+        if (lazy.stored_view.size() > head.size()) {
+          MarkUnread(lazy.stored_view.subspan(head.size()));
+        }
         return;  // array bytes need no analysis
       }
       need_all = true;
@@ -438,6 +489,9 @@ void ContainerReader::AnalyzeLazy(Member& m, const LazyMember& lazy,
   }
   if (!need_all) {
     m.format = Format::kData;
+    if (lazy.stored_view.size() > head.size()) {
+      MarkUnread(lazy.stored_view.subspan(head.size()));
+    }
     return;
   }
   auto all = Expand(m, lazy, path);
@@ -550,10 +604,20 @@ void ContainerReader::AnalyzeZip(Member& m, std::span<const uint8_t> data,
         continue;
       }
     }
+    // The entry's stored bytes, when nothing else of the archive (another
+    // entry, the directory) lies in them: only then may they go unread.
+    std::span<const uint8_t> stored;
+    if (dir.ok() && e.data_offset <= data.size() &&
+        e.compressed_size <= data.size() - e.data_offset &&
+        e.data_offset + e.compressed_size <= archive.directory_offset) {
+      stored = data.subspan(e.data_offset, e.compressed_size);
+    }
     LazyMember lazy;
     lazy.declared_size = e.uncompressed_size;
     lazy.ratio_base = e.compressed_size;
     lazy.bomb_kind = "zip bomb";
+    if (e.method == 0) lazy.stored_view = stored;
+    lazy.source = stored;
     lazy.read = [&data, &e](uint64_t max,
                             bool prefix_only) -> absl::StatusOr<Content> {
       auto r = ReadZipEntry(data, e, max, prefix_only);
@@ -586,6 +650,7 @@ void ContainerReader::AnalyzeZip(Member& m, std::span<const uint8_t> data,
         if (absl::StartsWith(rel, "data/") ||
             absl::StartsWith(rel, "constants/")) {
           child.notes.push_back("tensor storage (not expanded)");
+          MarkUnread(stored);
         }
         m.children.push_back(std::move(child));
         continue;
@@ -767,7 +832,12 @@ void ContainerReader::AnalyzeNpy(Member& m, std::span<const uint8_t> data) {
   }
   m.notes.push_back(absl::StrCat("dtype ", header->descr, ", shape (",
                                  absl::StrJoin(header->shape, ", "), ")"));
-  if (!header->has_object) return;
+  if (!header->has_object) {
+    if (header->data_offset < data.size()) {
+      MarkUnread(data.subspan(header->data_offset));
+    }
+    return;
+  }
   if (header->data_offset >= data.size()) {
     m.error = absl::StrCat("npy: object array but no pickle at offset ",
                            header->data_offset, " (end of data)");
@@ -856,6 +926,8 @@ void ContainerReader::AnalyzePickles(
       m.notes.push_back(absl::StrCat("storage data: ", data.size() - pos,
                                      " bytes at offset ", pos,
                                      " (not decoded)"));
+      // torch.load reads them as raw storage bytes: nothing to analyse.
+      MarkUnread(data.subspan(pos));
     }
     return;
   }
@@ -947,13 +1019,27 @@ absl::StatusOr<AnalyzedFile> ContainerReader::Run(
   }
   AnalyzedFile file;
   file.path_ = name;
-  file.sha256_ = hooks::Sha256Hex(data);
-  ContainerReader reader(options, *storage);
+  file.size_ = data.size();
+  ContainerReader reader(options, *storage, data);
   reader.Analyze(file.root_, data, "", 0);
   if (file.root_.format == Format::kData && !options.accept_unknown) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": unknown format (", data.size(),
                      " bytes, first bytes: ", HexPrefix(data), ")"));
+  }
+  file.unread_ = NormalizeRanges(std::move(reader.unread()), data.size());
+  file.content_key_ = ContentKey(data, file.unread_);
+  if (file.unread_.empty()) {
+    file.sha256_ = file.content_key_;
+  } else if (options.full_sha256) {
+    if (storage->mapping.is_mapped()) {
+      // Outside the mapping, so that the pages do not stay resident here.
+      auto sha = FileSha256(name);
+      if (!sha.ok()) return sha.status();
+      file.sha256_ = *sha;
+    } else {
+      file.sha256_ = hooks::Sha256Hex(data);
+    }
   }
   file.storage_ = std::move(storage);
   return file;

@@ -33,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "hooks/pickle_decoder.h"
+#include "runtime/container/content_key.h"
 #include "runtime/container/format.h"
 
 namespace dynahug::runtime {
@@ -78,7 +79,18 @@ class AnalyzedFile {
 
   const std::string& path() const { return path_; }
   const Member& root() const { return root_; }
-  // Lowercase hex SHA-256 of the whole file.
+  // File size, bytes.
+  uint64_t size() const { return size_; }
+  // Byte ranges of the file the analysis never read (tensor storages of
+  // torch zips and legacy files, NumPy array data), sorted and disjoint.
+  // Only bytes no loader runs code on are skipped; see content_key.h.
+  const std::vector<ByteRange>& unread() const { return unread_; }
+  uint64_t unread_bytes() const;
+  // ContentKey (content_key.h) of the file: covers every byte analysed and
+  // where the unread ranges are. What traces and verdicts are keyed on.
+  const std::string& content_key() const { return content_key_; }
+  // Lowercase hex SHA-256 of the whole file; empty when some of the file was
+  // not read and AnalyzeOptions::full_sha256 was not set.
   const std::string& sha256() const { return sha256_; }
   // True when any member or pickle stream in the tree has an error.
   bool HasErrors() const;
@@ -89,6 +101,9 @@ class AnalyzedFile {
  private:
   friend class ContainerReader;
   std::string path_;
+  uint64_t size_ = 0;
+  std::vector<ByteRange> unread_;
+  std::string content_key_;
   std::string sha256_;
   Member root_;
   struct Storage;
@@ -104,9 +119,13 @@ struct AnalyzeOptions {
   // will hand it to a loader chosen by other means (its name, a user's
   // hint), which then decides whether it is loadable.
   bool accept_unknown = false;
+  // Also hash the whole file (AnalyzedFile::sha256) when the analysis skips
+  // tensor storages: one sequential read of the file, outside the mapping.
+  bool full_sha256 = false;
 };
 
-// Reads `path` (once, mapped read-only) and analyses it.
+// Reads `path` (mapped read-only; only the pages the analysis needs are
+// touched: tensor storages are never read) and analyses it.
 absl::StatusOr<AnalyzedFile> AnalyzeFile(const std::string& path,
                                          const AnalyzeOptions& options = {});
 

@@ -59,7 +59,10 @@ absl::StatusOr<FileMapping> FileMapping::Open(const std::string& path,
     void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ,
                    MAP_PRIVATE, fd.get(), 0);
     if (p != MAP_FAILED) {
-      madvise(p, static_cast<size_t>(st.st_size), MADV_WILLNEED);
+      // No read-around on faults: a touched zip header must not read the
+      // megabytes of tensor storage around it (read_ahead_kb, often 4-8
+      // MiB). What is decoded in full is asked for with WillNeed().
+      madvise(p, static_cast<size_t>(st.st_size), MADV_RANDOM);
       mapping.mapped_ = p;
       mapping.size_ = static_cast<size_t>(st.st_size);
       return mapping;
@@ -83,6 +86,17 @@ absl::StatusOr<FileMapping> FileMapping::Open(const std::string& path,
     mapping.buffer_.insert(mapping.buffer_.end(), chunk, chunk + n);
   }
   return mapping;
+}
+
+void FileMapping::WillNeed(std::span<const uint8_t> range) const {
+  if (mapped_ == nullptr || range.empty()) return;
+  const auto base = reinterpret_cast<uintptr_t>(mapped_);
+  const auto begin = reinterpret_cast<uintptr_t>(range.data());
+  if (begin < base || begin + range.size() > base + size_) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t start = begin & ~(page - 1);
+  madvise(reinterpret_cast<void*>(start), begin + range.size() - start,
+          MADV_WILLNEED);
 }
 
 FileMapping::~FileMapping() { Reset(); }

@@ -1,5 +1,8 @@
 // FileMapping: a read-only view of a whole file, mapped once (mmap,
-// MAP_PRIVATE, PROT_READ). Files that cannot be mapped (pipes, character
+// MAP_PRIVATE, PROT_READ). Pages are read when touched, one at a time
+// (MADV_RANDOM: no read-around), so that bytes never looked at (tensor
+// storages) are never read from disk; WillNeed() starts reading a range that
+// will be read in full. Files that cannot be mapped (pipes, character
 // devices such as /dev/stdin) are read into an owned buffer instead.
 // Move-only; the bytes live as long as the object. Thread-compatible.
 #ifndef DYNAHUG_RUNTIME_CONTAINER_FILE_MAPPING_H_
@@ -38,6 +41,9 @@ class FileMapping {
                : std::span<const uint8_t>(buffer_);
   }
   bool is_mapped() const { return mapped_ != nullptr; }
+  // Starts reading `range` (a view into bytes()) from disk ahead of use
+  // (MADV_WILLNEED). No-op for ranges outside the mapping.
+  void WillNeed(std::span<const uint8_t> range) const;
 
  private:
   void Reset();

@@ -238,6 +238,7 @@ absl::StatusOr<ZipArchive> ReadZipDirectory(std::span<const uint8_t> data,
                                          " bytes of prefix data before the "
                                          "archive"));
   }
+  archive.directory_offset = cd_start;
   uint64_t pos = cd_start;
   while (pos + 4 <= cd_end && Le32(data.data() + pos) == kCentralSig) {
     if (archive.entries.size() >= max_entries) {
@@ -294,6 +295,7 @@ absl::StatusOr<ZipArchive> ReadZipDirectory(std::span<const uint8_t> data,
 ZipArchive ScanZipLocalHeaders(std::span<const uint8_t> data,
                                uint64_t max_entries) {
   ZipArchive archive;
+  archive.directory_offset = data.size();
   archive.notes.push_back("entries recovered from local headers");
   static constexpr uint8_t kSig[4] = {'P', 'K', 3, 4};
   auto find_next = [&](uint64_t from) -> uint64_t {

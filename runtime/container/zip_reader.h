@@ -41,6 +41,10 @@ struct ZipEntry {
 struct ZipArchive {
   std::vector<ZipEntry> entries;  // central directory order
   uint64_t prefix_size = 0;  // bytes before the archive's first byte
+  // Absolute offset of the central directory in the input: from here to
+  // the end are the directory and end records (ReadZipDirectory only;
+  // ScanZipLocalHeaders leaves it at the input's size).
+  uint64_t directory_offset = 0;
   bool zip64 = false;
   std::string comment;
   std::vector<std::string> notes;

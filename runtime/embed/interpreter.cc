@@ -226,6 +226,31 @@ absl::Status Interpreter::Preimport(const std::vector<std::string>& modules) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> Interpreter::PackageDirectory(
+    const std::string& name) {
+  if (!active_) {
+    return absl::FailedPreconditionError("PackageDirectory: no interpreter");
+  }
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  PyObject* module = PyDict_GetItemString(modules, name.c_str());  // borrowed
+  if (module == nullptr || !PyModule_Check(module)) {
+    return absl::NotFoundError(
+        absl::StrCat("PackageDirectory: ", name, " is not imported"));
+  }
+  // Read from the module's dict: no attribute hooks run.
+  PyObject* dict = PyModule_GetDict(module);  // borrowed
+  PyObject* path = PyDict_GetItemString(dict, "__path__");  // borrowed
+  if (path == nullptr || !PyList_Check(path) || PyList_GET_SIZE(path) < 1 ||
+      !PyUnicode_Check(PyList_GET_ITEM(path, 0))) {
+    return absl::NotFoundError(
+        absl::StrCat("PackageDirectory: ", name, " is not a package"));
+  }
+  Py_ssize_t n = 0;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(path, 0), &n);
+  if (utf8 == nullptr) return StatusFromPyErr("PackageDirectory: utf-8");
+  return std::string(utf8, static_cast<size_t>(n));
+}
+
 absl::Status Interpreter::Exec(const std::string& source) {
   if (!active_) return absl::FailedPreconditionError("Exec: no interpreter");
   PyObject* main = PyImport_AddModule("__main__");  // borrowed

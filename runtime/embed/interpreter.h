@@ -79,6 +79,11 @@ class Interpreter {
   // sklearn, pickle, ... once). Stops at the first failure, naming it.
   absl::Status Preimport(const std::vector<std::string>& modules);
 
+  // The directory of the already imported package `name` (the first entry
+  // of sys.modules[name].__path__), with nothing imported or run. Errors:
+  // NotFound when `name` is not imported or is not a package.
+  absl::StatusOr<std::string> PackageDirectory(const std::string& name);
+
   // Runs `source` (statements) in a fresh namespace whose globals are a copy
   // of __main__'s. For diagnostics and tests.
   absl::Status Exec(const std::string& source);

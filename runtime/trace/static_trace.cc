@@ -107,8 +107,10 @@ proto::Trace StaticTrace(const AnalyzedFile& file) {
   proto::Trace trace;
   trace.set_version(kTraceVersion);
   trace.mutable_file()->set_path(file.path());
-  trace.mutable_file()->set_size(file.root().size);
+  trace.mutable_file()->set_size(file.size());
   trace.mutable_file()->set_sha256(file.sha256());
+  trace.mutable_file()->set_content_key(file.content_key());
+  trace.mutable_file()->set_unread_bytes(file.unread_bytes());
   std::vector<std::string> path;
   *trace.mutable_root() = ToProto(file.root(), path);
   return trace;

@@ -15,6 +15,7 @@
 #include "hooks/base/py_ref.h"
 #include "hooks/event_sink.h"
 #include "runtime/embed/loader_table.h"
+#include "runtime/trace/preimport_policy.h"
 #include "runtime/trace/static_trace.h"
 #include "sandbox/seccomp_policy.h"
 
@@ -252,7 +253,8 @@ absl::StatusOr<TraceRunner> TraceRunner::Create(
   absl::StatusOr<Loader> loader = Loader::Create(*interpreter);
   if (!loader.ok()) return loader.status();
   return TraceRunner(std::move(*interpreter), std::move(*loader),
-                     options.preimport_allowlist);
+                     options.preimport_allowlist,
+                     options.preimport_submodules);
 }
 
 void LoaderPackages(std::string_view loader, std::set<std::string>& out) {
@@ -290,6 +292,9 @@ absl::Status TraceRunner::Warm(const AnalyzedFile& file,
     imported_.insert(to_import.begin(), to_import.end());
     baseline_.reset();  // new modules: the snapshot must include them
   }
+  if (preimport_submodules_ && PreimportSubmodules(file)) {
+    baseline_.reset();
+  }
   if (load.integrity_diff && !baseline_) {
     // The libraries this zygote may import are the ones whose classes and
     // functions are watched.
@@ -301,6 +306,30 @@ absl::Status TraceRunner::Warm(const AnalyzedFile& file,
     baseline_.emplace(std::move(*snapshot));
   }
   return absl::OkStatus();
+}
+
+bool TraceRunner::PreimportSubmodules(const AnalyzedFile& file) {
+  for (const std::string& package : allowlist_) {
+    if (!imported_.count(package) || package_dirs_.count(package)) continue;
+    absl::StatusOr<std::string> dir = interpreter_.PackageDirectory(package);
+    // A module that is not a package has no submodules: "" matches nothing.
+    package_dirs_[package] = dir.ok() ? *dir : "";
+  }
+  bool any = false;
+  for (const std::string& module : SubmodulesToPreimport(file, package_dirs_)) {
+    if (imported_.count(module) || failed_.count(module)) continue;
+    if (preimported_ >= kMaxPreimportPerZygote) break;
+    ++preimported_;
+    if (interpreter_.Preimport({module}).ok()) {
+      imported_.insert(module);
+      any = true;
+    } else {
+      // Trusted code of an allowlisted package that does not import here
+      // (an optional dependency missing): the child will meet the same.
+      failed_.insert(module);
+    }
+  }
+  return any;
 }
 
 absl::StatusOr<proto::Trace> TraceRunner::Trace(const std::string& path,

@@ -17,6 +17,7 @@
 #ifndef DYNAHUG_RUNTIME_TRACE_TRACE_RUNNER_H_
 #define DYNAHUG_RUNTIME_TRACE_TRACE_RUNNER_H_
 
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -40,6 +41,11 @@ struct TraceRunnerOptions {
   // file references.
   std::vector<std::string> preimport_allowlist = {
       "numpy", "torch", "joblib", "sklearn", "pandas", "scipy", "xgboost"};
+  // Also import, before the fork, the submodules of allowlisted packages
+  // that a file's static globals name, as runtime/trace/preimport_policy.h
+  // vets them (an sklearn pickle's child then no longer imports ~100
+  // modules under every hook).
+  bool preimport_submodules = true;
 };
 
 struct TraceOptions {
@@ -105,7 +111,9 @@ class TraceRunner {
 
   // Imports the allowlisted packages that loading `file` will need: those of
   // its loaders (torch for torch formats, joblib + numpy for joblib, numpy for
-  // npy/npz) and the top-level packages of its static globals. Idempotent.
+  // npy/npz) and the top-level packages of its static globals; then, with
+  // preimport_submodules, the submodules SubmodulesToPreimport allows (a
+  // submodule whose import fails is skipped and never retried). Idempotent.
   absl::Status Warm(const AnalyzedFile& file, const TraceOptions& options);
 
   // Traces one file (steps 1-3 above). Errors are for files that cannot be
@@ -118,20 +126,34 @@ class TraceRunner {
   absl::StatusOr<proto::Trace> Trace(const AnalyzedFile& file,
                                      const TraceOptions& options);
 
-  // Packages imported so far by Warm().
+  // The zygote's interpreter (diagnostics and tests).
+  Interpreter& interpreter() { return interpreter_; }
+
+  // Packages and submodules imported so far by Warm().
   const std::set<std::string>& imported() const { return imported_; }
 
  private:
   TraceRunner(Interpreter interpreter, Loader loader,
-              std::vector<std::string> allowlist)
+              std::vector<std::string> allowlist, bool submodules)
       : interpreter_(std::move(interpreter)),
         loader_(std::move(loader)),
-        allowlist_(std::move(allowlist)) {}
+        allowlist_(std::move(allowlist)),
+        preimport_submodules_(submodules) {}
+
+  // Imports what SubmodulesToPreimport allows for `file`; true when
+  // something new was imported.
+  bool PreimportSubmodules(const AnalyzedFile& file);
 
   Interpreter interpreter_;
   Loader loader_;
   std::vector<std::string> allowlist_;
+  bool preimport_submodules_ = true;
   std::set<std::string> imported_;
+  // Directories of the imported allowlisted packages, and submodules whose
+  // import failed.
+  std::map<std::string, std::string> package_dirs_;
+  std::set<std::string> failed_;
+  size_t preimported_ = 0;  // submodule imports tried (kMaxPreimportPerZygote)
   // Integrity snapshot taken once in the zygote (after the last import) and
   // shared copy-on-write by every child, which then only diffs against it:
   // far fewer page faults per child than snapshotting in the child.

@@ -1,5 +1,12 @@
 #include "runtime/container/container.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -7,7 +14,9 @@
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "hooks/base/sha256.h"
+#include "runtime/container/zip_reader.h"
 #include "tests/runtime/fixtures.h"
+#include "zlib.h"
 
 namespace dynahug::runtime {
 namespace {
@@ -83,7 +92,18 @@ TEST_P(ContainerFixtureTest, Tree) {
   for (const auto& e : c.errors) {
     EXPECT_NE(all_errors.find(e), std::string::npos) << e << "\nin:\n" << all_errors;
   }
-  EXPECT_EQ(file->sha256(), hooks::Sha256Hex(ReadFixture(c.fixture)));
+  // Identity: the plain SHA-256 when every byte was read, else the content
+  // key only (the whole-file hash would read the skipped storages).
+  const std::vector<uint8_t> bytes = ReadFixture(c.fixture);
+  EXPECT_EQ(file->size(), bytes.size());
+  if (file->unread().empty()) {
+    EXPECT_EQ(file->sha256(), hooks::Sha256Hex(bytes));
+    EXPECT_EQ(file->content_key(), file->sha256());
+  } else {
+    EXPECT_EQ(file->sha256(), "");
+    EXPECT_EQ(file->content_key(), ContentKey(bytes, file->unread()));
+    EXPECT_NE(file->content_key(), hooks::Sha256Hex(bytes));
+  }
 }
 
 using F = Format;
@@ -422,6 +442,266 @@ TEST(ContainerTest, TruncationSweep) {
       }
     }
   }
+}
+
+// --- Tensor storages are never read (issue 10) --------------------------------
+
+std::string TreeWithPickles(const Member& m) {
+  std::string s = Tree(m);
+  std::vector<const Member*> todo = {&m};
+  while (!todo.empty()) {
+    const Member* x = todo.back();
+    todo.pop_back();
+    for (const hooks::PickleStream& p : x->pickles) {
+      s += x->name + " @" + std::to_string(p.offset) + "+" +
+           std::to_string(p.length) + ":";
+      for (const hooks::GlobalReference& g : p.globals) {
+        s += " " + g.module + "." + g.name;
+      }
+      s += "\n";
+    }
+    for (const std::string& n : x->notes) s += x->name + " note: " + n + "\n";
+    for (const Member& c : x->children) todo.push_back(&c);
+  }
+  return s;
+}
+
+// The data ranges of a torch zip's storage entries ("<folder>/data/<key>").
+std::vector<ByteRange> StorageRanges(std::span<const uint8_t> data) {
+  std::vector<ByteRange> out;
+  absl::StatusOr<ZipArchive> dir = ReadZipDirectory(data);
+  if (!dir.ok()) return out;
+  for (const ZipEntry& e : dir->entries) {
+    if (e.name.find("/data/") != std::string::npos) {
+      out.push_back({e.data_offset, e.compressed_size});
+    }
+  }
+  return out;
+}
+
+TEST(ContainerStoragesTest, TorchZipStoragesAreUnreadAndKeyedByPlaceOnly) {
+  const std::vector<uint8_t> data = ReadFixture("sd_zip.pt");
+  const std::vector<ByteRange> storages = StorageRanges(data);
+  ASSERT_FALSE(storages.empty());
+  absl::StatusOr<AnalyzedFile> file = AnalyzeFile(FixturePath("sd_zip.pt"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->unread(), NormalizeRanges(storages, data.size()));
+  uint64_t total = 0;
+  for (const ByteRange& r : storages) total += r.length;
+  EXPECT_EQ(file->unread_bytes(), total);
+  EXPECT_EQ(file->sha256(), "");
+
+  AnalyzeOptions full;
+  full.full_sha256 = true;
+  absl::StatusOr<AnalyzedFile> hashed = AnalyzeFile(FixturePath("sd_zip.pt"), full);
+  ASSERT_TRUE(hashed.ok()) << hashed.status();
+  EXPECT_EQ(hashed->sha256(), hooks::Sha256Hex(data));
+  EXPECT_EQ(hashed->content_key(), file->content_key());
+  // In memory (no file to re-read) the full hash comes from the bytes.
+  absl::StatusOr<AnalyzedFile> bytes = AnalyzeBytes(data, "sd_zip.pt", full);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(bytes->sha256(), hooks::Sha256Hex(data));
+  EXPECT_EQ(bytes->content_key(), file->content_key());
+}
+
+// Garbage in every storage byte (CRCs left stale, as an attacker or a
+// broken disk would leave them) analyses identically and keeps the key;
+// a byte changed anywhere else changes the key.
+TEST(ContainerStoragesTest, GarbageStoragesAnalyseIdentically) {
+  const std::vector<uint8_t> data = ReadFixture("sd_zip.pt");
+  std::vector<uint8_t> garbage = data;
+  for (const ByteRange& r : StorageRanges(data)) {
+    for (uint64_t i = 0; i < r.length; ++i) {
+      garbage[r.offset + i] = static_cast<uint8_t>(0xA5 ^ (i * 131));
+    }
+  }
+  ASSERT_NE(garbage, data);
+  auto a = AnalyzeBytes(data, "sd_zip.pt");
+  auto b = AnalyzeBytes(garbage, "sd_zip.pt");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(TreeWithPickles(a->root()), TreeWithPickles(b->root()));
+  EXPECT_FALSE(b->HasErrors()) << absl::StrJoin(b->Errors(), "\n");
+  EXPECT_EQ(a->content_key(), b->content_key());
+  EXPECT_NE(hooks::Sha256Hex(data), hooks::Sha256Hex(garbage));
+
+  // The pickle member, the directory (a CRC) and the size are keyed.
+  absl::StatusOr<ZipArchive> dir = ReadZipDirectory(data);
+  ASSERT_TRUE(dir.ok());
+  for (const ZipEntry& e : dir->entries) {
+    if (e.name.size() < 9 || e.name.substr(e.name.size() - 9) != "/data.pkl") {
+      continue;
+    }
+    std::vector<uint8_t> pickle_changed = data;
+    pickle_changed[e.data_offset + e.compressed_size / 2] ^= 0x01;
+    auto c = AnalyzeBytes(pickle_changed, "sd_zip.pt");
+    ASSERT_TRUE(c.ok());
+    EXPECT_NE(c->content_key(), a->content_key());
+  }
+  std::vector<uint8_t> crc_changed = data;
+  crc_changed[dir->directory_offset + 16] ^= 0x01;  // first entry's CRC-32
+  auto d = AnalyzeBytes(crc_changed, "sd_zip.pt");
+  ASSERT_TRUE(d.ok());
+  EXPECT_NE(d->content_key(), a->content_key());
+}
+
+// Legacy torch files: storages follow the pickles inline. A file cut in the
+// middle of them still shows every pickle, with no error, and the unread
+// tail is the storage data.
+TEST(ContainerStoragesTest, LegacyStorageBytesTruncatedStillShowThePickles) {
+  const std::vector<uint8_t> data = ReadFixture("legacy.pt");
+  auto full = AnalyzeBytes(data, "legacy.pt");
+  ASSERT_TRUE(full.ok());
+  ASSERT_EQ(full->root().pickles.size(), 5u);
+  ASSERT_EQ(full->unread().size(), 1u);
+  const ByteRange storage = full->unread()[0];
+  EXPECT_EQ(storage.offset + storage.length, data.size());
+  uint64_t pickles_end = 0;
+  for (const hooks::PickleStream& p : full->root().pickles) {
+    pickles_end = std::max(pickles_end, p.offset + p.length);
+  }
+  EXPECT_EQ(storage.offset, pickles_end);
+
+  for (uint64_t cut : {storage.offset + 1, storage.offset + storage.length / 2,
+                       data.size() - 1}) {
+    auto file = AnalyzeBytes(std::span<const uint8_t>(data.data(), cut), "cut");
+    ASSERT_TRUE(file.ok()) << cut;
+    EXPECT_EQ(FormatName(file->root().format), FormatName(Format::kTorchLegacy));
+    EXPECT_FALSE(file->HasErrors()) << absl::StrJoin(file->Errors(), "\n");
+    ASSERT_EQ(file->root().pickles.size(), 5u);
+    for (size_t i = 0; i < 5; ++i) {
+      EXPECT_EQ(file->root().pickles[i].globals.size(),
+                full->root().pickles[i].globals.size());
+    }
+    EXPECT_EQ(file->unread(),
+              (std::vector<ByteRange>{{storage.offset, cut - storage.offset}}));
+  }
+}
+
+// A NumPy array's data is not read either.
+TEST(ContainerStoragesTest, NpyArrayDataIsUnread) {
+  const std::vector<uint8_t> data = ReadFixture("num.npy");
+  auto file = AnalyzeBytes(data, "num.npy");
+  ASSERT_TRUE(file.ok());
+  ASSERT_EQ(file->unread().size(), 1u);
+  EXPECT_EQ(file->unread()[0].length, 12u * 8u);  // 3x4 float64
+  EXPECT_EQ(file->unread()[0].offset + file->unread()[0].length, data.size());
+}
+
+// Writes a stored (uncompressed) zip: a torch checkpoint layout with one
+// big storage. Returns the storage's data range.
+ByteRange WriteTorchZip(const std::string& path, std::span<const uint8_t> pickle,
+                        uint64_t storage_bytes) {
+  std::vector<uint8_t> storage(storage_bytes);
+  for (uint64_t i = 0; i < storage_bytes; ++i) storage[i] = static_cast<uint8_t>(i * 29);
+  struct Item {
+    std::string name;
+    std::span<const uint8_t> bytes;
+    uint32_t offset = 0;
+    uint32_t crc = 0;
+  };
+  static const uint8_t kVersion[] = {'3', '\n'};
+  std::vector<Item> items = {{"big/data.pkl", pickle},
+                             {"big/data/0", storage},
+                             {"big/version", kVersion}};
+  std::string out;
+  auto le16 = [&](uint32_t v) { out.push_back(char(v)); out.push_back(char(v >> 8)); };
+  auto le32 = [&](uint32_t v) { le16(v & 0xFFFF); le16(v >> 16); };
+  ByteRange range;
+  std::ofstream f(path, std::ios::binary);
+  uint64_t pos = 0;
+  for (Item& it : items) {
+    it.offset = static_cast<uint32_t>(pos);
+    it.crc = static_cast<uint32_t>(crc32(0, it.bytes.data(), static_cast<uInt>(it.bytes.size())));
+    out.clear();
+    le32(0x04034b50); le16(20); le16(0); le16(0); le16(0); le16(0);
+    le32(it.crc); le32(static_cast<uint32_t>(it.bytes.size()));
+    le32(static_cast<uint32_t>(it.bytes.size()));
+    le16(static_cast<uint32_t>(it.name.size())); le16(0);
+    out += it.name;
+    f.write(out.data(), static_cast<std::streamsize>(out.size()));
+    pos += out.size();
+    if (it.name == "big/data/0") range = {pos, it.bytes.size()};
+    f.write(reinterpret_cast<const char*>(it.bytes.data()),
+            static_cast<std::streamsize>(it.bytes.size()));
+    pos += it.bytes.size();
+  }
+  out.clear();
+  for (const Item& it : items) {
+    le32(0x02014b50); le16(20); le16(20); le16(0); le16(0); le16(0); le16(0);
+    le32(it.crc); le32(static_cast<uint32_t>(it.bytes.size()));
+    le32(static_cast<uint32_t>(it.bytes.size()));
+    le16(static_cast<uint32_t>(it.name.size())); le16(0); le16(0); le16(0); le16(0);
+    le32(0); le32(it.offset);
+    out += it.name;
+  }
+  const uint32_t cd_size = static_cast<uint32_t>(out.size());
+  le32(0x06054b50); le16(0); le16(0); le16(3); le16(3); le32(cd_size);
+  le32(static_cast<uint32_t>(pos)); le16(0);
+  f.write(out.data(), static_cast<std::streamsize>(out.size()));
+  return range;
+}
+
+// Resident pages of `range` of the file behind `fd`, bytes.
+uint64_t ResidentBytes(int fd, uint64_t file_size, ByteRange range) {
+  void* map = mmap(nullptr, file_size, PROT_READ, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) return UINT64_MAX;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> vec((file_size + page - 1) / page);
+  uint64_t resident = 0;
+  if (mincore(map, file_size, vec.data()) == 0) {
+    for (uint64_t p = range.offset / page; p * page < range.offset + range.length; ++p) {
+      if (vec[p] & 1) resident += page;
+    }
+  } else {
+    resident = UINT64_MAX;
+  }
+  munmap(map, file_size);
+  return resident;
+}
+
+// The proof that storages are not read: with the file evicted from the page
+// cache first, analysing it brings (almost) none of the storage's pages in
+// (the pages it shares with the zip headers around it at most).
+TEST(ContainerStoragesTest, AnalysisDoesNotPageInTheStorage) {
+  auto pickle_dir = ReadZipDirectory(ReadFixture("sd_zip.pt"));
+  ASSERT_TRUE(pickle_dir.ok());
+  const std::vector<uint8_t> sd = ReadFixture("sd_zip.pt");
+  std::vector<uint8_t> pickle;
+  for (const ZipEntry& e : pickle_dir->entries) {
+    if (e.name.find("data.pkl") != std::string::npos) {
+      pickle.assign(sd.begin() + static_cast<std::ptrdiff_t>(e.data_offset),
+                    sd.begin() + static_cast<std::ptrdiff_t>(e.data_offset + e.compressed_size));
+    }
+  }
+  ASSERT_FALSE(pickle.empty());
+  const std::string path = std::string(DYNAHUG_TEST_DATA_DIR) + "/storage_not_read.pt";
+  const uint64_t kStorage = uint64_t{64} << 20;
+  const ByteRange storage = WriteTorchZip(path, pickle, kStorage);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const uint64_t size = static_cast<uint64_t>(lseek(fd, 0, SEEK_END));
+  fdatasync(fd);
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  const uint64_t before = ResidentBytes(fd, size, storage);
+  if (before > kStorage / 2) {
+    close(fd);
+    unlink(path.c_str());
+    GTEST_SKIP() << "this filesystem does not evict clean pages on "
+                    "POSIX_FADV_DONTNEED (tmpfs?): cannot observe reads";
+  }
+  {
+    absl::StatusOr<AnalyzedFile> file = AnalyzeFile(path);
+    ASSERT_TRUE(file.ok()) << file.status();
+    EXPECT_EQ(FormatName(file->root().format), FormatName(Format::kTorchZip));
+    EXPECT_FALSE(file->HasErrors()) << absl::StrJoin(file->Errors(), "\n");
+    EXPECT_EQ(file->unread(), (std::vector<ByteRange>{storage}));
+    const uint64_t after = ResidentBytes(fd, size, storage);
+    EXPECT_LT(after, uint64_t{64} << 10)
+        << "of a " << kStorage << "-byte storage, " << after
+        << " bytes were paged in by the analysis (" << before << " before)";
+  }
+  close(fd);
+  unlink(path.c_str());
 }
 
 }  // namespace

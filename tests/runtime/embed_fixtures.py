@@ -66,6 +66,36 @@ torch.save(net.state_dict(), P('legacy.pt'), _use_new_zipfile_serialization=Fals
 torch.save({'args': ta, 'state': net.state_dict()}, P('missing_module.pt'))
 torch.save({'big': torch.zeros(8 << 20), 'small': torch.ones(3)}, P('big.pt'))
 
+
+# Storage bytes a load must not depend on (issue 10): the same checkpoints
+# with every storage byte overwritten (CRCs left stale), and the legacy file
+# cut in the middle of its inline storage data.
+def overwrite_storages(src, dst):
+    data = bytearray(open(src, 'rb').read())
+    with zipfile.ZipFile(src) as z:
+        for info in z.infolist():
+            if '/data/' not in info.filename:
+                continue
+            at = info.header_offset
+            name_len = int.from_bytes(data[at + 26:at + 28], 'little')
+            extra_len = int.from_bytes(data[at + 28:at + 30], 'little')
+            start = at + 30 + name_len + extra_len
+            data[start:start + info.compress_size] = bytes(
+                (0xA5 ^ (i * 131)) & 0xFF for i in range(info.compress_size))
+    open(dst, 'wb').write(data)
+
+
+overwrite_storages(P('state_dict.pt'), P('state_dict_garbage.pt'))
+overwrite_storages(P('big.pt'), P('big_garbage.pt'))
+legacy = open(P('legacy.pt'), 'rb').read()
+stream = io.BytesIO(legacy)
+for _ in range(5):  # magic, protocol, sys_info, model, storage keys
+    for _op in pickletools.genops(stream):
+        pass
+storage_at = stream.tell()
+open(P('legacy_truncated.pt'), 'wb').write(
+    legacy[:storage_at + (len(legacy) - storage_at) // 2])
+
 X = np.random.RandomState(0).rand(40, 3)
 y = (X[:, 0] > 0.5).astype(int)
 clf = LogisticRegression().fit(X, y)

@@ -344,6 +344,58 @@ TEST(EmbedLoaderTest, LargeStoragesStayLazy) {
   EXPECT_EQ(full_lazy_ids, 0);
 }
 
+// What the pickle did, as the loader recorded it: every GLOBAL and
+// PICKLE_CALL event with its arguments, in order.
+std::vector<std::string> PickleBehaviour(const hooks::MemoryEventSink& sink) {
+  std::vector<std::string> out;
+  for (const Event& e : sink.events()) {
+    if (e.kind() != Event::GLOBAL && e.kind() != Event::PICKLE_CALL) continue;
+    std::string line = Event::Kind_Name(e.kind()) + " " + e.name();
+    for (const auto& a : e.args()) line += " " + a.key() + "=" + a.value();
+    out.push_back(line);
+  }
+  return out;
+}
+
+// Storages are raw bytes no code runs on (issue 10): a checkpoint whose
+// every storage byte is garbage (CRCs stale) loads with the same pickle
+// behaviour and the same result, for storages read (small) and left lazy
+// (big) alike.
+TEST(EmbedLoaderTest, GarbageStorageBytesLoadIdentically) {
+  for (const auto& [clean, garbage] :
+       {std::pair<std::string, std::string>{"state_dict.pt", "state_dict_garbage.pt"},
+        {"big.pt", "big_garbage.pt"}}) {
+    hooks::MemoryEventSink a, b;
+    LoadOptions lazy;
+    lazy.lazy_storage_bytes = 1 << 20;
+    LoadResult ra = MustLoad(clean, "torch.load", a, lazy);
+    LoadResult rb = MustLoad(garbage, "torch.load", b, lazy);
+    ASSERT_TRUE(ra.loaded && rb.loaded) << garbage << ": " << rb.error_message;
+    EXPECT_EQ(ra.loaded_type, rb.loaded_type);
+    const std::vector<std::string> want = PickleBehaviour(a);
+    EXPECT_FALSE(want.empty());
+    EXPECT_EQ(PickleBehaviour(b), want) << garbage;
+  }
+}
+
+// Legacy files keep the storages inline after the pickles: cut in the
+// middle of them, the load fails (as torch.load does) only after the whole
+// model pickle ran, and the trace shows all of it.
+TEST(EmbedLoaderTest, TruncatedLegacyStoragesStillShowThePickle) {
+  hooks::MemoryEventSink full_sink, cut_sink;
+  LoadResult full = MustLoad("legacy.pt", "torch.load", full_sink);
+  LoadResult cut = MustLoad("legacy_truncated.pt", "torch.load", cut_sink);
+  ASSERT_TRUE(full.loaded) << full.error_message;
+  EXPECT_FALSE(cut.loaded);
+  EXPECT_EQ(cut.error_type, "builtins.RuntimeError");
+  EXPECT_NE(cut.error_message.find("unexpected EOF"), std::string::npos)
+      << cut.error_message;
+  const std::vector<std::string> want = PickleBehaviour(full_sink);
+  EXPECT_NE(Find(full_sink, Event::GLOBAL, "torch._utils._rebuild_tensor_v2"),
+            nullptr);
+  EXPECT_EQ(PickleBehaviour(cut_sink), want);
+}
+
 TEST(EmbedLoaderTest, AuditRecordingOnlyDuringLoad) {
   hooks::MemoryEventSink sink;
   LoadResult r = MustLoad("plain_p4.pkl", "pickle.load", sink);

@@ -142,7 +142,8 @@ TEST_F(TraceWorkerTest, TracesInInputOrderLikeOneWorker) {
     EXPECT_EQ(t.exit().status(), proto::ChildExit::OK) << paths[i];
     EXPECT_FALSE(t.loaded_type().empty()) << paths[i];
     // Same file, same load, whichever worker ran it.
-    EXPECT_EQ(t.file().sha256(), one[i]->file().sha256());
+    EXPECT_EQ(t.file().content_key(), one[i]->file().content_key());
+    EXPECT_EQ(t.file().content_key().size(), 64u);
     EXPECT_EQ(t.loader(), one[i]->loader());
     EXPECT_EQ(t.loaded_type(), one[i]->loaded_type());
     EXPECT_EQ(t.root().format(), one[i]->root().format());
