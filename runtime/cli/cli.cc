@@ -6,6 +6,7 @@
 #include "runtime/cli/exit_codes.h"
 #include "runtime/cli/model_commands.h"
 #include "runtime/cli/scan_command.h"
+#include "runtime/cli/serve_command.h"
 #include "runtime/cli/trace_command.h"
 
 namespace dynahug::runtime {
@@ -60,6 +61,12 @@ commands:
                  depend on what the worker traced before.
                  Needs root (namespaces, seccomp supervision).
 
+  serve [--model FILE] [--task LABEL] [--strict] [--timeout S]
+        [--memory MIB] [--no-prewarm]
+                 The helper of the Python package (`dynahug.load`): keeps a
+                 warm zygote and answers scan requests on stdin/stdout
+                 (a binary protocol, not for interactive use).
+
 options:
   -h, --help     show this help
   --version      show the version
@@ -90,6 +97,7 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   if (command == "disasm") return RunDisasm(rest, out, err);
   if (command == "trace") return RunTrace(rest, out, err);
   if (command == "scan") return RunScan(rest, out, err);
+  if (command == "serve") return RunServe(rest, out, err);
   if (command == "train") return RunTrain(rest, out, err);
   if (command == "eval") return RunEval(rest, out, err);
   err << "dynahug: unknown command '" << command << "'\n\n" << kUsage;
