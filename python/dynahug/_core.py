@@ -159,21 +159,29 @@ def scan(source, *, trace=False):
 def vetted_globals(verdict, policy):
     """The globals the host-side load may resolve for ``verdict``."""
     allowed = policy.allowed_extra()
-    if verdict.benign:
+    if verdict.benign and verdict.loaded:
         allowed.update((g.module, g.name) for g in verdict.globals
                        if not g.stub)
     return frozenset(allowed)
 
 
 def check(verdict, policy):
-    """Raises unless ``verdict`` lets the bytes be loaded here."""
+    """Raises unless ``verdict`` lets the bytes be loaded here.
+
+    A benign verdict whose sandboxed load did not complete (the loader
+    raised, a limit) counts as inconclusive: what did not load in the
+    sandbox is not loaded here, where it could take another path."""
     if verdict.malicious:
         raise MaliciousModelError(verdict)
-    if verdict.benign:
+    if verdict.benign and verdict.loaded:
         return
-    what = ('analysis inconclusive: ' + verdict.error
-            if verdict.label == 'error'
-            else 'not analysed (%s)' % verdict.skip_reason)
+    if verdict.benign:
+        what = ('its sandboxed load did not complete (%s)'
+                % (verdict.load_error or 'no reason given'))
+    elif verdict.label == 'error':
+        what = 'analysis inconclusive: ' + verdict.error
+    else:
+        what = 'not analysed (%s)' % verdict.skip_reason
     if policy.strict:
         raise ScanError('dynahug: %s: %s' % (verdict.name, what), verdict)
     warnings.warn('dynahug: %s: %s; loading it with only the allowlisted '

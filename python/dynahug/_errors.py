@@ -30,7 +30,9 @@ class Verdict:
     ``error`` says why) or ``"skipped"`` (a format with no code-execution
     path or one dynahug does not analyse: ``skip_reason`` says which).
     ``score > threshold`` exactly when the label is malicious;
-    ``ocsvm_score`` is the one-class SVM's decision alone.
+    ``ocsvm_score`` is the one-class SVM's decision alone. ``loaded``: the
+    sandboxed load returned an object (else ``load_error`` says how it
+    ended); ``globals``: what it resolved; ``loader``: what it ran.
     """
     label: str
     score: float = 0.0
@@ -45,6 +47,8 @@ class Verdict:
     loader: str = ''
     sha256: str = ''
     elapsed_ms: float = 0.0
+    loaded: bool = False
+    load_error: str = ''
     globals: Tuple[ResolvedGlobal, ...] = ()
     name: str = ''
     model: str = ''
@@ -77,6 +81,8 @@ class Verdict:
             loader=reply.get('loader', ''),
             sha256=reply.get('sha256', ''),
             elapsed_ms=float(reply.get('elapsed_ms') or 0.0),
+            loaded=bool(reply.get('loaded')),
+            load_error=reply.get('load_error', ''),
             globals=tuple(ResolvedGlobal(g['module'], g['name'],
                                          bool(g['stub']))
                           for g in reply.get('globals', ())),
@@ -133,9 +139,10 @@ class UnvettedGlobalError(MaliciousModelError):
 
 
 class ScanError(DynahugError):
-    """The analysis was inconclusive (``verdict.label`` is ``"error"`` or,
-    in strict mode, ``"skipped"``), or the helper process failed
-    (``verdict`` is None then). Nothing was unpickled in this process."""
+    """The analysis was inconclusive (``verdict.label`` is ``"error"``; in
+    strict mode also ``"skipped"``, and a benign verdict whose sandboxed
+    load did not complete), or the helper process failed (``verdict`` is
+    None then). Nothing was unpickled in this process."""
 
     def __init__(self, message, verdict=None):
         super().__init__(message)

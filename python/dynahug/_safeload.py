@@ -7,7 +7,11 @@ anything its analysed run did not: the first unvetted global raises
 ``UnvettedGlobalError`` before it is imported.
 
 One function per loader, returning what that loader returns:
-  torch.load   torch.load(BytesIO, pickle_module=<restricted>, **kwargs)
+  torch.load   torch.load(<sealed memfd with the bytes>, pickle_module=
+               <restricted>, **kwargs); a real file, so that torch's
+               legacy tar format loads as from a path. TorchScript archives
+               go to torch.jit.load (torch's C++ unpickler: no Python
+               globals, only TorchScript types and code)
   joblib.load  joblib's NumpyUnpickler, restricted, object arrays included
   numpy.load   .npy/.npz without object arrays: numpy.load(allow_pickle=
                False) (no unpickling at all); object arrays and pickles:
@@ -15,7 +19,9 @@ One function per loader, returning what that loader returns:
   pickle.load  pickle.Unpickler (the C one), restricted
 """
 
+import fcntl
 import io
+import os
 import pickle
 import types
 
@@ -57,15 +63,34 @@ def load_pickle(data, allowed, verdict, kwargs, file=None):
     return obj
 
 
+def sealed_file(data):
+    """A read-only file object over a private memfd holding ``data``,
+    sealed against any change (F_SEAL_WRITE/GROW/SHRINK/SEAL)."""
+    fd = os.memfd_create('dynahug-vetted', os.MFD_CLOEXEC |
+                         os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW |
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def load_torch(original, data, allowed, verdict, kwargs):
     kwargs = dict(kwargs)
-    if kwargs.get('weights_only'):
-        # torch's own allowlist unpickler, stricter than ours.
-        return original(io.BytesIO(data), **kwargs)
-    base = getattr(kwargs.get('pickle_module') or pickle, 'Unpickler')
-    kwargs['pickle_module'] = _pickle_module(
-        restricted(base, allowed, verdict))
-    return original(io.BytesIO(data), **kwargs)
+    if not kwargs.get('weights_only'):
+        # (weights_only: torch's own allowlist unpickler, stricter than ours.)
+        base = getattr(kwargs.get('pickle_module') or pickle, 'Unpickler')
+        kwargs['pickle_module'] = _pickle_module(
+            restricted(base, allowed, verdict))
+    with sealed_file(data) as f:
+        return original(f, **kwargs)
 
 
 def load_joblib(data, allowed, verdict, kwargs):

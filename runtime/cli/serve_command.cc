@@ -222,6 +222,8 @@ std::string ReplyJson(const ScanOutcome& outcome) {
   w.Field("loader", outcome.loader);
   w.Field("sha256", outcome.sha256);
   w.Field("elapsed_ms", outcome.elapsed_ms);
+  w.Field("loaded", outcome.loaded);
+  w.Field("load_error", outcome.load_error);
   w.Key("globals");
   w.BeginArray();
   for (const ResolvedGlobal& g : outcome.globals) {

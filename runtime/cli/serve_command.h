@@ -17,7 +17,8 @@
 //       "error"|"skipped", "score", "threshold", "ocsvm_score", "cluster",
 //       "capabilities": [...], "reasons": [{"feature", "weight",
 //       "detail"}], "error", "skip_reason", "format", "loader", "sha256",
-//       "elapsed_ms", "globals": [{"module", "name", "stub"}],
+//       "elapsed_ms", "loaded", "load_error", "globals": [{"module",
+//       "name", "stub"}],
 //       "trace_follows": bool}, then with trace_follows a second frame with
 //       the proto::Trace as JSON. A request the helper cannot parse gets
 //       {"fatal": MESSAGE} and ends the helper (exit 2).

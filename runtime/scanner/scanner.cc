@@ -7,7 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <set>
+#include <map>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -29,15 +29,26 @@ std::string ArgValue(const proto::Event& event, std::string_view key) {
   return "";
 }
 
-// The distinct GLOBAL events of `trace`, in order.
+// The distinct globals `trace` shows resolved, in order: GLOBAL events of
+// the instrumented unpicklers and "pickle.find_class" audit events (every
+// unpickler, also those a loader runs itself, e.g. joblib's pickle.load of
+// an object array). A name any GLOBAL event resolved to a stub is a stub.
 std::vector<ResolvedGlobal> GlobalsOf(const proto::Trace& trace) {
   std::vector<ResolvedGlobal> out;
-  std::set<std::pair<std::string, std::string>> seen;
+  std::map<std::pair<std::string, std::string>, size_t> index;
   for (const proto::Event& event : trace.events()) {
-    if (event.kind() != proto::Event::GLOBAL) continue;
-    ResolvedGlobal g{ArgValue(event, "module"), ArgValue(event, "name"),
-                     ArgValue(event, "resolved") == "stub"};
-    if (seen.insert({g.module, g.name}).second) out.push_back(std::move(g));
+    const bool global = event.kind() == proto::Event::GLOBAL;
+    if (!global && !(event.kind() == proto::Event::AUDIT &&
+                     event.name() == "pickle.find_class")) {
+      continue;
+    }
+    std::pair<std::string, std::string> key(ArgValue(event, "module"),
+                                             ArgValue(event, "name"));
+    auto [it, inserted] = index.emplace(key, out.size());
+    if (inserted) out.push_back({key.first, key.second, false});
+    if (global && ArgValue(event, "resolved") == "stub") {
+      out[it->second].stub = true;
+    }
   }
   return out;
 }
@@ -196,6 +207,8 @@ absl::StatusOr<ScanOutcome> Scanner::ScanPath(const std::string& path,
   outcome.loader = trace.loader();
   outcome.sha256 = trace.file().sha256();
   outcome.globals = GlobalsOf(trace);
+  outcome.loaded = trace.exit().status() == proto::ChildExit::OK;
+  if (!outcome.loaded) outcome.load_error = trace.exit().reason();
   if (options.keep_trace) outcome.trace = std::move(trace);
   return finish();
 }

@@ -64,7 +64,8 @@ struct ScannerOptions {
   bool prewarm = true;
 };
 
-// A global the sandboxed load resolved (an Event of kind GLOBAL).
+// A global the sandboxed load resolved (an Event of kind GLOBAL, or a
+// "pickle.find_class" audit event of an unpickler the loader ran itself).
 struct ResolvedGlobal {
   std::string module;
   std::string name;
@@ -85,6 +86,10 @@ struct ScanOutcome {
   // (values longer than the trace's bound end in "..."). Empty when the
   // file was not loaded.
   std::vector<ResolvedGlobal> globals;
+  // The sandboxed load returned (the child ended OK); else `load_error`
+  // says how it ended (the loader raised, a limit, a crash).
+  bool loaded = false;
+  std::string load_error;
   // Wall time of the scan, milliseconds.
   double elapsed_ms = 0;
   // The full trace, when ScanOptions::keep_trace and the file was loaded.

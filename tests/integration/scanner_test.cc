@@ -72,6 +72,7 @@ TEST_F(ScannerTest, BenignTorchStateDictIsBenignWithItsGlobalsAndHash) {
   EXPECT_EQ(r->loader, "torch.load");
   EXPECT_EQ(r->format, proto::TORCH_ZIP);
   EXPECT_EQ(r->sha256.size(), 64u);
+  EXPECT_TRUE(r->loaded) << r->load_error;
   EXPECT_TRUE(HasGlobal(*r, "torch._utils", "_rebuild_tensor_v2"));
   EXPECT_TRUE(HasGlobal(*r, "collections", "OrderedDict"));
   ASSERT_TRUE(r->trace.has_value());
@@ -140,11 +141,14 @@ TEST_F(ScannerTest, InertAndUnreadableInputsAreVerdictsNotErrors) {
             std::string::npos)
       << missing->verdict.error();
 
-  // A truncated pickle loads nowhere: inconclusive, never benign.
+  // A truncated pickle loads nowhere; the outcome says so (the detector
+  // may still call the attempt benign: a refusing loader is no finding).
   absl::StatusOr<ScanOutcome> truncated =
       scanner_->ScanBytes(Bytes(std::string("\x80\x04\x95\x10\x00", 5)), "t.pkl");
   ASSERT_TRUE(truncated.ok()) << truncated.status();
-  EXPECT_NE(truncated->verdict.label(), proto::Verdict::BENIGN);
+  EXPECT_FALSE(truncated->loaded);
+  EXPECT_NE(truncated->load_error.find("load failed"), std::string::npos)
+      << truncated->load_error;
 }
 
 TEST_F(ScannerTest, TraceOnlyOnRequest) {

@@ -31,8 +31,15 @@ PLAIN = {
     'torch.load': lambda p: __import__('torch').load(p, map_location='cpu'),
     'joblib.load': lambda p: __import__('joblib').load(p),
     'numpy.load': lambda p: __import__('numpy').load(p, allow_pickle=True),
-    'pickle.load': lambda p: __import__('pickle').load(open(p, 'rb')),
+    'pickle.load': lambda p: _pickle_load(p),
 }
+
+
+def _pickle_load(path):
+    import pickle
+    with open(path, 'rb') as f:
+        return pickle.load(f)
+
 KWARGS = {'torch.load': {'map_location': 'cpu'}, 'numpy.load':
           {'allow_pickle': True}}
 
