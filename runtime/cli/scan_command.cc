@@ -18,6 +18,7 @@
 #include "runtime/cli/json_writer.h"
 #include "runtime/cli/scan_inputs.h"
 #include "runtime/cli/trace_batch.h"
+#include "runtime/cli/verdict_json.h"
 #include "runtime/scanner/default_model.h"
 #include "runtime/scanner/precheck.h"
 
@@ -232,20 +233,7 @@ void PrintJson(const proto::ScanReport& report, std::ostream& out) {
     w.Field("format", r.format() == proto::FORMAT_UNSPECIFIED
                           ? std::string()
                           : proto::ContainerFormat_Name(r.format()));
-    w.Key("capabilities");
-    w.BeginArray();
-    for (const std::string& c : v.capabilities()) w.String(c);
-    w.EndArray();
-    w.Key("reasons");
-    w.BeginArray();
-    for (const proto::Reason& reason : v.reasons()) {
-      w.BeginObject();
-      w.Field("feature", reason.feature());
-      w.Field("weight", reason.weight());
-      w.Field("detail", reason.detail());
-      w.EndObject();
-    }
-    w.EndArray();
+    WriteCapabilitiesAndReasons(w, v);
     if (!v.error().empty()) w.Field("error", v.error());
     if (!v.skip_reason().empty()) w.Field("skip_reason", v.skip_reason());
     w.Field("elapsed_ms", r.elapsed_ms());

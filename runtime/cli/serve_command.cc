@@ -17,6 +17,7 @@
 #include "runtime/cli/exit_codes.h"
 #include "runtime/cli/flags.h"
 #include "runtime/cli/json_writer.h"
+#include "runtime/cli/verdict_json.h"
 #include "runtime/scanner/precheck.h"
 #include "runtime/scanner/scanner.h"
 #include "sandbox/unique_fd.h"
@@ -200,20 +201,7 @@ std::string ReplyJson(const ScanOutcome& outcome) {
   w.Field("threshold", v.threshold());
   w.Field("ocsvm_score", v.ocsvm_score());
   w.Field("cluster", v.cluster());
-  w.Key("capabilities");
-  w.BeginArray();
-  for (const std::string& c : v.capabilities()) w.String(c);
-  w.EndArray();
-  w.Key("reasons");
-  w.BeginArray();
-  for (const proto::Reason& reason : v.reasons()) {
-    w.BeginObject();
-    w.Field("feature", reason.feature());
-    w.Field("weight", reason.weight());
-    w.Field("detail", reason.detail());
-    w.EndObject();
-  }
-  w.EndArray();
+  WriteCapabilitiesAndReasons(w, v);
   w.Field("error", v.error());
   w.Field("skip_reason", v.skip_reason());
   w.Field("format", outcome.format == proto::FORMAT_UNSPECIFIED

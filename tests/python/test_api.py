@@ -5,8 +5,10 @@ and patch()/unpatch()/guard()."""
 
 import dataclasses
 import io
+import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import textwrap
@@ -360,6 +362,84 @@ class HelperTest(unittest.TestCase):
         self.assertNotEqual(int(child_helper), parent_helper)
         # The parent's helper still answers.
         self.assertEqual(dynahug.scan(pickle.dumps([7])).label, 'benign')
+
+
+class ServeProtocolTest(unittest.TestCase):
+    """`dynahug serve` itself (runtime/cli/serve_command.h): the frames,
+    and how it ends on bad input."""
+
+    def start(self):
+        p = subprocess.Popen([dynahug.policy().helper_binary(), 'serve',
+                              '--no-prewarm'], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: (p.kill(), p.wait(), p.stdout.close(),
+                                 p.stderr.close(), p.stdin.close()
+                                 if not p.stdin.closed else None))
+        hello = self.frame(p)
+        self.assertTrue(hello['ready'], hello)
+        self.assertEqual(hello['pid'], p.pid)
+        self.assertTrue(hello['model'])
+        return p
+
+    def frame(self, p):
+        head = p.stdout.read(4)
+        self.assertEqual(len(head), 4)
+        return json.loads(p.stdout.read(struct.unpack('<I', head)[0]))
+
+    def request(self, header, data, declared=None):
+        return (struct.pack('<I', len(header)) + header +
+                struct.pack('<Q', len(data) if declared is None else declared)
+                + data)
+
+    def test_a_scan_and_a_clean_end(self):
+        p = self.start()
+        data = pickle.dumps({'a': 1})
+        p.stdin.write(self.request(b'op=scan\nname=x.pkl\n', data))
+        p.stdin.flush()
+        reply = self.frame(p)
+        self.assertEqual(reply['verdict'], 'benign', reply)
+        self.assertTrue(reply['loaded'])
+        self.assertEqual(reply['loader'], 'pickle.load')
+        self.assertFalse(reply['trace_follows'])
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=30), 0)
+
+    def test_bad_requests_end_the_helper_with_a_reason(self):
+        cases = {
+            b'op=delete\n': "unknown op 'delete'",
+            b'name=x\n': 'request without op=scan',
+            b'op=scan\ncolour=red\n': "unknown header key 'colour'",
+        }
+        for header, why in cases.items():
+            with self.subTest(header=header):
+                p = self.start()
+                p.stdin.write(self.request(header, b'x'))
+                p.stdin.close()
+                self.assertEqual(self.frame(p), {'fatal': why})
+                self.assertEqual(p.wait(timeout=30), 2)
+
+    def test_truncated_data_ends_the_helper(self):
+        p = self.start()
+        p.stdin.write(self.request(b'op=scan\n', b'0123456789',
+                                   declared=100))
+        p.stdin.close()
+        self.assertEqual(self.frame(p), {'fatal': 'truncated data'})
+        self.assertEqual(p.wait(timeout=30), 2)
+
+    def test_bad_options_and_bundle(self):
+        binary = dynahug.policy().helper_binary()
+        r = subprocess.run([binary, 'serve', '--timeout', 'x'],
+                           capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--timeout needs a positive integer, got 'x'", r.stderr)
+        r = subprocess.run([binary, 'serve', '--model', '/nonexistent.dhm'],
+                           capture_output=True, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 2)
+        n = struct.unpack('<I', r.stdout[:4])[0]
+        hello = json.loads(r.stdout[4:4 + n])
+        self.assertFalse(hello['ready'])
+        self.assertIn('/nonexistent.dhm', hello['error'])
 
 
 if __name__ == '__main__':
