@@ -51,9 +51,8 @@ int main(int argc, char** argv) {
       case dynahug::proto::Verdict::BENIGN:
       case dynahug::proto::Verdict::MALICIOUS:
         std::printf("%s %s score %.3f (threshold %.3f) via %s, %.0f ms\n",
-                    v.label() == dynahug::proto::Verdict::BENIGN
-                        ? "BENIGN   "
-                        : "MALICIOUS",
+                    v.label() == dynahug::proto::Verdict::BENIGN ? "BENIGN   "
+                                                                 : "MALICIOUS",
                     path.c_str(), v.score(), v.threshold(), r->loader.c_str(),
                     r->elapsed_ms);
         for (const std::string& c : v.capabilities()) {

@@ -29,8 +29,9 @@ class Policy:
                resolve although the sandboxed run did not (e.g. classes of
                a module installed here but not for the sandbox, which it
                resolved to a stub).
-    cache      keep verdicts by SHA-256 of the bytes (and this policy), so
-               loading the same content twice costs one analysis.
+    cache      keep verdicts by SHA-256 of the bytes (with the file name's
+               extension and this policy), so loading the same content
+               twice costs one analysis.
     cache_size most verdicts kept (least recently used dropped).
     timeout    per-load sandbox limit, seconds (None: the default, 10 s).
     memory_mib per-load sandbox memory limit (None: the default).
@@ -123,7 +124,11 @@ def scan_bytes(data, name='<bytes>', trace=False, policy=None):
     """The Verdict of ``data`` (analysed in the helper's sandbox)."""
     p = policy or _policy
     digest = hashlib.sha256(data).hexdigest()
-    key = (digest, p.helper_binary(), tuple(p.helper_args()))
+    # The sandbox may choose the loader by extension too: same content under
+    # another extension is another analysis.
+    base = os.path.basename(str(name))
+    suffix = base[base.find('.'):].lower() if '.' in base else ''
+    key = (digest, suffix, p.helper_binary(), tuple(p.helper_args()))
     if p.cache and not trace:
         with _cache_lock:
             hit = _cache.get(key)

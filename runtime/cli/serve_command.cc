@@ -101,7 +101,8 @@ bool ReadExact(int fd, void* buf, size_t n, bool* eof = nullptr) {
 bool WriteFrame(int fd, std::string_view payload) {
   std::string frame(4, '\0');
   const uint32_t n = static_cast<uint32_t>(payload.size());
-  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  for (int i = 0; i < 4; ++i)
+    frame[i] = static_cast<char>((n >> (8 * i)) & 0xff);
   frame.append(payload);
   size_t done = 0;
   while (done < frame.size()) {
@@ -253,7 +254,8 @@ int RunServe(const std::vector<std::string>& args, std::ostream& /*out*/,
   }
   absl::StatusOr<std::unique_ptr<Scanner>> scanner = Scanner::Create(options);
   if (!scanner.ok()) {
-    WriteFrame(wire.get(), StatusJson("ready", std::string(scanner.status().message())));
+    WriteFrame(wire.get(),
+               StatusJson("ready", std::string(scanner.status().message())));
     err << "dynahug serve: " << scanner.status().message() << "\n";
     return kExitError;
   }
@@ -283,7 +285,8 @@ int RunServe(const std::vector<std::string>& args, std::ostream& /*out*/,
          request->data.size()},
         request->name, scan);
     if (!outcome.ok()) {
-      WriteFrame(wire.get(), StatusJson("fatal", std::string(outcome.status().message())));
+      WriteFrame(wire.get(),
+                 StatusJson("fatal", std::string(outcome.status().message())));
       err << "dynahug serve: " << outcome.status().message() << "\n";
       return kExitError;
     }

@@ -43,7 +43,7 @@ std::vector<ResolvedGlobal> GlobalsOf(const proto::Trace& trace) {
       continue;
     }
     std::pair<std::string, std::string> key(ArgValue(event, "module"),
-                                             ArgValue(event, "name"));
+                                            ArgValue(event, "name"));
     auto [it, inserted] = index.emplace(key, out.size());
     if (inserted) out.push_back({key.first, key.second, false});
     if (global && ArgValue(event, "resolved") == "stub") {
@@ -74,8 +74,8 @@ class TempCopy {
   static absl::StatusOr<TempCopy> Write(std::span<const uint8_t> data,
                                         std::string_view name) {
     const char* tmp = std::getenv("TMPDIR");
-    std::string dir =
-        absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/dynahug-scan-XXXXXX");
+    std::string dir = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp",
+                                   "/dynahug-scan-XXXXXX");
     if (mkdtemp(dir.data()) == nullptr) {
       return absl::InternalError(
           absl::StrCat("mkdtemp(", dir, ") failed: ", strerror(errno)));
@@ -184,15 +184,14 @@ absl::StatusOr<ScanOutcome> Scanner::ScanPath(const std::string& path,
   const sandbox::WorkerJob job{path, {}};
   absl::StatusOr<std::string> reply = absl::InternalError("no reply");
   absl::Status run = impl_->pool->Run(
-      {&job, 1}, [&](size_t, absl::StatusOr<std::string> r) {
-        reply = std::move(r);
-      });
+      {&job, 1},
+      [&](size_t, absl::StatusOr<std::string> r) { reply = std::move(r); });
   if (!run.ok()) return run;
   if (!reply.ok()) {
     // The file could not be traced (unreadable, unknown format, the
     // worker died on it): inconclusive.
-    outcome.verdict = features::Detector::ErrorVerdict(
-        std::string(reply.status().message()));
+    outcome.verdict =
+        features::Detector::ErrorVerdict(std::string(reply.status().message()));
     return finish();
   }
   proto::Trace trace;

@@ -101,8 +101,8 @@ TEST_F(ScannerTest, ScanBytesAnalysesExactlyTheBytesAndKeepsTheFileName) {
       << scanned;
   // The private copy is gone once the scan returns.
   EXPECT_FALSE(std::filesystem::exists(scanned)) << scanned;
-  EXPECT_FALSE(std::filesystem::exists(
-      std::filesystem::path(scanned).parent_path()));
+  EXPECT_FALSE(
+      std::filesystem::exists(std::filesystem::path(scanned).parent_path()));
 }
 
 TEST_F(ScannerTest, MaliciousBytesAreMaliciousWithEvidenceAndNoMarker) {
@@ -124,9 +124,9 @@ TEST_F(ScannerTest, MaliciousBytesAreMaliciousWithEvidenceAndNoMarker) {
 }
 
 TEST_F(ScannerTest, InertAndUnreadableInputsAreVerdictsNotErrors) {
-  absl::StatusOr<ScanOutcome> skipped = scanner_->ScanPath(
-      std::string(DYNAHUG_SOURCE_DIR) +
-      "/examples/tiny-bert-snapshot/config.json");
+  absl::StatusOr<ScanOutcome> skipped =
+      scanner_->ScanPath(std::string(DYNAHUG_SOURCE_DIR) +
+                         "/examples/tiny-bert-snapshot/config.json");
   ASSERT_TRUE(skipped.ok()) << skipped.status();
   EXPECT_EQ(skipped->verdict.label(), proto::Verdict::SKIPPED);
   EXPECT_FALSE(skipped->verdict.skip_reason().empty());
@@ -143,8 +143,8 @@ TEST_F(ScannerTest, InertAndUnreadableInputsAreVerdictsNotErrors) {
 
   // A truncated pickle loads nowhere; the outcome says so (the detector
   // may still call the attempt benign: a refusing loader is no finding).
-  absl::StatusOr<ScanOutcome> truncated =
-      scanner_->ScanBytes(Bytes(std::string("\x80\x04\x95\x10\x00", 5)), "t.pkl");
+  absl::StatusOr<ScanOutcome> truncated = scanner_->ScanBytes(
+      Bytes(std::string("\x80\x04\x95\x10\x00", 5)), "t.pkl");
   ASSERT_TRUE(truncated.ok()) << truncated.status();
   EXPECT_FALSE(truncated->loaded);
   EXPECT_NE(truncated->load_error.find("load failed"), std::string::npos)
