@@ -6,6 +6,7 @@
 #include "runtime/cli/exit_codes.h"
 #include "runtime/cli/model_commands.h"
 #include "runtime/cli/scan_command.h"
+#include "runtime/cli/serve_command.h"
 #include "runtime/cli/trace_command.h"
 
 namespace dynahug::runtime {
@@ -74,6 +75,12 @@ commands:
                  the file were named NAME (e.g. --as .pt for a hub blob).
                  Needs root (namespaces, seccomp supervision).
 
+  serve [--model FILE] [--task LABEL] [--strict] [--timeout S]
+        [--memory MIB] [--no-prewarm]
+                 The helper of the Python package (`dynahug.load`): keeps a
+                 warm zygote and answers scan requests on stdin/stdout
+                 (a binary protocol, not for interactive use).
+
 Tensor storages are never read: a file is identified by its content key
 (SHA-256 over every byte analysed plus where the skipped storages lie; the
 plain SHA-256 when nothing was skipped). --full-hash also computes the whole
@@ -109,6 +116,7 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   if (command == "disasm") return RunDisasm(rest, out, err);
   if (command == "trace") return RunTrace(rest, out, err);
   if (command == "scan") return RunScan(rest, out, err);
+  if (command == "serve") return RunServe(rest, out, err);
   if (command == "train") return RunTrain(rest, out, err);
   if (command == "eval") return RunEval(rest, out, err);
   err << "dynahug: unknown command '" << command << "'\n\n" << kUsage;

@@ -23,7 +23,7 @@
 #include "features/model_bundle.h"
 #include "features/trainer.h"
 #include "runtime/cli/exit_codes.h"
-#include "runtime/cli/default_model.h"
+#include "runtime/scanner/default_model.h"
 #include "runtime/cli/json_writer.h"
 #include "runtime/cli/scan_inputs.h"
 #include "runtime/cli/trace_batch.h"

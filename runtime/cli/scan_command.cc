@@ -14,12 +14,13 @@
 #include "absl/strings/str_join.h"
 #include "features/detector.h"
 #include "proto/dynahug.pb.h"
-#include "runtime/cli/default_model.h"
 #include "runtime/cli/exit_codes.h"
 #include "runtime/cli/json_writer.h"
 #include "runtime/cli/scan_inputs.h"
 #include "runtime/cli/trace_batch.h"
-#include "runtime/container/inert_formats.h"
+#include "runtime/cli/verdict_json.h"
+#include "runtime/scanner/default_model.h"
+#include "runtime/scanner/precheck.h"
 
 #ifndef DYNAHUG_VERSION
 #define DYNAHUG_VERSION "0.1.0"
@@ -103,26 +104,6 @@ bool ParseOptions(const std::vector<std::string>& args, ScanOptions& options,
     return false;
   }
   return true;
-}
-
-const char* LabelName(proto::Verdict::Label label) {
-  switch (label) {
-    case proto::Verdict::BENIGN:
-      return "benign";
-    case proto::Verdict::MALICIOUS:
-      return "malicious";
-    case proto::Verdict::SKIPPED:
-      return "skipped";
-    default:
-      return "error";
-  }
-}
-
-proto::Verdict Skipped(std::string reason) {
-  proto::Verdict v;
-  v.set_label(proto::Verdict::SKIPPED);
-  v.set_skip_reason(std::move(reason));
-  return v;
 }
 
 // Progress on stderr when it is a terminal: one rewritten line.
@@ -257,20 +238,7 @@ void PrintJson(const proto::ScanReport& report, std::ostream& out) {
     w.Field("format", r.format() == proto::FORMAT_UNSPECIFIED
                           ? std::string()
                           : proto::ContainerFormat_Name(r.format()));
-    w.Key("capabilities");
-    w.BeginArray();
-    for (const std::string& c : v.capabilities()) w.String(c);
-    w.EndArray();
-    w.Key("reasons");
-    w.BeginArray();
-    for (const proto::Reason& reason : v.reasons()) {
-      w.BeginObject();
-      w.Field("feature", reason.feature());
-      w.Field("weight", reason.weight());
-      w.Field("detail", reason.detail());
-      w.EndObject();
-    }
-    w.EndArray();
+    WriteCapabilitiesAndReasons(w, v);
     if (!v.error().empty()) w.Field("error", v.error());
     if (!v.skip_reason().empty()) w.Field("skip_reason", v.skip_reason());
     w.Field("elapsed_ms", r.elapsed_ms());
@@ -422,19 +390,9 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
   std::vector<std::string> to_trace;
   std::vector<size_t> traced_blob;
   for (size_t b = 0; b < inputs.blobs.size(); ++b) {
-    absl::StatusOr<InertCheck> check = CheckInertFile(inputs.blobs[b]);
-    if (!check.ok()) {
-      verdicts[b] = features::Detector::ErrorVerdict(
-          std::string(check.status().message()));
-    } else if (check->kind == InertCheck::kSkip) {
-      // --strict: what dynahug cannot vouch for is not skipped but an error.
-      verdicts[b] = options.strict && !check->no_code_path
-                        ? features::Detector::ErrorVerdict(
-                              absl::StrCat("--strict: ", check->reason))
-                        : Skipped(check->reason);
-    } else if (check->kind == InertCheck::kInvalid) {
-      verdicts[b] = features::Detector::ErrorVerdict(
-          absl::StrCat(inputs.blobs[b], ": ", check->reason));
+    if (std::optional<proto::Verdict> v =
+            VerdictWithoutLoad(inputs.blobs[b], options.strict)) {
+      verdicts[b] = std::move(*v);
     } else {
       to_trace.push_back(inputs.blobs[b]);
       traced_blob.push_back(b);
@@ -494,7 +452,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
       *r.mutable_verdict() =
           features::Detector::ErrorVerdict(absl::StrCat(in.path, ": ", in.error));
     } else if (!in.blob) {
-      *r.mutable_verdict() = Skipped(in.skip_reason);
+      *r.mutable_verdict() = SkippedVerdict(in.skip_reason);
     } else {
       *r.mutable_verdict() = verdicts[*in.blob].value_or(
           features::Detector::ErrorVerdict("not analysed"));

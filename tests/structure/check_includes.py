@@ -19,7 +19,8 @@ import sys
 # specific first where one is inside another).
 SOURCE_DIRS = ("hooks", "sandbox", "features", "runtime")
 ROOMS = ("hooks/base", "hooks", "sandbox", "features", "runtime/container",
-         "runtime/embed", "runtime/trace", "runtime/cli", "proto")
+         "runtime/embed", "runtime/trace", "runtime/scanner", "runtime/cli",
+         "proto")
 
 # Room -> the other rooms it may include (its own room and proto/ always).
 ALLOWED = {
@@ -31,8 +32,11 @@ ALLOWED = {
     "runtime/embed": {"hooks/base", "hooks"},
     "runtime/trace": {"hooks/base", "hooks", "sandbox", "runtime/container",
                       "runtime/embed"},
+    "runtime/scanner": {"hooks/base", "hooks", "sandbox", "runtime/container",
+                        "runtime/embed", "runtime/trace", "features"},
     "runtime/cli": {"hooks/base", "hooks", "sandbox", "runtime/container",
-                    "runtime/embed", "runtime/trace", "features"},
+                    "runtime/embed", "runtime/trace", "runtime/scanner",
+                    "features"},
 }
 # Rooms that include nothing of the project but proto/.
 NO_PROTO = {"hooks/base"}

@@ -1,4 +1,4 @@
-#include "runtime/cli/default_model.h"
+#include "runtime/scanner/default_model.h"
 
 #include <unistd.h>
 

@@ -4,8 +4,8 @@
 // copies models/default.dhm there); `../share/dynahug/default.dhm` relative
 // to the binary (`cmake --install`); the source tree's models/default.dhm
 // (compiled in, for a build directory that was moved).
-#ifndef DYNAHUG_RUNTIME_CLI_DEFAULT_MODEL_H_
-#define DYNAHUG_RUNTIME_CLI_DEFAULT_MODEL_H_
+#ifndef DYNAHUG_RUNTIME_SCANNER_DEFAULT_MODEL_H_
+#define DYNAHUG_RUNTIME_SCANNER_DEFAULT_MODEL_H_
 
 #include <string>
 
@@ -17,4 +17,4 @@ std::string DefaultModelPath();
 
 }  // namespace dynahug::runtime
 
-#endif  // DYNAHUG_RUNTIME_CLI_DEFAULT_MODEL_H_
+#endif  // DYNAHUG_RUNTIME_SCANNER_DEFAULT_MODEL_H_
