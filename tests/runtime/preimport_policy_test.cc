@@ -152,9 +152,9 @@ TEST(PreimportZygoteTest, AFileCannotImportOutsideThePolicy) {
   ASSERT_FALSE(in_sys_modules("sklearn.svm._classes"));
   std::vector<std::string> named = outside;
   named.push_back("sklearn.svm._classes");
-  TraceOptions options;
-  options.load.loader = "pickle.load";
-  ASSERT_TRUE(runner->Warm(FileNaming(named), options).ok());
+  TraceOptions trace_options;
+  trace_options.load.loader = "pickle.load";
+  ASSERT_TRUE(runner->Warm(FileNaming(named), trace_options).ok());
   EXPECT_TRUE(in_sys_modules("sklearn"));
   EXPECT_TRUE(in_sys_modules("sklearn.svm._classes"));
   EXPECT_TRUE(runner->imported().count("sklearn.svm._classes"));
