@@ -46,6 +46,7 @@ class Verdict:
     format: str = ''
     loader: str = ''
     sha256: str = ''
+    content_key: str = ''
     elapsed_ms: float = 0.0
     loaded: bool = False
     load_error: str = ''
@@ -80,6 +81,7 @@ class Verdict:
             format=reply.get('format', ''),
             loader=reply.get('loader', ''),
             sha256=reply.get('sha256', ''),
+            content_key=reply.get('content_key', ''),
             elapsed_ms=float(reply.get('elapsed_ms') or 0.0),
             loaded=bool(reply.get('loaded')),
             load_error=reply.get('load_error', ''),

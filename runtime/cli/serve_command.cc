@@ -210,6 +210,7 @@ std::string ReplyJson(const ScanOutcome& outcome) {
                         : proto::ContainerFormat_Name(outcome.format));
   w.Field("loader", outcome.loader);
   w.Field("sha256", outcome.sha256);
+  w.Field("content_key", outcome.content_key);
   w.Field("elapsed_ms", outcome.elapsed_ms);
   w.Field("loaded", outcome.loaded);
   w.Field("load_error", outcome.load_error);

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "features/detector.h"
+#include "hooks/base/sha256.h"
 #include "runtime/scanner/default_model.h"
 #include "runtime/scanner/precheck.h"
 #include "runtime/trace/trace_worker.h"
@@ -148,6 +149,7 @@ absl::StatusOr<std::unique_ptr<Scanner>> Scanner::Create(
   if (options.memory_mib > 0) {
     trace.policy.limits.memory_bytes = options.memory_mib << 20;
   }
+  trace.analyze.full_sha256 = options.full_hash;
   runtime::TraceWorkerOptions worker;
   worker.prewarm = options.prewarm;
   sandbox::WorkerPoolOptions pool_options;
@@ -205,6 +207,7 @@ absl::StatusOr<ScanOutcome> Scanner::ScanPath(const std::string& path,
   outcome.format = trace.root().format();
   outcome.loader = trace.loader();
   outcome.sha256 = trace.file().sha256();
+  outcome.content_key = trace.file().content_key();
   outcome.globals = GlobalsOf(trace);
   outcome.loaded = trace.exit().status() == proto::ChildExit::OK;
   if (!outcome.loaded) outcome.load_error = trace.exit().reason();
@@ -217,7 +220,12 @@ absl::StatusOr<ScanOutcome> Scanner::ScanBytes(std::span<const uint8_t> data,
                                                const ScanOptions& options) {
   absl::StatusOr<TempCopy> copy = TempCopy::Write(data, name);
   if (!copy.ok()) return copy.status();
-  return ScanPath(copy->path(), options);
+  absl::StatusOr<ScanOutcome> outcome = ScanPath(copy->path(), options);
+  // The bytes are in memory: their SHA-256 costs no read of the file.
+  if (outcome.ok() && outcome->sha256.empty() && !outcome->content_key.empty()) {
+    outcome->sha256 = hooks::Sha256Hex(data);
+  }
+  return outcome;
 }
 
 }  // namespace dynahug

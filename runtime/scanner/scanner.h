@@ -58,6 +58,10 @@ struct ScannerOptions {
   uint32_t timeout_seconds = 0;
   // Memory limit of one sandboxed load, MiB (0: the sandbox default).
   uint64_t memory_mib = 0;
+  // ScanPath also reads every byte of the file for ScanOutcome::sha256
+  // (`--full-hash`); without it, a file whose tensor storages were skipped
+  // has only its content key.
+  bool full_hash = false;
   // Import every allowlisted ML library in the zygote before the first scan:
   // the conditions the default bundle was trained under (a trace then does
   // not depend on what was scanned before). Costs seconds at Create().
@@ -80,8 +84,15 @@ struct ScanOutcome {
   // The loader the sandbox ran ("torch.load", "joblib.load", "numpy.load",
   // "pickle.load"); "" when the file was not loaded.
   std::string loader;
-  // Lowercase hex SHA-256 of the bytes that were loaded ("" when not loaded).
+  // Lowercase hex SHA-256 of the whole file: set when the file was loaded
+  // and either read in full (nothing skipped), scanned with
+  // ScannerOptions::full_hash, or passed to ScanBytes (hashed from memory).
   std::string sha256;
+  // The file's identity without reading tensor storages (FileIdentity
+  // .content_key, runtime/container/content_key.h): SHA-256 over every byte
+  // analysed plus the ranges skipped; equal to sha256 when nothing was
+  // skipped. "" when the file was not loaded.
+  std::string content_key;
   // Every distinct global the load resolved, in first-resolved order
   // (values longer than the trace's bound end in "..."). Empty when the
   // file was not loaded.

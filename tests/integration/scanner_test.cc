@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "hooks/base/sha256.h"
 #include "tests/security_test_util.h"
 
 namespace dynahug {
@@ -71,12 +72,15 @@ TEST_F(ScannerTest, BenignTorchStateDictIsBenignWithItsGlobalsAndHash) {
       << r->verdict.DebugString();
   EXPECT_EQ(r->loader, "torch.load");
   EXPECT_EQ(r->format, proto::TORCH_ZIP);
-  EXPECT_EQ(r->sha256.size(), 64u);
+  // Its storages are not read: identified by content key, no whole-file
+  // SHA-256 (ScannerOptions::full_hash is off).
+  EXPECT_EQ(r->content_key.size(), 64u);
+  EXPECT_TRUE(r->sha256.empty()) << r->sha256;
   EXPECT_TRUE(r->loaded) << r->load_error;
   EXPECT_TRUE(HasGlobal(*r, "torch._utils", "_rebuild_tensor_v2"));
   EXPECT_TRUE(HasGlobal(*r, "collections", "OrderedDict"));
   ASSERT_TRUE(r->trace.has_value());
-  EXPECT_EQ(r->trace->file().sha256(), r->sha256);
+  EXPECT_EQ(r->trace->file().content_key(), r->content_key);
   EXPECT_GT(r->trace->events_size(), 0);
   EXPECT_GT(r->elapsed_ms, 0);
 }
@@ -92,7 +96,9 @@ TEST_F(ScannerTest, ScanBytesAnalysesExactlyTheBytesAndKeepsTheFileName) {
   absl::StatusOr<ScanOutcome> by_bytes =
       scanner_->ScanBytes(Bytes(data), "/some/dir/model.pt", options);
   ASSERT_TRUE(by_path.ok() && by_bytes.ok());
-  EXPECT_EQ(by_bytes->sha256, by_path->sha256);
+  EXPECT_EQ(by_bytes->content_key, by_path->content_key);
+  // From memory, the bytes' SHA-256 costs no read: ScanBytes always has it.
+  EXPECT_EQ(by_bytes->sha256, hooks::Sha256Hex(Bytes(data)));
   EXPECT_EQ(by_bytes->verdict.label(), by_path->verdict.label());
   ASSERT_TRUE(by_bytes->trace.has_value());
   const std::string scanned = by_bytes->trace->file().path();
