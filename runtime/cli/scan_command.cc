@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -397,6 +398,21 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
       to_trace.push_back(inputs.blobs[b]);
       traced_blob.push_back(b);
     }
+  }
+
+  // A hub blob is stored under its hash; a victim loads it under its
+  // snapshot name, whose extension picks the extension loader (trace_runner.h
+  // FileLoaders). A blob several names share gets the first one. --as wins.
+  if (options.batch.trace.as_name.empty()) {
+    std::vector<std::string> hub_names(inputs.blobs.size());
+    for (const ScanInput& in : inputs.inputs) {
+      if (in.blob && in.hub && hub_names[*in.blob].empty()) {
+        hub_names[*in.blob] =
+            std::filesystem::path(in.hub->file).filename().string();
+      }
+    }
+    options.batch.as_names.clear();
+    for (size_t b : traced_blob) options.batch.as_names.push_back(hub_names[b]);
   }
 
   Progress progress(isatty(STDERR_FILENO) && !options.quiet, to_trace.size());

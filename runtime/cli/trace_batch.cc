@@ -183,7 +183,12 @@ absl::StatusOr<BatchOutcome> TraceBatch(
 
   std::vector<sandbox::WorkerJob> jobs;
   jobs.reserve(paths.size());
-  for (const std::string& path : paths) jobs.push_back({path, {}});
+  for (size_t i = 0; i < paths.size(); ++i) {
+    jobs.push_back({TraceRequest(paths[i], i < options.as_names.size()
+                                               ? options.as_names[i]
+                                               : std::string()),
+                    {}});
+  }
   sandbox::WorkerPoolOptions pool_options;
   pool_options.workers = static_cast<int>(
       std::max<uint64_t>(1, std::min<uint64_t>(options.jobs, paths.size())));

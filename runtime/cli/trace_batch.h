@@ -37,6 +37,9 @@ struct BatchOptions {
   TraceWorkerOptions worker;
   // Worker zygotes (capped at the number of files).
   uint64_t jobs = 1;
+  // Per path (empty, or one entry per path): the name to load that file
+  // under instead of trace.as_name ("" = trace.as_name); see TraceRequest.
+  std::vector<std::string> as_names;
   // Called once the workers are up, before the first file is handed out
   // (e.g. to open an output document); not when they could not start.
   std::function<void()> on_started;

@@ -75,13 +75,27 @@ class TraceHandler final : public sandbox::WorkerHandler {
         worker_options_(worker_options) {}
 
   absl::StatusOr<std::string> Handle(std::string_view request) override {
-    absl::StatusOr<AnalyzedFile> file =
-        AnalyzeForTrace(std::string(request), options_);
+    const size_t nul = request.find('\0');
+    const std::string path(request.substr(0, nul));
+    TraceOptions named;
+    const TraceOptions* options = &options_;
+    if (nul != std::string_view::npos) {
+      named = options_;
+      named.as_name = std::string(request.substr(nul + 1));
+      options = &named;
+    }
+    return Trace(path, *options);
+  }
+
+ private:
+  absl::StatusOr<std::string> Trace(const std::string& path,
+                                    const TraceOptions& options) {
+    absl::StatusOr<AnalyzedFile> file = AnalyzeForTrace(path, options);
     if (!file.ok()) return file.status();
     // Import what the file needs first (Trace would do it too), so that the
     // zygote can be compacted before the fork when something new came in.
     const size_t imported = runner_.imported().size();
-    (void)runner_.Warm(*file, options_);  // Trace reports failures
+    (void)runner_.Warm(*file, options);  // Trace reports failures
     if (worker_options_.compact_every > 0) {
       ++files_since_compact_;
       if (!compacted_ || runner_.imported().size() != imported ||
@@ -91,17 +105,16 @@ class TraceHandler final : public sandbox::WorkerHandler {
         files_since_compact_ = 0;
       }
     }
-    absl::StatusOr<proto::Trace> trace = runner_.Trace(*file, options_);
+    absl::StatusOr<proto::Trace> trace = runner_.Trace(*file, options);
     if (!trace.ok()) return trace.status();
     std::string out;
     if (!trace->SerializeToString(&out)) {
       return absl::InternalError(
-          absl::StrCat(std::string(request), ": serializing the trace failed"));
+          absl::StrCat(path, ": serializing the trace failed"));
     }
     return out;
   }
 
- private:
   TraceRunner runner_;
   TraceOptions options_;
   TraceWorkerOptions worker_options_;
@@ -136,6 +149,14 @@ absl::Status Prewarm(TraceRunner& runner,
 }
 
 }  // namespace
+
+std::string TraceRequest(const std::string& path, const std::string& as_name) {
+  if (as_name.empty()) return path;
+  std::string request = path;
+  request.push_back('\0');
+  request += as_name;
+  return request;
+}
 
 sandbox::WorkerFactory TraceWorkerFactory(TraceOptions trace_options,
                                           TraceRunnerOptions runner_options,

@@ -1,6 +1,7 @@
 // Tracing on the generic worker pool (sandbox/worker_pool.h): each worker is
 // a zygote holding its own TraceRunner (and with it the embedded
-// interpreter); a request is a path, the reply a serialized proto::Trace.
+// interpreter); a request is a path (TraceRequest: optionally with the name
+// the file is loaded under), the reply a serialized proto::Trace.
 //
 // Scheduling by needs (sandbox::WorkerJob::needs, TraceNeeds below) was
 // measured to save nothing for tracing -- the small zygotes' children import
@@ -39,7 +40,13 @@ struct TraceWorkerOptions {
   bool prewarm = true;
 };
 
-// Handler that traces files: the request is a path, the reply a serialized
+// The request that traces `path` as if it were named `as_name` (overriding
+// TraceOptions::as_name for this file; "" keeps the worker's option): e.g. a
+// Hugging Face blob, stored under its hash, is loaded under its snapshot
+// name. The path and the name are separated by a NUL, which no path holds.
+std::string TraceRequest(const std::string& path, const std::string& as_name);
+
+// Handler that traces files: the request is a TraceRequest, the reply a serialized
 // proto::Trace; errors are TraceRunner::Trace's. The TraceRunner (and with
 // it the interpreter) is created in the worker; libraries are imported
 // lazily, per file, by TraceRunner::Warm (called before Trace so that the

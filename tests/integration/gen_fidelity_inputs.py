@@ -1,6 +1,7 @@
 """Inputs of load_fidelity_test: files where the loader a victim calls must
 decide what runs (odd torch zips, stacked pickles, a pickle-shaped broken
-file, a raw pickle named .pt).
+file, a raw pickle named .pt, torch's legacy layout whose probe only
+torch.load reaches).
 
     gen_fidelity_inputs.py OUT_DIR
 
@@ -69,6 +70,23 @@ def main() -> None:
     files["trailing-garbage.pkl"] = benign + b"\xff\xfe garbage"
     files["shaped.bin"] = b"cbuiltins\nexec\n(X\xff\xff\xff\x7f"
     files["raw-benign.pt"] = benign
+    # torch's legacy layout as raw pickles (magic, protocol, sys info, main)
+    # whose main pickle reaches the probe only after a persistent id: a
+    # pickle.load loop stops at the BINPERSID, torch.load's persistent_load
+    # resolves it and goes on. Named with no torch extension: only a name
+    # (--as, or a hub snapshot's file name) brings torch.load in.
+    # The magic number is computed (int('1950a86a20f9469cfc6c', 16)), so no
+    # byte pattern says "torch legacy": by content it is a raw pickle.
+    magic = (b"\x80\x02cbuiltins\nint\nX\x14\x00\x00\x00"
+             b"1950a86a20f9469cfc6cK\x10\x86R.")
+    legacy = magic + b"".join(pickle.dumps(x, protocol=2) for x in (
+        1001,
+        {"protocol_version": 1001, "little_endian": True,
+         "type_sizes": {"short": 2, "int": 4, "long": 4}}))
+    pid = (b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+           b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01Nt")
+    files["persid-probe.raw"] = (legacy + b"\x80\x02(" + pid + b"Q" + PROBE +
+                                 b"t.")
     for name, data in files.items():
         (out / name).write_bytes(data)
 

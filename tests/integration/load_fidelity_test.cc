@@ -18,6 +18,13 @@
 //   - a raw pickle named .pt: pickle.load and torch.load both run, each
 //     event marked with its loader; the file counts as loaded.
 //   - `scan` takes --loader/--as and refuses an unknown loader.
+//   - torch's legacy layout whose probe sits after a persistent id: only
+//     torch.load reaches it, and only a name brings torch.load in: --as on
+//     trace, and in a Hugging Face cache the blob's snapshot name (a victim's
+//     from_pretrained loads the blob as pytorch_model.bin).
+#include <stdlib.h>
+
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -226,6 +233,47 @@ TEST(LoadFidelityTest, ScanTakesLoaderAndAsAndKeepsTheVerdict) {
   EXPECT_EQ(bad->exit_code, 2);
   EXPECT_NE(bad->err.find("unknown loader 'evil.load'"), std::string::npos)
       << bad->err;
+}
+
+TEST(LoadFidelityTest, LegacyLayoutProbeRunsOnlyUnderATorchName) {
+  // Control: by content alone it is a stack of raw pickles; the loop stops
+  // at the persistent id, before the probe.
+  const proto::Trace plain = TraceOne("persid-probe.raw");
+  EXPECT_EQ(plain.loader(), "pickle.load");
+  EXPECT_TRUE(ProbeEvents(plain).empty()) << DescribeEvents(plain);
+  const proto::Trace named =
+      TraceOne("persid-probe.raw", {"--as", "pytorch_model.bin"});
+  EXPECT_EQ(named.loader(), "pickle.load,torch.load");
+  const std::vector<const proto::Event*> probe = ProbeEvents(named);
+  ASSERT_FALSE(probe.empty()) << DescribeEvents(named);
+  for (const proto::Event* e : probe) EXPECT_EQ(e->loader(), "torch.load");
+}
+
+TEST(LoadFidelityTest, HubBlobIsLoadedUnderItsSnapshotName) {
+  namespace fs = std::filesystem;
+  char tmpl[] = "/var/tmp/dynahug-hub-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  const std::string repo = root + "/hub/models--acme--legacy";
+  fs::create_directories(repo + "/blobs");
+  fs::create_directories(repo + "/snapshots/aaaa");
+  fs::copy_file(Dir() + "/persid-probe.raw", repo + "/blobs/3333");
+  fs::create_symlink("../../blobs/3333",
+                     repo + "/snapshots/aaaa/pytorch_model.bin");
+  absl::StatusOr<CommandResult> run = RunCommand(
+      {DYNAHUG_BIN, "scan", "--format", "json", "--jobs", "1", root + "/hub"});
+  // By content alone (no name) the same blob is inconclusive, not convicted.
+  absl::StatusOr<CommandResult> blob = RunCommand(
+      {DYNAHUG_BIN, "scan", "--format", "json", "--jobs", "1",
+       repo + "/blobs/3333"});
+  fs::remove_all(root);
+  ASSERT_TRUE(run.ok() && blob.ok());
+  EXPECT_EQ(run->exit_code, 1) << run->out << run->err;
+  EXPECT_NE(run->out.find("\"verdict\": \"malicious\""), std::string::npos)
+      << run->out;
+  EXPECT_NE(run->out.find("\"process\""), std::string::npos) << run->out;
+  EXPECT_EQ(blob->out.find("\"verdict\": \"malicious\""), std::string::npos)
+      << blob->out;
 }
 
 }  // namespace
