@@ -134,6 +134,16 @@ def main() -> None:
             keys_pickle(["0"]))
     write(out / "garbage-big.pt", head, [(12345, b"\xff" * 4096)])
 
+    # A complete small file (one 16-float storage) followed by a pickle
+    # calling the probe: torch reads nothing after the last storage record,
+    # so the victim's load never runs it.
+    head = (header() +
+            object_pickle([_Tensor(storage_pid("0", small), small)],
+                          probe=None) + keys_pickle(["0"]))
+    write(out / "trailing-probe.pt", head, [(small, b"\0" * (small * 4))])
+    with open(out / "trailing-probe.pt", "ab") as f:
+        f.write(b"\x80\x02" + PROBE + b"N.")
+
     # A declared 3 GiB storage first, the probe after it in the object
     # pickle; no storage bytes at all.
     huge = 3 * (1 << 30) // 4

@@ -13,6 +13,8 @@
 //   - storage bytes cut short or replaced by garbage, small (read by torch)
 //     or big (skipped): the probe first in the object pickle still runs, and
 //     the load fails with torch's own error;
+//   - a pickle appended after the last storage record does not run (torch
+//     reads nothing there);
 //   - a declared 3 GiB storage (no bytes) and a probe after it, in the
 //     object pickle or in the storage-key pickle: the probe runs (reading or
 //     allocating the storage would end the load at the child's address-space
@@ -116,9 +118,10 @@ TEST(LegacyCheckpointTest, BigStorageIsMetaAndMemoryDoesNotGrowWithIt) {
   // 24 MiB one 24 MiB to the other's): both cost the same, within noise.
   const double rss_24 = t[0].exit().max_rss_kib() / 1024.0;
   const double rss_256 = t[1].exit().max_rss_kib() / 1024.0;
-  std::printf("[ INFO ] child peak RSS: 24 MiB storage %.1f MiB, 256 MiB "
-              "storage %.1f MiB\n",
-              rss_24, rss_256);
+  std::printf(
+      "[ INFO ] child peak RSS: 24 MiB storage %.1f MiB, 256 MiB "
+      "storage %.1f MiB\n",
+      rss_24, rss_256);
   EXPECT_GT(rss_24, 0);
   EXPECT_LT(rss_256, rss_24 + 32) << "the 256 MiB storage was materialised";
 }
@@ -156,6 +159,20 @@ TEST(LegacyCheckpointTest, CutOrGarbageStoragesStillShowThePickle) {
     EXPECT_TRUE(absl::StartsWith(ArgValue(*result, "error"), c.error))
         << ArgValue(*result, "error");
   }
+}
+
+// torch's legacy loader reads nothing after the last storage record: a
+// pickle appended there never runs in the victim's process, nor here.
+TEST(LegacyCheckpointTest, NothingAfterTheLastStorageRuns) {
+  const std::vector<proto::Trace> t = Trace({"trailing-probe.pt"});
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].exit().status(), proto::ChildExit::OK)
+      << t[0].exit().reason() << "\n"
+      << DescribeEvents(t[0]);
+  EXPECT_EQ(t[0].loader(), "torch.load");
+  EXPECT_EQ(t[0].loaded_type(), "builtins.list");
+  EXPECT_EQ(PersistentLoads(t[0]).read, 1);
+  EXPECT_EQ(ProbeIndex(t[0]), -1) << DescribeEvents(t[0]);
 }
 
 TEST(LegacyCheckpointTest, PayloadAfterAHugeDeclaredStorageRuns) {
