@@ -7,7 +7,8 @@
 #
 # usage: bench/run_large_bench.sh [BUILD_DIR] [SIZES] [SNAPSHOT_GIB] [SHARDS]
 #   BUILD_DIR     CMake build directory with runtime/dynahug (default: build)
-#   SIZES         torch zip checkpoints to make, GiB (default "1 4")
+#   SIZES         torch zip checkpoints to make, GiB (default "1 4"; "": none,
+#                 e.g. `run_large_bench.sh build "" 0`: floor and legacy only)
 #   SNAPSHOT_GIB  sharded snapshot size, GiB (default 10; 0: none)
 #   SHARDS        shards of the snapshot (default 10)
 # Inputs (bench/gen_large_checkpoints.py: torch.save of 4096x4096 float32
@@ -23,7 +24,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-SIZES=${2:-"1 4"}
+SIZES=${2-"1 4"}
 SNAPSHOT_GIB=${3:-10}
 SHARDS=${4:-10}
 BIN=$BUILD/runtime/dynahug

@@ -55,8 +55,11 @@ _watch = _dh.watch  # noqa: F821
 
 class _State:
     opcodes = False          # opcode-stepping mode
-    lazy_threshold = -1      # torch zip storages above this many bytes go
+    lazy_threshold = -1      # torch storages above this many bytes go
                              # to the meta device (-1: never)
+    legacy = None            # torch legacy-format load through _LegacyFile:
+                             # {storage key: _REAL or (meta storage, nbytes,
+                             # element size)}, see _legacy_plan
     member = ''
     fast = False             # C unpickler: globals and persistent ids only
 
@@ -378,6 +381,21 @@ def _instrument_dispatch(dispatch):
 _ELEMENT_SIZE = {}
 
 
+def _element_size(torch, dtype):
+    size = _ELEMENT_SIZE.get(dtype)
+    if size is None:
+        # C calls only: invisible to the call profiler, unlike
+        # torch._utils._element_size.
+        size = _ELEMENT_SIZE[dtype] = torch.empty((), dtype=dtype,
+                                                  device='meta').element_size()
+    return size
+
+
+def _meta_storage(torch, nbytes, dtype):
+    return torch.storage.TypedStorage(
+        wrap_storage=torch.UntypedStorage(nbytes, device='meta'), dtype=dtype)
+
+
 def _lazy_storage(self, pid):
     # torch zip format: ('storage', storage_type, key, location, numel).
     if (_STATE.lazy_threshold < 0 or type(pid) is not tuple or len(pid) != 5
@@ -395,22 +413,186 @@ def _lazy_storage(self, pid):
         dtype = getattr(storage_type, 'dtype', None)
         if dtype is None:
             return None
-    size = _ELEMENT_SIZE.get(dtype)
-    if size is None:
-        # C calls only: invisible to the call profiler, unlike
-        # torch._utils._element_size.
-        size = _ELEMENT_SIZE[dtype] = torch.empty((), dtype=dtype,
-                                                  device='meta').element_size()
-    nbytes = numel * size
+    nbytes = numel * _element_size(torch, dtype)
     if nbytes <= _STATE.lazy_threshold:
         return None
     cached = self._dh_meta.get(key)
     if cached is None:
-        cached = torch.storage.TypedStorage(
-            wrap_storage=torch.UntypedStorage(nbytes, device='meta'),
-            dtype=dtype)
+        cached = _meta_storage(torch, nbytes, dtype)
         self._dh_meta[key] = cached
     return cached
+
+
+# --- torch's legacy (non-zip) format -----------------------------------------
+#
+# A legacy file is five pickles (magic number, protocol version, sys_info, the
+# object, the list of storage keys) followed by the storages' bytes, each
+# preceded by its int64 element count. torch 1.13's _legacy_load allocates
+# every storage in persistent_load, during the object pickle, and fills them
+# after the key list, in its order. The torch driver (runtime/embed/
+# loader.py) reads such a file through _LegacyFile; then a storage above the
+# lazy threshold is created on the meta device here instead of by torch
+# (_legacy_plan, _legacy_storage), and the key list handed back to torch
+# (_StorageKeys) leaves such storages out: their bytes are skipped, not read,
+# with the checks torch would make (_skip_storage). Smaller storages are
+# allocated and read by torch itself. Every pickle, the key list included,
+# runs through the instrumented unpickler.
+
+_REAL = object()  # a key whose storage torch allocated (or will)
+_KEY_TYPES = (str, bytes, int, bool)
+
+
+def _ascii_ok(location):
+    if type(location) is not bytes:
+        return True
+    try:
+        location.decode('ascii')
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _legacy_plan(pid):
+    """Whether this persistent id of a legacy file is served on the meta
+    device by _legacy_storage (else torch's persistent_load serves it).
+    pid: ('storage', storage_type, root_key, location, numel, view_metadata).
+    A root storage is lazy when the first id naming it declares more than
+    the threshold in bytes (torch allocates a root at its first id too);
+    every later id naming a lazy root, or a view created from one, is served
+    by _legacy_storage. Runs no code of the file: anything but torch's own
+    StorageType, an int element count and a str key goes to torch."""
+    legacy = _STATE.legacy
+    if (legacy is None or _STATE.lazy_threshold < 0 or type(pid) is not tuple
+            or len(pid) != 6 or pid[0] not in ('storage', b'storage')):
+        return False
+    storage_type, root_key, location, numel, view_metadata = pid[1:]
+    if type(root_key) not in _KEY_TYPES:
+        return False
+    view_key = None
+    if (type(view_metadata) is tuple and len(view_metadata) == 3
+            and type(view_metadata[0]) in _KEY_TYPES):
+        view_key = view_metadata[0]
+    entry = legacy.get(root_key)
+    if entry is None:
+        entry = _REAL
+        torch = sys.modules.get('torch')
+        ser = sys.modules.get('torch.serialization')
+        if (torch is not None and ser is not None
+                and type(storage_type) is ser.StorageType
+                and type(numel) is int and _ascii_ok(location)):
+            dtype = storage_type.__dict__.get('dtype')
+            if type(dtype) is torch.dtype:
+                esize = _element_size(torch, dtype)
+                nbytes = numel * esize
+                if nbytes > _STATE.lazy_threshold:
+                    entry = (_meta_storage(torch, nbytes, dtype), nbytes, esize)
+        legacy[root_key] = entry
+        if entry is _REAL:
+            if view_key is not None and view_key not in legacy:
+                legacy[view_key] = _REAL
+            return False
+        return True
+    if entry is not _REAL:
+        return True
+    if view_key is None:
+        return False
+    view = legacy.get(view_key)
+    if view is None:
+        legacy[view_key] = _REAL  # torch slices the root it allocated
+        return False
+    return view is not _REAL
+
+
+def _legacy_storage(pid, fn):
+    """torch 1.13's legacy persistent_load ('storage' branch), step by step,
+    for an id _legacy_plan made lazy: the same attribute reads, arithmetic
+    and exceptions, but the root is the meta storage _legacy_plan created
+    and a view is a meta storage of the length torch's slice would have
+    (meta storages cannot be sliced). A key that names a storage torch
+    allocated is fetched from torch's persistent_load."""
+    torch = sys.modules['torch']
+    legacy = _STATE.legacy
+    storage_type, root_key, location, numel, view_metadata = pid[1:]
+    if type(location) is bytes:
+        location = location.decode('ascii')
+    dtype = storage_type.dtype
+    esize = _element_size(torch, dtype) if type(dtype) is torch.dtype else \
+        torch._utils._element_size(dtype)  # raises as torch's does
+    nbytes = numel * esize
+    del nbytes
+    typed_storage = legacy[root_key]
+    if view_metadata is not None:
+        view_key, offset, view_size = view_metadata
+        offset_bytes = offset * esize
+        view_size_bytes = view_size * esize
+        if view_key not in legacy:
+            n = len(range(typed_storage[1])[offset_bytes:
+                                             offset_bytes + view_size_bytes])
+            legacy[view_key] = (_meta_storage(torch, n, dtype), n, esize)
+        res = legacy[view_key]
+        if res is _REAL:
+            return fn((pid[0], storage_type, view_key, location, 0, None))
+    else:
+        res = typed_storage
+    return res[0]
+
+
+def _int64(v):
+    return ((v + (1 << 63)) & ((1 << 64) - 1)) - (1 << 63)
+
+
+def _skip_storage(f, nbytes, esize):
+    """Moves `f` past one storage's record (int64 element count, then the
+    bytes) without reading the bytes, failing as torch's
+    UntypedStorage._set_from_file does on a short file or a count that does
+    not match the storage (same messages)."""
+    head = f.read(8)
+    if len(head) < 8:
+        raise RuntimeError('unexpected EOF, expected %d more bytes. The file '
+                           'might be corrupted.' % (8 - len(head)))
+    got = _int64(int.from_bytes(head, 'little', signed=True) * esize)
+    if got != nbytes:
+        # torch formats this message with "%ld" left in and both numbers
+        # appended.
+        raise RuntimeError('storage has wrong byte size: expected %ld got %ld'
+                           + str(got) + str(nbytes))
+    pos = f.tell()
+    end = f.seek(0, 2)
+    if end - pos < nbytes:
+        raise RuntimeError('unexpected EOF, expected %d more bytes. The file '
+                           'might be corrupted.' % (nbytes - (end - pos)))
+    f.seek(pos + nbytes)
+
+
+class _StorageKeys:
+    """The storage-key list of a legacy file as torch's read loop iterates
+    it: keys of lazy storages are not handed out, their records are skipped
+    in the file at the point torch would have read them."""
+    __slots__ = ('keys', 'file')
+
+    def __init__(self, keys, file):
+        self.keys, self.file = keys, file
+
+    def __iter__(self):
+        legacy = _STATE.legacy
+        for key in self.keys:
+            entry = legacy.get(key) if type(key) in _KEY_TYPES else None
+            if entry is None or entry is _REAL:
+                yield key
+            else:
+                _skip_storage(self.file, entry[1], entry[2])
+
+
+class _LegacyFile:
+    """The open legacy file as torch.load sees it: the file's own read,
+    readinto, readline, seek and tell, and no fileno(), so that torch reads
+    the storages through these methods, in order (no offsets of its own),
+    and _StorageKeys can skip some."""
+    __slots__ = ('read', 'readinto', 'readline', 'seek', 'tell', 'peek')
+
+    def __init__(self, f):
+        self.read, self.readinto, self.readline = f.read, f.readinto, f.readline
+        self.seek, self.tell, self.peek = f.seek, f.tell, f.peek
 
 
 def _record_persistent(self, pid, fn):
@@ -420,12 +602,15 @@ def _record_persistent(self, pid, fn):
     else:
         pairs.append(('id', _summary(pid)))
     lazy = _lazy_storage(self, pid)
-    if lazy is not None:
+    legacy = lazy is None and _legacy_plan(pid)
+    if lazy is not None or legacy:
         pairs.append(('lazy', 'meta'))
     _emit(_KIND_PICKLE_CALL, 'persistent_load', tuple(pairs),
           self._dh_pos, 1, _STATE.member)
     if lazy is not None:
         return lazy
+    if legacy:
+        return _legacy_storage(pid, fn)
     return fn(pid)
 
 
@@ -666,8 +851,13 @@ class FastUnpickler(_pickle.Unpickler):
 def load(file, *, fix_imports=True, encoding='ASCII', errors='strict',
          buffers=None):
     cls = FastUnpickler if _STATE.fast and not _STATE.opcodes else Unpickler
-    return cls(file, fix_imports=fix_imports, encoding=encoding,
-               errors=errors, buffers=buffers).load()
+    value = cls(file, fix_imports=fix_imports, encoding=encoding,
+                errors=errors, buffers=buffers).load()
+    if _STATE.legacy and type(file) is _LegacyFile and type(value) is list:
+        # The storage-key list (the only pickle torch's legacy loader reads
+        # with load() after the object): see _StorageKeys.
+        return _StorageKeys(value, file)
+    return value
 
 
 def loads(data, /, *, fix_imports=True, encoding='ASCII', errors='strict',

@@ -78,9 +78,12 @@ struct LoadOptions {
   // still see the calls). joblib always uses its own pure-Python unpickler
   // and is instrumented fully either way.
   bool record_calls = true;
-  // torch zip storages larger than this are created on the meta device
-  // instead of being read (-1: always read). Type and structure of the
-  // loaded object are unchanged; tensor values are not materialised.
+  // torch storages larger than this (zip and legacy non-zip files) are
+  // created on the meta device instead of being allocated and read (-1:
+  // always read); a legacy file's skipped storage bytes are checked as
+  // torch would (count, length), not read (hooks/unpickler.py). Type and
+  // structure of the loaded object are unchanged; tensor values are not
+  // materialised.
   int64_t lazy_storage_bytes = int64_t{16} << 20;
   bool profile_calls = true;
   bool integrity_diff = true;

@@ -29,9 +29,38 @@ def _torch_load(path):
     saved = ser.pickle
     ser.pickle = mod = _module()
     try:
-        return torch.load(path, map_location='cpu', pickle_module=mod)
+        if _STATE.legacy is None:
+            return torch.load(path, map_location='cpu', pickle_module=mod)
+        # A legacy (non-zip, non-tar) file: torch.load opens the path the
+        # same way (open(path, 'rb')); through _LegacyFile its storages above
+        # the lazy threshold are neither allocated nor read
+        # (hooks/unpickler.py, "torch's legacy (non-zip) format").
+        with open(path, 'rb') as f:
+            return torch.load(_LegacyFile(f), map_location='cpu',
+                              pickle_module=mod)
     finally:
         ser.pickle = saved
+
+
+def _torch_legacy(path):
+    """Whether torch.load(path) reads `path` as torch's legacy pickle
+    sequence: neither a zip (torch's _is_zipfile: the first 4 bytes) nor a
+    tar archive (tried first by torch's _legacy_load; any other error than
+    TarError there is torch's, so such files keep the path)."""
+    import tarfile
+    try:
+        with open(path, 'rb') as f:
+            if f.read(4) == b'PK\x03\x04':
+                return False
+            f.seek(0)
+            try:
+                tarfile.open(fileobj=f, mode='r:',
+                             format=tarfile.PAX_FORMAT).close()
+            except tarfile.TarError:
+                return True
+    except Exception:
+        pass
+    return False
 
 
 def _joblib_load(path):
@@ -151,6 +180,8 @@ def prepare(path, loader, opcodes, lazy_threshold, fast=False, member=''):
     _STATE.opcodes = bool(opcodes)
     _STATE.fast = bool(fast)
     _STATE.lazy_threshold = lazy_threshold if fn is _torch_load else -1
+    _STATE.legacy = ({} if fn is _torch_load and lazy_threshold >= 0
+                     and _torch_legacy(path) else None)
     _STATE.member = member
     _STATE.npz_members = None
     new_class = None
@@ -179,6 +210,7 @@ def result(ok, value):
     _STATE.opcodes = False
     _STATE.fast = False
     _STATE.lazy_threshold = -1
+    _STATE.legacy = None
     if not ok:
         try:
             msg = str(value)

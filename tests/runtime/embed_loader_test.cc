@@ -396,6 +396,54 @@ TEST(EmbedLoaderTest, TruncatedLegacyStoragesStillShowThePickle) {
   EXPECT_EQ(PickleBehaviour(cut_sink), want);
 }
 
+// Legacy files above the lazy threshold (issue 10): with an 11-byte
+// threshold three of legacy.pt's four storages (48, 12, 12 bytes) are meta
+// and skipped, the 4-byte one between them is read; the loaded value is the
+// one the zip save of the same state dict loads to (same value digest, lazy
+// storages by size), and so it is with every storage read (-1). The
+// pickle's behaviour is the same either way, lazy marks aside; cut in its
+// storage data, the file fails with torch's error after the whole pickle.
+TEST(EmbedLoaderTest, LegacyStoragesAboveTheThresholdStayLazy) {
+  auto behaviour = [](const hooks::MemoryEventSink& sink) {
+    std::vector<std::string> out = PickleBehaviour(sink);
+    for (std::string& line : out) {
+      const size_t at = line.find(" lazy=meta");
+      if (at != std::string::npos) line.erase(at, 10);
+    }
+    return out;
+  };
+  for (int64_t threshold : {int64_t{11}, int64_t{-1}}) {
+    SCOPED_TRACE(threshold);
+    LoadOptions o;
+    o.lazy_storage_bytes = threshold;
+    hooks::MemoryEventSink legacy_sink, zip_sink, full_sink, cut_sink;
+    LoadResult legacy = MustLoad("legacy.pt", "torch.load", legacy_sink, o);
+    LoadResult zip = MustLoad("state_dict.pt", "torch.load", zip_sink, o);
+    ASSERT_TRUE(legacy.loaded) << legacy.error_message;
+    ASSERT_TRUE(zip.loaded) << zip.error_message;
+    EXPECT_EQ(legacy.loaded_type, zip.loaded_type);
+    EXPECT_FALSE(legacy.loaded_digest.empty());
+    EXPECT_EQ(legacy.loaded_digest, zip.loaded_digest);
+    int lazy = 0, read = 0;
+    for (const Event* e : OfKind(legacy_sink, Event::PICKLE_CALL)) {
+      if (e->name() != "persistent_load") continue;
+      (Arg(*e, "lazy") == "meta" ? lazy : read)++;
+    }
+    EXPECT_EQ(lazy, threshold < 0 ? 0 : 3);
+    EXPECT_EQ(read, threshold < 0 ? 4 : 1);
+    LoadOptions full;
+    full.lazy_storage_bytes = -1;
+    MustLoad("legacy.pt", "torch.load", full_sink, full);
+    EXPECT_EQ(behaviour(legacy_sink), behaviour(full_sink));
+    LoadResult cut = MustLoad("legacy_truncated.pt", "torch.load", cut_sink, o);
+    EXPECT_FALSE(cut.loaded);
+    EXPECT_EQ(cut.error_type, "builtins.RuntimeError");
+    EXPECT_NE(cut.error_message.find("unexpected EOF"), std::string::npos)
+        << cut.error_message;
+    EXPECT_EQ(behaviour(cut_sink), behaviour(full_sink));
+  }
+}
+
 TEST(EmbedLoaderTest, AuditRecordingOnlyDuringLoad) {
   hooks::MemoryEventSink sink;
   LoadResult r = MustLoad("plain_p4.pkl", "pickle.load", sink);
