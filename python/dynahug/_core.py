@@ -143,6 +143,9 @@ def scan_bytes(data, name='<bytes>', trace=False, policy=None):
     if verdict.sha256 and verdict.sha256 != digest:
         raise ScanError('dynahug: the helper analysed other bytes (sha256 %s, '
                         'expected %s)' % (verdict.sha256, digest), verdict)
+    # The helper skips hashing (storages are not read, and these bytes were
+    # hashed here): the verdict is about exactly these bytes.
+    verdict = dataclasses.replace(verdict, sha256=digest)
     # An inconclusive result may be transient (a timeout under load).
     if p.cache and verdict.label != 'error':
         with _cache_lock:

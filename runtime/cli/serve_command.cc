@@ -281,6 +281,7 @@ int RunServe(const std::vector<std::string>& args, std::ostream& /*out*/,
     }
     ScanOptions scan;
     scan.keep_trace = request->trace;
+    scan.hash_bytes = false;  // the client hashed them (its cache key)
     absl::StatusOr<ScanOutcome> outcome = (*scanner)->ScanBytes(
         {reinterpret_cast<const uint8_t*>(request->data.data()),
          request->data.size()},

@@ -222,7 +222,8 @@ absl::StatusOr<ScanOutcome> Scanner::ScanBytes(std::span<const uint8_t> data,
   if (!copy.ok()) return copy.status();
   absl::StatusOr<ScanOutcome> outcome = ScanPath(copy->path(), options);
   // The bytes are in memory: their SHA-256 costs no read of the file.
-  if (outcome.ok() && outcome->sha256.empty() && !outcome->content_key.empty()) {
+  if (options.hash_bytes && outcome.ok() && outcome->sha256.empty() &&
+      !outcome->content_key.empty()) {
     outcome->sha256 = hooks::Sha256Hex(data);
   }
   return outcome;

@@ -86,7 +86,8 @@ struct ScanOutcome {
   std::string loader;
   // Lowercase hex SHA-256 of the whole file: set when the file was loaded
   // and either read in full (nothing skipped), scanned with
-  // ScannerOptions::full_hash, or passed to ScanBytes (hashed from memory).
+  // ScannerOptions::full_hash, or passed to ScanBytes (hashed from memory,
+  // unless ScanOptions::hash_bytes is off).
   std::string sha256;
   // The file's identity without reading tensor storages (FileIdentity
   // .content_key, runtime/container/content_key.h): SHA-256 over every byte
@@ -109,6 +110,9 @@ struct ScanOutcome {
 
 struct ScanOptions {
   bool keep_trace = false;
+  // ScanBytes fills ScanOutcome::sha256 from memory (~0.6 ms per MB); off
+  // for callers that hash the bytes themselves (the Python package).
+  bool hash_bytes = true;
 };
 
 class Scanner {

@@ -102,7 +102,7 @@ def main() -> None:
     out = pathlib.Path(sys.argv[1]) / "legacy"
     out.mkdir(parents=True, exist_ok=True)
 
-    # A real legacy save: a 24 MiB tensor (above the default 16 MiB lazy
+    # A real legacy save: a 24 MiB tensor (above the default 1 MiB lazy
     # threshold) and a small one.
     torch.save({"big": torch.ones(6 * MIB, dtype=torch.float32),
                 "small": torch.arange(10, dtype=torch.float64)},

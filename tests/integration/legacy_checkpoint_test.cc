@@ -1,6 +1,6 @@
 // torch legacy (non-zip) checkpoints keep their storages inline after the
 // pickles (issue 10): the sandboxed torch.load neither allocates nor reads a
-// storage above the lazy threshold (LoadOptions::lazy_storage_bytes, 16 MiB
+// storage above the lazy threshold (LoadOptions::lazy_storage_bytes, 1 MiB
 // by default), and whatever the storage region holds, every pickle still
 // runs. Real sandboxed loads with `dynahug trace` on the inputs of
 // gen_legacy_inputs.py (fixture integ_legacy). The probe in every malicious

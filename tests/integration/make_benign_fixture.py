@@ -35,7 +35,7 @@ import zipfile
 
 
 # LoadOptions::lazy_storage_bytes (runtime/embed/loader.h), dynahug's default.
-LAZY_STORAGE_BYTES = 16 << 20
+LAZY_STORAGE_BYTES = 1 << 20
 
 
 def load_value_digest(source):
