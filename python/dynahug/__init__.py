@@ -21,7 +21,7 @@ from ._errors import (DynahugError, MaliciousModelError, Reason,
                       ResolvedGlobal, ScanError, UnvettedGlobalError, Verdict)
 from ._patch import guard, patch, patched, unpatch
 
-__version__ = '0.1.0'
+from ._config import VERSION as __version__  # the CMake project's
 
 __all__ = [
     'DynahugError', 'MaliciousModelError', 'Policy', 'Reason',

@@ -8,11 +8,10 @@
 #include "runtime/cli/scan_command.h"
 #include "runtime/cli/serve_command.h"
 #include "runtime/cli/trace_command.h"
+#include "runtime/cli/version.h"
 
 namespace dynahug::runtime {
 namespace {
-
-constexpr char kVersion[] = "0.1.0";
 
 constexpr char kUsage[] =
     R"(usage: dynahug <command> [options] FILE...

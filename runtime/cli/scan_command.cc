@@ -20,12 +20,9 @@
 #include "runtime/cli/scan_inputs.h"
 #include "runtime/cli/trace_batch.h"
 #include "runtime/cli/verdict_json.h"
+#include "runtime/cli/version.h"
 #include "runtime/scanner/default_model.h"
 #include "runtime/scanner/precheck.h"
-
-#ifndef DYNAHUG_VERSION
-#define DYNAHUG_VERSION "0.1.0"
-#endif
 
 namespace dynahug::runtime {
 namespace {
@@ -452,7 +449,7 @@ int RunScan(const std::vector<std::string>& args, std::ostream& out,
   }
 
   proto::ScanReport report;
-  report.set_tool_version(DYNAHUG_VERSION);
+  report.set_tool_version(kVersion);
   report.set_model_bundle(detector->id());
   proto::ScanSummary& summary = *report.mutable_summary();
   for (const ScanInput& in : inputs.inputs) {

@@ -18,13 +18,10 @@
 #include "runtime/cli/flags.h"
 #include "runtime/cli/json_writer.h"
 #include "runtime/cli/verdict_json.h"
+#include "runtime/cli/version.h"
 #include "runtime/scanner/precheck.h"
 #include "runtime/scanner/scanner.h"
 #include "sandbox/unique_fd.h"
-
-#ifndef DYNAHUG_VERSION
-#define DYNAHUG_VERSION "0.1.0"
-#endif
 
 namespace dynahug::runtime {
 namespace {
@@ -265,7 +262,7 @@ int RunServe(const std::vector<std::string>& args, std::ostream& /*out*/,
     w.BeginObject();
     w.Field("ready", true);
     w.Field("model", (*scanner)->model_id());
-    w.Field("version", DYNAHUG_VERSION);
+    w.Field("version", kVersion);
     w.Field("pid", static_cast<uint64_t>(getpid()));
     w.EndObject();
     if (!WriteFrame(wire.get(), w.str())) return kExitError;

@@ -47,6 +47,11 @@ class ScanAndLoadTest(unittest.TestCase):
                       v.globals)
         self.assertTrue(v.model)
 
+    def test_version_is_the_binarys(self):
+        out = subprocess.run([dynahug.policy().helper_binary(), '--version'],
+                             capture_output=True, text=True, check=True)
+        self.assertEqual(out.stdout.split(), ['dynahug', dynahug.__version__])
+
     def test_scan_with_trace(self):
         v = dynahug.scan(examples('embeddings.npy'), trace=True)
         self.assertIsInstance(v.trace, dict)
