@@ -4,6 +4,10 @@
 // eval), so a .npy file traced alone and traced after a torch file give the
 // same events. The control: with --no-prewarm they differ (the torch file's
 // imports change the .npy load's events), so the comparison can fail.
+// The zygote also pre-imports the submodules a file's globals name
+// (runtime/trace/preimport_policy.h): a scikit-learn pickle traced after
+// other scikit-learn pickles (whose submodules are then already imported)
+// gives the same events as traced alone.
 // Inputs are written (never loaded) by plain Python.
 #include <unistd.h>
 
@@ -76,6 +80,43 @@ TEST(TraceScheduleTest, TraceDoesNotDependOnWhatTheWorkerTracedBefore) {
   const proto::Trace lazy_alone = LastTrace({"--no-prewarm"}, {npy});
   const proto::Trace lazy_after_torch = LastTrace({"--no-prewarm"}, {pt, npy});
   EXPECT_NE(Shape(lazy_alone), Shape(lazy_after_torch));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TraceScheduleTest, SubmodulesPreimportedForEarlierFilesChangeNothing) {
+  if (geteuid() != 0) {
+    DYNAHUG_SECURITY_SKIP("needs root (namespaces, seccomp supervision)");
+  }
+  const std::string dir =
+      absl::StrCat(DYNAHUG_TEST_DATA_DIR, "/trace-schedule-sk-", getpid());
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(std::filesystem::create_directories(dir));
+  const std::string pipe = dir + "/pipeline.pkl", forest = dir + "/forest.pkl",
+                    logreg = dir + "/logreg.pkl";
+  absl::StatusOr<CommandResult> made = RunCommand(
+      {"/usr/bin/python3", "-c",
+       "import sys, pickle, numpy\n"
+       "from sklearn.pipeline import make_pipeline\n"
+       "from sklearn.preprocessing import StandardScaler\n"
+       "from sklearn.svm import SVC\n"
+       "from sklearn.ensemble import RandomForestClassifier\n"
+       "from sklearn.linear_model import LogisticRegression\n"
+       "x = numpy.random.default_rng(0).normal(size=(40, 3))\n"
+       "y = (x[:, 0] > 0).astype(int)\n"
+       "for path, m in ((sys.argv[1], make_pipeline(StandardScaler(), SVC())),\n"
+       "                (sys.argv[2], RandomForestClassifier(n_estimators=3)),\n"
+       "                (sys.argv[3], LogisticRegression())):\n"
+       "    pickle.dump(m.fit(x, y), open(path, 'wb'))\n",
+       pipe, forest, logreg});
+  ASSERT_TRUE(made.ok()) << made.status();
+  ASSERT_EQ(made->exit_code, 0) << made->err;
+
+  const proto::Trace alone = LastTrace({}, {logreg});
+  const proto::Trace after = LastTrace({}, {pipe, forest, logreg});
+  EXPECT_EQ(alone.loaded_type(),
+            "sklearn.linear_model._logistic.LogisticRegression");
+  EXPECT_EQ(Shape(alone), Shape(after));
+  EXPECT_EQ(alone.loaded_digest(), after.loaded_digest());
   std::filesystem::remove_all(dir);
 }
 
