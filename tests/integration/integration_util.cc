@@ -123,6 +123,28 @@ absl::StatusOr<google::protobuf::Struct> ParseJsonObject(
   return doc;
 }
 
+absl::StatusOr<TraceRun> TraceFiles(const std::string& binary,
+                                    const std::vector<std::string>& extra,
+                                    const std::vector<std::string>& files) {
+  std::vector<std::string> argv = {binary, "trace", "--format", "json"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.insert(argv.end(), files.begin(), files.end());
+  absl::StatusOr<CommandResult> run = RunCommand(argv);
+  if (!run.ok()) return run.status();
+  absl::StatusOr<std::vector<proto::Trace>> traces =
+      ParseTraceDocument(run->out);
+  if (!traces.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        traces.status().message(), "\nstderr: ", run->err));
+  }
+  if (traces->size() != files.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected ", files.size(), " traces, got ",
+                     traces->size(), "\nstderr: ", run->err));
+  }
+  return TraceRun{*std::move(traces), run->exit_code, run->err};
+}
+
 absl::StatusOr<std::vector<proto::Trace>> ParseTraceDocument(
     std::string_view json) {
   absl::StatusOr<google::protobuf::Struct> doc = ParseJsonObject(json);

@@ -40,6 +40,19 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv);
 absl::StatusOr<std::vector<proto::Trace>> ParseTraceDocument(
     std::string_view json);
 
+// `binary trace --format json extra... files...`: the traces in file order,
+// with the command's exit code and stderr. Errors (naming stderr): the
+// command could not run, its output is not a trace document, or it does not
+// hold exactly one trace per file.
+struct TraceRun {
+  std::vector<proto::Trace> traces;
+  int exit_code = -1;
+  std::string err;
+};
+absl::StatusOr<TraceRun> TraceFiles(const std::string& binary,
+                                    const std::vector<std::string>& extra,
+                                    const std::vector<std::string>& files);
+
 // Parses a JSON object (e.g. a corpus manifest) into a Struct.
 absl::StatusOr<google::protobuf::Struct> ParseJsonObject(std::string_view json);
 

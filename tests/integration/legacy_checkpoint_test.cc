@@ -35,20 +35,11 @@ std::string Dir() {
 
 // All `names` traced in one invocation, in order.
 std::vector<proto::Trace> Trace(const std::vector<std::string>& names) {
-  std::vector<std::string> argv = {DYNAHUG_BIN, "trace", "--format", "json"};
-  for (const std::string& n : names) argv.push_back(Dir() + "/" + n);
-  absl::StatusOr<CommandResult> run = RunCommand(argv);
+  std::vector<std::string> files;
+  for (const std::string& n : names) files.push_back(Dir() + "/" + n);
+  absl::StatusOr<TraceRun> run = TraceFiles(DYNAHUG_BIN, {}, files);
   EXPECT_TRUE(run.ok()) << run.status();
-  if (!run.ok()) return {};
-  absl::StatusOr<std::vector<proto::Trace>> traces =
-      ParseTraceDocument(run->out);
-  EXPECT_TRUE(traces.ok()) << traces.status() << "\nstderr: " << run->err;
-  if (!traces.ok() || traces->size() != names.size()) {
-    ADD_FAILURE() << "expected " << names.size()
-                  << " traces; stderr: " << run->err;
-    return {};
-  }
-  return *traces;
+  return run.ok() ? run->traces : std::vector<proto::Trace>();
 }
 
 struct Storages {

@@ -88,12 +88,11 @@ TEST(LibraryTamperTest, RebindingsAreNamedFindingsAndBenignModelsHaveNone) {
   std::filesystem::remove_all(dir);
   ASSERT_TRUE(std::filesystem::create_directories(dir));
   const std::vector<Payload> payloads = Payloads();
-  std::vector<std::string> argv = {DYNAHUG_BIN, "trace", "--format", "json",
-                                   "--jobs", "1"};
+  std::vector<std::string> files;
   for (const Payload& p : payloads) {
     const std::string path = dir + "/" + p.file;
     std::ofstream(path, std::ios::binary) << p.pickle;
-    argv.push_back(path);
+    files.push_back(path);
   }
   // Benign torch files, written (never loaded) by plain Python.
   const std::string module_pt = dir + "/benign_module.pt";
@@ -109,20 +108,19 @@ TEST(LibraryTamperTest, RebindingsAreNamedFindingsAndBenignModelsHaveNone) {
        module_pt, state_pt});
   ASSERT_TRUE(made.ok()) << made.status();
   ASSERT_EQ(made->exit_code, 0) << made->err;
-  argv.push_back(module_pt);
-  argv.push_back(state_pt);
+  files.push_back(module_pt);
+  files.push_back(state_pt);
 
-  absl::StatusOr<CommandResult> run = RunCommand(argv);
+  absl::StatusOr<TraceRun> run =
+      TraceFiles(DYNAHUG_BIN, {"--jobs", "1"}, files);
   ASSERT_TRUE(run.ok()) << run.status();
   ASSERT_EQ(run->exit_code, 0) << run->err;
-  absl::StatusOr<std::vector<proto::Trace>> traces =
-      ParseTraceDocument(run->out);
-  ASSERT_TRUE(traces.ok()) << traces.status();
-  ASSERT_EQ(traces->size(), payloads.size() + 2);
+  const std::vector<proto::Trace>& traces = run->traces;
+  ASSERT_EQ(traces.size(), payloads.size() + 2);
 
   for (size_t i = 0; i < payloads.size(); ++i) {
     const Payload& p = payloads[i];
-    const proto::Trace& t = (*traces)[i];
+    const proto::Trace& t = traces[i];
     SCOPED_TRACE(p.file);
     EXPECT_EQ(t.exit().status(), proto::ChildExit::OK) << DescribeEvents(t);
     int finding = -1;
@@ -144,8 +142,8 @@ TEST(LibraryTamperTest, RebindingsAreNamedFindingsAndBenignModelsHaveNone) {
     EXPECT_NE(std::find(tamper.begin(), tamper.end(), finding), tamper.end())
         << "the finding is not judged namespace-tamper";
   }
-  for (size_t i = payloads.size(); i < traces->size(); ++i) {
-    const proto::Trace& t = (*traces)[i];
+  for (size_t i = payloads.size(); i < traces.size(); ++i) {
+    const proto::Trace& t = traces[i];
     SCOPED_TRACE(t.file().path());
     EXPECT_EQ(t.exit().status(), proto::ChildExit::OK) << DescribeEvents(t);
     EXPECT_NE(t.loaded_type(), "");

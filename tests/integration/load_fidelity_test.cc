@@ -41,20 +41,10 @@ std::string Dir() {
 
 proto::Trace TraceOne(const std::string& name,
                       std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv = {DYNAHUG_BIN, "trace", "--format", "json"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  argv.push_back(Dir() + "/" + name);
-  absl::StatusOr<CommandResult> run = RunCommand(argv);
-  EXPECT_TRUE(run.ok()) << run.status();
-  if (!run.ok()) return {};
-  absl::StatusOr<std::vector<proto::Trace>> traces =
-      ParseTraceDocument(run->out);
-  EXPECT_TRUE(traces.ok()) << traces.status() << "\nstderr: " << run->err;
-  if (!traces.ok() || traces->size() != 1) {
-    ADD_FAILURE() << name << ": no trace; stderr: " << run->err;
-    return {};
-  }
-  return (*traces)[0];
+  absl::StatusOr<TraceRun> run =
+      TraceFiles(DYNAHUG_BIN, extra, {Dir() + "/" + name});
+  EXPECT_TRUE(run.ok()) << name << ": " << run.status();
+  return run.ok() ? run->traces[0] : proto::Trace();
 }
 
 // The probe's AUDIT os.system events.

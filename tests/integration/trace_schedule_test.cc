@@ -34,22 +34,15 @@ std::multiset<std::string> Shape(const proto::Trace& t) {
   return shape;
 }
 
-// The last trace of `dynahug trace --format json [extra] files...`.
-proto::Trace LastTrace(const std::vector<std::string>& extra,
+// The last trace of `dynahug trace --format json --jobs 1 [extra] files...`.
+proto::Trace LastTrace(std::vector<std::string> extra,
                        const std::vector<std::string>& files) {
-  std::vector<std::string> argv = {DYNAHUG_BIN, "trace", "--format", "json",
-                                   "--jobs", "1"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  argv.insert(argv.end(), files.begin(), files.end());
-  absl::StatusOr<CommandResult> run = RunCommand(argv);
+  extra.insert(extra.begin(), {"--jobs", "1"});
+  absl::StatusOr<TraceRun> run = TraceFiles(DYNAHUG_BIN, extra, files);
   EXPECT_TRUE(run.ok()) << run.status();
   if (!run.ok()) return {};
   EXPECT_EQ(run->exit_code, 0) << run->err;
-  absl::StatusOr<std::vector<proto::Trace>> traces =
-      ParseTraceDocument(run->out);
-  EXPECT_TRUE(traces.ok()) << traces.status();
-  if (!traces.ok() || traces->size() != files.size()) return {};
-  return traces->back();
+  return run->traces.back();
 }
 
 TEST(TraceScheduleTest, TraceDoesNotDependOnWhatTheWorkerTracedBefore) {

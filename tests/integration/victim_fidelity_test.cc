@@ -102,22 +102,16 @@ class VictimFidelityTest : public ::testing::Test {
   // Writes each pickle, traces them all in one invocation, returns the
   // traces in the same order.
   std::vector<proto::Trace> TraceAll(const std::vector<std::string>& pickles) {
-    std::vector<std::string> argv = {DYNAHUG_BIN, "trace", "--format", "json",
-                                     "--timeout", "20"};
+    std::vector<std::string> files;
     for (size_t i = 0; i < pickles.size(); ++i) {
       const std::string path = absl::StrCat(dir_, "/payload", i, ".pkl");
       std::ofstream(path, std::ios::binary) << pickles[i];
-      argv.push_back(path);
+      files.push_back(path);
     }
-    absl::StatusOr<CommandResult> run = RunCommand(argv);
+    absl::StatusOr<TraceRun> run =
+        TraceFiles(DYNAHUG_BIN, {"--timeout", "20"}, files);
     EXPECT_TRUE(run.ok()) << run.status();
-    if (!run.ok()) return {};
-    absl::StatusOr<std::vector<proto::Trace>> traces =
-        ParseTraceDocument(run->out);
-    EXPECT_TRUE(traces.ok()) << traces.status() << run->err;
-    if (!traces.ok()) return {};
-    EXPECT_EQ(traces->size(), pickles.size()) << run->err;
-    return *traces;
+    return run.ok() ? run->traces : std::vector<proto::Trace>();
   }
   proto::Trace TraceOne(const std::string& pickle) {
     std::vector<proto::Trace> t = TraceAll({pickle});
