@@ -237,12 +237,7 @@ absl::StatusOr<AnalyzedFile> AnalyzeForTrace(const std::string& path,
 std::string ResolveLoader(const AnalyzedFile& file,
                           const TraceOptions& options) {
   const std::vector<std::string> loaders = FileLoaders(file, options);
-  if (loaders.empty()) return "archive";
-  std::string out;
-  for (const std::string& loader : loaders) {
-    out += out.empty() ? loader : "," + loader;
-  }
-  return out;
+  return loaders.empty() ? "archive" : absl::StrJoin(loaders, ",");
 }
 
 absl::StatusOr<TraceRunner> TraceRunner::Create(
@@ -377,6 +372,11 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
     // (some victim gets the object); each archive member must load.
     bool file_loaded = false, file_tried = false, members_loaded = true;
     const DeferredWork deferred = loader.CaptureDeferred();
+    // Scratch and home are the child's scratch directory, for every load
+    // and for the shutdown phase.
+    hooks::PathContext paths = options.load.paths;
+    paths.scratch_dir = ctx.scratch_dir();
+    paths.home_dir = ctx.scratch_dir();
     for (size_t i = 0; i < targets.size(); ++i) {
       const LoadTarget& target = targets[i];
       std::string load_path = absolute_path;
@@ -387,9 +387,8 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
       LoadOptions load = options.load;
       load.format = target.format;
       load.loader = target.loader;
+      load.paths = paths;
       load.paths.model_path = load_path;
-      load.paths.scratch_dir = ctx.scratch_dir();
-      load.paths.home_dir = ctx.scratch_dir();
       load.integrity_baseline = baseline_ ? &*baseline_ : nullptr;
       sink.set_member(target.member);
       sink.set_loader(target.mark_loader ? target.loader : "");
@@ -427,10 +426,8 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
     // timers), recorded as the shutdown phase.
     ShutdownOptions shutdown;
     shutdown.profile_calls = options.load.profile_calls;
-    shutdown.paths = options.load.paths;
+    shutdown.paths = paths;
     shutdown.paths.model_path = absolute_path;
-    shutdown.paths.scratch_dir = ctx.scratch_dir();
-    shutdown.paths.home_dir = ctx.scratch_dir();
     shutdown.audit_limits = options.load.audit_limits;
     shutdown.recorder_limits = options.load.recorder_limits;
     shutdown.profiler_limits = options.load.profiler_limits;
@@ -504,11 +501,7 @@ absl::StatusOr<proto::Trace> TraceRunner::Trace(const AnalyzedFile& file,
     }
     *trace.add_events() = std::move(event);
   }
-  std::string loaded_type;
-  for (const auto& t : types) {
-    loaded_type += loaded_type.empty() ? t : "," + t;
-  }
-  trace.set_loaded_type(loaded_type);
+  trace.set_loaded_type(absl::StrJoin(types, ","));
   trace.set_loaded_digest(absl::StrJoin(digests, ","));
   for (const sandbox::SyscallCount& count : child->syscalls) {
     *trace.add_syscalls() = sandbox::ToProto(count);
